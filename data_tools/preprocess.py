@@ -1,0 +1,162 @@
+"""The one definition of frame preprocessing: crop -> resize to 66x200 -> RGB to YUV -> scaling.
+
+Two implementations of the same constants:
+
+* ``FramePreprocess``, a Keras layer (``keras.ops`` only) that PilotNet puts
+  inside the model, so an exported artifact takes the raw camera frame and no
+  Python preprocessing can drift between training and serving;
+* ``preprocess``, its OpenCV/NumPy twin for code that works on frames outside a
+  model (previews, checks, the tests that hold the two equal).
+
+Colour conversion follows OpenCV's ``COLOR_RGB2YUV`` (BT.601, analogue YUV):
+``Y = 0.299 R + 0.587 G + 0.114 B``, ``U = 0.492 (B - Y) + 128``,
+``V = 0.877 (R - Y) + 128``; the result is scaled from [0, 255] to about [-1, 1].
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+MODEL_HEIGHT = 66
+MODEL_WIDTH = 200
+MODEL_INPUT_SHAPE = (MODEL_HEIGHT, MODEL_WIDTH, 3)
+
+_Y = np.array([0.299, 0.587, 0.114])
+# Rows: Y, U, V as linear functions of (R, G, B); offsets centre U and V at 128.
+RGB_TO_YUV = np.stack([_Y, 0.492 * (np.array([0.0, 0.0, 1.0]) - _Y), 0.877 * (np.array([1.0, 0.0, 0.0]) - _Y)])
+YUV_OFFSET = np.array([0.0, 128.0, 128.0])
+SCALE = 1.0 / 127.5
+SHIFT = -1.0
+
+# Fractions of the frame height cut from the top (sky) and bottom (bonnet).
+# (60, 25) on the Udacity simulator's 160-row frames.
+DEFAULT_CROP_FRACTIONS = (0.375, 0.15625)
+
+
+def default_crop(height: int) -> tuple[int, int]:
+    """Rows to cut (top, bottom) for a frame of ``height`` rows: sky and bonnet.
+
+    Udacity's 320x160 frames give (60, 25); donkeycar's 160x120 give (45, 19).
+    """
+    top = int(round(height * DEFAULT_CROP_FRACTIONS[0]))
+    bottom = int(round(height * DEFAULT_CROP_FRACTIONS[1]))
+    return top, bottom
+
+
+def check_crop(height: int, crop: Sequence[int]) -> tuple[int, int]:
+    """Validate ``crop`` for frames of ``height`` rows; return it as a tuple.
+
+    Raises:
+        ValueError: when the crop is negative or leaves fewer than 2 rows.
+    """
+    if len(crop) != 2:
+        raise ValueError(f"Expected crop=(top, bottom). Received: crop={tuple(crop)}")
+    top, bottom = int(crop[0]), int(crop[1])
+    if top < 0 or bottom < 0:
+        raise ValueError(f"Expected crop rows >= 0. Received: crop=({top}, {bottom})")
+    if height - top - bottom < 2:
+        raise ValueError(
+            f"crop=({top}, {bottom}) leaves {height - top - bottom} rows of a {height}-row frame; "
+            f"it must leave at least 2 (try --crop {default_crop(height)[0]},{default_crop(height)[1]})"
+        )
+    return top, bottom
+
+
+def preprocess(
+    image: np.ndarray,
+    crop: Sequence[int] | None = None,
+    size: tuple[int, int] = (MODEL_HEIGHT, MODEL_WIDTH),
+) -> np.ndarray:
+    """Preprocess RGB frames with OpenCV: the twin of ``FramePreprocess``.
+
+    Args:
+        image: uint8 or float RGB frame ``(H, W, 3)`` or batch ``(N, H, W, 3)``.
+        crop: rows cut from the top and bottom. Defaults to ``default_crop(H)``.
+        size: output ``(height, width)``. Defaults to `(66, 200)`.
+
+    Returns:
+        float32 array ``(..., 66, 200, 3)``: YUV scaled to about [-1, 1].
+    """
+    image = np.asarray(image)
+    if image.ndim == 4:
+        return np.stack([preprocess(frame, crop, size) for frame in image])
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"Expected an RGB frame of shape (H, W, 3). Received: shape={image.shape}")
+    top, bottom = check_crop(image.shape[0], default_crop(image.shape[0]) if crop is None else crop)
+    cropped = image[top : image.shape[0] - bottom].astype(np.float32)
+    resized = cv2.resize(cropped, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    yuv = resized @ RGB_TO_YUV.T.astype(np.float32) + YUV_OFFSET.astype(np.float32)
+    return (yuv * SCALE + SHIFT).astype(np.float32)
+
+
+def _frame_preprocess_layer():
+    # Defined lazily so importing data_tools does not import TensorFlow.
+    import keras
+    from keras import ops
+
+    @keras.saving.register_keras_serializable(package="data_tools")
+    class FramePreprocess(keras.layers.Layer):
+        """Crop, resize, convert RGB to YUV and scale, inside the model.
+
+        ``y = (M @ rgb + offset) / 127.5 - 1`` after cropping ``crop`` rows and a
+        bilinear resize to ``size``; ``M`` and ``offset`` are OpenCV's RGB->YUV.
+        Always computes in float32 (also under a mixed-precision policy).
+
+        Args:
+            crop: rows ``(top, bottom)`` cut from the frame (sky and bonnet).
+            size: output ``(height, width)``. Defaults to `(66, 200)`.
+
+        Input shape: ``(batch, H, W, 3)`` RGB, uint8 or float in [0, 255].
+        Output shape: ``(batch, size[0], size[1], 3)``.
+
+        Example:
+            >>> layer = FramePreprocess(crop=(60, 25))
+            >>> layer(np.zeros((1, 160, 320, 3), "uint8")).shape
+            (1, 66, 200, 3)
+        """
+
+        def __init__(self, crop: Sequence[int] = (60, 25), size: Sequence[int] = (MODEL_HEIGHT, MODEL_WIDTH), **kwargs):
+            kwargs.setdefault("dtype", "float32")
+            super().__init__(**kwargs)
+            self.crop = (int(crop[0]), int(crop[1]))
+            self.size = (int(size[0]), int(size[1]))
+            if min(self.crop) < 0:
+                raise ValueError(f"Expected crop rows >= 0. Received: crop={self.crop}")
+            if min(self.size) < 1:
+                raise ValueError(f"Expected a positive size. Received: size={self.size}")
+
+        def build(self, input_shape):
+            if input_shape[-1] != 3:
+                raise ValueError(f"Expected RGB input with 3 channels. Received: input_shape={input_shape}")
+            if input_shape[1] is not None:
+                check_crop(int(input_shape[1]), self.crop)
+
+        def call(self, inputs):
+            x = ops.cast(inputs, "float32")
+            height = ops.shape(x)[1]
+            x = x[:, self.crop[0] : height - self.crop[1], :, :]
+            x = ops.image.resize(x, self.size, interpolation="bilinear", antialias=False)
+            matrix = ops.convert_to_tensor(RGB_TO_YUV.T.astype(np.float32))
+            offset = ops.convert_to_tensor((YUV_OFFSET * SCALE + SHIFT).astype(np.float32))
+            return ops.matmul(x, matrix * SCALE) + offset
+
+        def compute_output_shape(self, input_shape):
+            return (input_shape[0], self.size[0], self.size[1], 3)
+
+        def get_config(self):
+            config = super().get_config()
+            config.update({"crop": list(self.crop), "size": list(self.size)})
+            return config
+
+    return FramePreprocess
+
+
+def __getattr__(name: str):
+    if name == "FramePreprocess":
+        layer = _frame_preprocess_layer()
+        globals()["FramePreprocess"] = layer
+        return layer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
