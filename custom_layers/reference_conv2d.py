@@ -1,0 +1,169 @@
+"""A 2-D convolution written from scratch: im2col by strided slicing, then one matmul."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import activations, constraints, initializers, ops, regularizers
+
+from custom_layers.reference import conv_output_size, same_padding
+
+
+def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    pair = (int(value), int(value)) if isinstance(value, int) else tuple(int(v) for v in value)
+    if len(pair) != 2 or min(pair) < 1:
+        raise ValueError(f"Expected {name} to be a positive int or a pair of them. Received: {name}={value}")
+    return pair
+
+
+@keras.saving.register_keras_serializable(package="custom_layers")
+class ReferenceConv2D(keras.layers.Layer):
+    """2-D convolution without any convolution op: gather patches, then matmul.
+
+    For every kernel tap ``(u, v)`` a strided slice of the (zero-padded) input
+    gives the pixels that tap sees at every output position; the slices are
+    concatenated along channels into patches ``(N, OH, OW, FH*FW*C)`` and one
+    matmul with the kernel reshaped to ``(FH*FW*C, K)`` gives the output.
+    Arguments, weights (``kernel`` HWIO, ``bias``) and outputs are those of
+    ``keras.layers.Conv2D`` (channels_last), so weights copy across both ways.
+    Output size: ``OH = floor((H - F_eff + 2P) / S) + 1`` with
+    ``F_eff = dilation * (F - 1) + 1``.
+
+    Args:
+        filters: number of output channels.
+        kernel_size: int or ``(FH, FW)``.
+        strides: int or ``(SH, SW)``. Defaults to `1`.
+        padding: ``"valid"``, ``"same"`` (TensorFlow's rule), an int or ``(PH, PW)``
+            of zero padding on each side. Defaults to `"valid"`.
+        dilation_rate: int or pair. Defaults to `1`.
+        activation: activation applied to the output. Defaults to `None`.
+        use_bias: add a bias. Defaults to `True`.
+        kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
+        activity_regularizer, kernel_constraint, bias_constraint: as in `Conv2D`.
+
+    Input shape: ``(batch, H, W, C)`` with known ``H``, ``W``, ``C``.
+    Output shape: ``(batch, OH, OW, filters)``.
+
+    Example:
+        >>> conv = ReferenceConv2D(24, 5, strides=2)
+        >>> conv(np.zeros((1, 66, 200, 3), "float32")).shape
+        (1, 31, 98, 24)
+    """
+
+    def __init__(self, filters: int, kernel_size, strides=1, padding="valid", dilation_rate=1, activation=None,
+                 use_bias: bool = True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, **kwargs):
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        if int(filters) < 1:
+            raise ValueError(f"Expected filters >= 1. Received: filters={filters}")
+        self.filters = int(filters)
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.strides = _pair(strides, "strides")
+        self.dilation_rate = _pair(dilation_rate, "dilation_rate")
+        if isinstance(padding, str):
+            padding = padding.lower()
+            if padding not in ("valid", "same"):
+                raise ValueError(f"Expected padding 'valid', 'same' or an int. Received: padding={padding!r}")
+            self.padding = padding
+        else:
+            pads = (int(padding), int(padding)) if isinstance(padding, int) else tuple(int(p) for p in padding)
+            if len(pads) != 2 or min(pads) < 0:
+                raise ValueError(f"Expected padding >= 0. Received: padding={padding}")
+            self.padding = pads
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
+
+    def _effective_kernel(self) -> tuple[int, int]:
+        return tuple(d * (k - 1) + 1 for d, k in zip(self.dilation_rate, self.kernel_size))
+
+    def _geometry(self, height: int, width: int):
+        """((pad_top, pad_bottom), (pad_left, pad_right)), (OH, OW) for an input of this size."""
+        fh, fw = self._effective_kernel()
+        if self.padding == "valid":
+            pads = ((0, 0), (0, 0))
+        elif self.padding == "same":
+            pads = (same_padding(height, fh, self.strides[0]), same_padding(width, fw, self.strides[1]))
+        else:
+            pads = ((self.padding[0],) * 2, (self.padding[1],) * 2)
+        out = []
+        for n, f, (p0, p1), s, axis in zip((height, width), (fh, fw), pads, self.strides, ("height", "width")):
+            if n + p0 + p1 < f:
+                raise ValueError(
+                    f"Kernel of effective {axis} {f} is larger than the padded input {axis} {n + p0 + p1} "
+                    f"(input {n}, padding {p0}+{p1}). Received: kernel_size={self.kernel_size}, "
+                    f"dilation_rate={self.dilation_rate}, padding={self.padding!r}"
+                )
+            out.append(conv_output_size(n + p0 + p1, f, 0, s))
+        return pads, tuple(out)
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(f"Expected a 4-D input (batch, H, W, C). Received: input_shape={tuple(input_shape)}")
+        height, width, channels = input_shape[1:]
+        if None in (height, width, channels):
+            raise ValueError(f"ReferenceConv2D needs known H, W and C. Received: input_shape={tuple(input_shape)}")
+        self._geometry(height, width)
+        self.kernel = self.add_weight(
+            name="kernel", shape=self.kernel_size + (int(channels), self.filters),
+            initializer=self.kernel_initializer, regularizer=self.kernel_regularizer, constraint=self.kernel_constraint,
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias", shape=(self.filters,), initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer, constraint=self.bias_constraint,
+            )
+        else:
+            self.bias = None
+
+    def call(self, inputs):
+        height, width, channels = inputs.shape[1:]
+        ((pt, pb), (pl, pr)), (oh, ow) = self._geometry(height, width)
+        x = inputs
+        if pt or pb or pl or pr:
+            x = ops.pad(x, [[0, 0], [pt, pb], [pl, pr], [0, 0]])
+        (sh, sw), (dh, dw) = self.strides, self.dilation_rate
+        taps = [
+            x[:, u * dh : u * dh + sh * (oh - 1) + 1 : sh, v * dw : v * dw + sw * (ow - 1) + 1 : sw, :]
+            for u in range(self.kernel_size[0])
+            for v in range(self.kernel_size[1])
+        ]
+        # Tap order (u, v, c) is the row-major order of the HWIO kernel's first three axes.
+        patches = taps[0] if len(taps) == 1 else ops.concatenate(taps, axis=-1)
+        kernel = ops.reshape(self.kernel, (-1, self.filters))
+        outputs = ops.matmul(patches, kernel)
+        if self.use_bias:
+            outputs = outputs + self.bias
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        _, (oh, ow) = self._geometry(input_shape[1], input_shape[2])
+        return (input_shape[0], oh, ow, self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
+            "dilation_rate": self.dilation_rate,
+            "activation": activations.serialize(self.activation),
+            "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+            "kernel_constraint": constraints.serialize(self.kernel_constraint),
+            "bias_constraint": constraints.serialize(self.bias_constraint),
+        })
+        return config
