@@ -1,10 +1,11 @@
-"""A 2-D convolution written from scratch: im2col by strided slicing, then one matmul."""
+"""A 2-D convolution written from scratch: im2col (strided patch indices, one gather), then one matmul."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
 import keras
+import numpy as np
 from keras import activations, constraints, initializers, ops, regularizers
 
 from custom_layers.reference import conv_output_size, same_padding
@@ -21,10 +22,11 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
 class ReferenceConv2D(keras.layers.Layer):
     """2-D convolution without any convolution op: gather patches, then matmul.
 
-    For every kernel tap ``(u, v)`` a strided slice of the (zero-padded) input
-    gives the pixels that tap sees at every output position; the slices are
-    concatenated along channels into patches ``(N, OH, OW, FH*FW*C)`` and one
-    matmul with the kernel reshaped to ``(FH*FW*C, K)`` gives the output.
+    im2col: output position ``(i, j)`` and kernel tap ``(u, v)`` read the
+    (zero-padded) input at row ``i*SH + u*DH`` and column ``j*SW + v*DW``. These
+    strided indices are computed once; one gather collects the patches
+    ``(N, OH, OW, FH*FW*C)`` and one matmul with the kernel reshaped to
+    ``(FH*FW*C, K)`` gives the output.
     Arguments, weights (``kernel`` HWIO, ``bias``) and outputs are those of
     ``keras.layers.Conv2D`` (channels_last), so weights copy across both ways.
     Output size: ``OH = floor((H - F_eff + 2P) / S) + 1`` with
@@ -123,22 +125,32 @@ class ReferenceConv2D(keras.layers.Layer):
         else:
             self.bias = None
 
+    def _patch_index(self, height: int, width: int) -> np.ndarray:
+        """Flat index into the padded input of every (output row, output column, tap).
+
+        Row ``i * SH + u * DH`` and column ``j * SW + v * DW``: the strided ranges
+        of im2col, computed once per input size.
+        """
+        ((pt, pb), (pl, pr)), (oh, ow) = self._geometry(height, width)
+        (sh, sw), (dh, dw) = self.strides, self.dilation_rate
+        fh, fw = self.kernel_size
+        rows = np.arange(oh)[:, None, None, None] * sh + np.arange(fh)[None, None, :, None] * dh
+        cols = np.arange(ow)[None, :, None, None] * sw + np.arange(fw)[None, None, None, :] * dw
+        return (rows * (width + pl + pr) + cols).reshape(-1).astype("int32")
+
     def call(self, inputs):
         height, width, channels = inputs.shape[1:]
         ((pt, pb), (pl, pr)), (oh, ow) = self._geometry(height, width)
         x = inputs
         if pt or pb or pl or pr:
             x = ops.pad(x, [[0, 0], [pt, pb], [pl, pr], [0, 0]])
-        (sh, sw), (dh, dw) = self.strides, self.dilation_rate
-        taps = [
-            x[:, u * dh : u * dh + sh * (oh - 1) + 1 : sh, v * dw : v * dw + sw * (ow - 1) + 1 : sw, :]
-            for u in range(self.kernel_size[0])
-            for v in range(self.kernel_size[1])
-        ]
+        pixels = ops.reshape(x, (-1, (height + pt + pb) * (width + pl + pr), channels))
+        # One gather instead of FH*FW strided slices: the same patches, but the
+        # backward pass is one scatter-add instead of FH*FW padded copies.
+        patches = ops.take(pixels, self._patch_index(height, width), axis=1)
         # Tap order (u, v, c) is the row-major order of the HWIO kernel's first three axes.
-        patches = taps[0] if len(taps) == 1 else ops.concatenate(taps, axis=-1)
-        kernel = ops.reshape(self.kernel, (-1, self.filters))
-        outputs = ops.matmul(patches, kernel)
+        patches = ops.reshape(patches, (-1, oh, ow, self.kernel_size[0] * self.kernel_size[1] * channels))
+        outputs = ops.matmul(patches, ops.reshape(self.kernel, (-1, self.filters)))
         if self.use_bias:
             outputs = outputs + self.bias
         if self.activation is not None:
