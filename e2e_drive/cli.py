@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 COMMAND_MODULES = (
     "e2e_drive.cli_layers",
     "e2e_drive.cli_data",
+    "e2e_drive.cli_pipeline",
     "e2e_drive.cli_train",
     "e2e_drive.cli_sim",
     "deploy.cli_deploy",

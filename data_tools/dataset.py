@@ -1,0 +1,203 @@
+"""``DrivingDataset``: batches of raw frames and steering for ``model.fit``.
+
+Batches are ``(frames uint8 (B, H, W, 3) raw RGB, steering float32 (B,))``;
+preprocessing happens inside the model (``FramePreprocess``). Every random
+choice of batch ``index`` in epoch ``epoch`` comes from
+``np.random.default_rng([seed, epoch, 1, index])`` and the epoch's order from
+``[seed, epoch, 0]``: a batch is a pure function of ``(seed, epoch, index)``,
+so one seed gives the same batches with any number of worker threads or
+processes, and through ``to_tf_dataset``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Callable
+
+import keras
+import numpy as np
+
+from data_tools.augment import Sample, Transform
+from data_tools.errors import DataError
+from data_tools.frame_cache import FrameCache
+from data_tools.frames import read_frame
+from data_tools.log import DrivingLog
+
+CACHE_MODES = ("memory", "disk", None)
+
+
+class DrivingDataset(keras.utils.PyDataset):
+    """A Keras ``PyDataset`` over a ``DrivingLog``, optionally augmented.
+
+    Args:
+        log: the rows to serve.
+        batch_size: samples per batch. Defaults to `64`.
+        augment: a transform (e.g. ``default_augmentation()``) applied to each
+            sample, or ``None`` for the centre frames as they are. Defaults to `None`.
+        shuffle: a new order every epoch (derived from ``(seed, epoch)``). Defaults to `True`.
+        seed: the one seed of every random choice. Defaults to `0`.
+        cache: ``"memory"``, ``"disk"`` (``np.memmap`` under ``cache_dir``) or ``None``
+            (decode every frame when it is used). Defaults to `"memory"`.
+        cache_dir: folder of the disk cache.
+        workers, use_multiprocessing, max_queue_size: passed to ``keras.utils.PyDataset``.
+        drop_remainder: leave out the last, smaller batch. Defaults to `False`.
+
+    Example:
+        >>> ds = DrivingDataset(log, 64, augment=default_augmentation(), workers=2)
+        >>> frames, steering = ds[0]     # (64, 160, 320, 3) uint8, (64,) float32
+        >>> model.fit(ds, epochs=10)
+    """
+
+    def __init__(
+        self,
+        log: DrivingLog,
+        batch_size: int = 64,
+        *,
+        augment: Transform | Callable[[Sample, np.random.Generator], Sample] | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        cache: str | None = "memory",
+        cache_dir: str | os.PathLike | None = None,
+        workers: int = 1,
+        use_multiprocessing: bool = False,
+        max_queue_size: int = 10,
+        drop_remainder: bool = False,
+        progress: bool = True,
+    ):
+        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
+        if batch_size < 1:
+            raise ValueError(f"Expected batch_size >= 1. Received: batch_size={batch_size}")
+        if cache not in CACHE_MODES:
+            raise ValueError(f"Expected cache in {CACHE_MODES}. Received: cache={cache!r}")
+        if len(log) == 0:
+            raise ValueError("DrivingDataset needs a log with at least one row")
+        if drop_remainder and len(log) < batch_size:
+            raise ValueError(f"drop_remainder=True with {len(log)} rows < batch_size={batch_size} leaves no batch")
+        self.log = log
+        self.batch_size = int(batch_size)
+        self.augment = augment
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.drop_remainder = bool(drop_remainder)
+        self.epoch = 0
+        # Only an augmentation that picks cameras needs the left and right frames.
+        self.cameras = log.cameras if getattr(augment, "chooses_camera", False) else ("center",)
+        self.cache = None
+        if cache is not None:
+            self.cache = FrameCache(log, self.cameras, mode=cache, cache_dir=cache_dir, progress=progress)
+            self.frame_shape: tuple[int, int, int] = self.cache.frame_shape
+        else:
+            self.frame_shape = tuple(read_frame(log.images["center"][0], where=log.describe(0)).shape)
+        self._order_cache: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        n = len(self.log)
+        return n // self.batch_size if self.drop_remainder else -(-n // self.batch_size)
+
+    def with_workers(self, workers: int = 1, use_multiprocessing: bool = False, max_queue_size: int = 10):
+        """A copy that shares this dataset's frame cache, read by other Keras workers."""
+        clone = copy.copy(self)
+        keras.utils.PyDataset.__init__(
+            clone, workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size
+        )
+        return clone
+
+    def on_epoch_end(self) -> None:
+        """Next epoch: a new order and new augmentations.
+
+        ``model.fit`` also calls this once before its first epoch (Keras'
+        ``EpochIterator.reset``), so fit's epoch ``k`` serves epoch ``k + 1`` of a
+        fresh dataset; the batches still depend on the seed alone.
+        """
+        self.epoch += 1
+
+    def set_epoch(self, epoch: int) -> None:
+        """Serve the batches of ``epoch`` (e.g. when resuming training)."""
+        self.epoch = int(epoch)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The row order of ``epoch``."""
+        # One tuple, replaced whole: threads serving different epochs never see a torn cache.
+        cached = self._order_cache
+        if cached is None or cached[0] != epoch:
+            if self.shuffle:
+                rows = np.random.default_rng([self.seed, epoch, 0]).permutation(len(self.log))
+            else:
+                rows = np.arange(len(self.log))
+            cached = (epoch, rows)
+            self._order_cache = cached
+        return cached[1]
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.batch(self.epoch, index)
+
+    def batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch ``index`` of ``epoch``: ``(frames uint8 (B, H, W, 3), steering float32 (B,))``."""
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch index {index} out of range for {len(self)} batches")
+        rows = self.order(int(epoch))[index * self.batch_size : (index + 1) * self.batch_size]
+        frames = np.empty((len(rows), *self.frame_shape), np.uint8)
+        steering = np.empty(len(rows), np.float32)
+        rng = np.random.default_rng([self.seed, int(epoch), 1, index])
+        for k, row in enumerate(rows):
+            sample = Sample(steering=float(self.log.steering[row]), views=self._views(int(row)))
+            if self.augment is not None:
+                sample = self.augment(sample, rng)
+            image = sample.image
+            if image.shape != self.frame_shape:
+                where = self.log.describe(int(row))
+                raise DataError(
+                    f"{where}: {sample.camera} frame is {image.shape[1]}x{image.shape[0]} but the log's frames are "
+                    f"{self.frame_shape[1]}x{self.frame_shape[0]}; all frames of one log must share a size"
+                )
+            frames[k] = image
+            steering[k] = sample.steering
+        return frames, steering
+
+    def _views(self, row: int) -> dict:
+        if self.cache is not None:
+            return {c: self.cache.get(c, row) for c in self.cameras if self.cache.has(c, row)}
+        views = {}
+        for camera in self.cameras:
+            path = self.log.images[camera][row]
+            if path:
+                views[camera] = lambda path=path, where=f"{self.log.describe(row)} ({camera} camera)": read_frame(
+                    path, where=where
+                )
+        return views
+
+    def to_tf_dataset(self, epochs: int | None = 1, first_epoch: int | None = None, parallel_calls: int | None = None):
+        """The same batches as a ``tf.data.Dataset``: ``epochs`` epochs back to back.
+
+        Epoch ``e`` (from ``first_epoch``, default the current one) yields exactly
+        ``[self.batch(e, i) for i in range(len(self))]``; ``epochs=None`` repeats forever.
+        Use it with ``model.fit(ds.to_tf_dataset(epochs=n), epochs=n, steps_per_epoch=len(ds))``.
+
+        Args:
+            epochs: how many epochs the dataset holds, ``None`` for endless. Defaults to `1`.
+            first_epoch: the first epoch served. Defaults to `self.epoch`.
+            parallel_calls: batches assembled in parallel. Defaults to `tf.data.AUTOTUNE`.
+        """
+        import tensorflow as tf
+
+        start = self.epoch if first_epoch is None else int(first_epoch)
+        epochs_ds = tf.data.Dataset.counter(start) if epochs is None else tf.data.Dataset.range(start, start + epochs)
+        n_batches = len(self)
+        pairs = epochs_ds.flat_map(
+            lambda e: tf.data.Dataset.range(n_batches).map(lambda i: (e, i))
+        )
+
+        def load(epoch, index):
+            return self.batch(int(epoch), int(index))
+
+        def tf_load(epoch, index):
+            frames, steering = tf.numpy_function(load, [epoch, index], [tf.uint8, tf.float32], stateful=False)
+            frames.set_shape((None, *self.frame_shape))
+            steering.set_shape((None,))
+            return frames, steering
+
+        return pairs.map(
+            tf_load, num_parallel_calls=parallel_calls or tf.data.AUTOTUNE, deterministic=True
+        ).prefetch(tf.data.AUTOTUNE)

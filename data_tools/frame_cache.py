@@ -1,0 +1,191 @@
+"""Every frame of a log decoded once: in memory, or in a uint8 memory-mapped file on disk.
+
+JPEG decoding dominates a naive behavioural-cloning input pipeline; decoding
+each camera frame once up front (in a thread pool: OpenCV releases the GIL)
+leaves only the augmentation per epoch. The cache is read-only once built, so
+any number of worker threads or processes can read it consistently.
+
+``mode="disk"`` writes ``frames-<key>.u8`` (+ a ``.json`` header) under
+``cache_dir`` for logs that do not fit in memory; the key hashes the image
+paths, sizes and modification times, so a later run with the same log reuses
+the file without decoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+import numpy as np
+
+from data_tools.errors import DataError
+from data_tools.frames import read_frame
+from data_tools.log import DrivingLog
+
+MODES = ("memory", "disk")
+
+
+class FrameCache:
+    """Decoded frames of ``log`` for ``cameras``, one slot per distinct image file.
+
+    Args:
+        log: the driving log.
+        cameras: cameras to decode. Defaults to every camera of the log.
+        mode: ``"memory"`` (a NumPy array) or ``"disk"`` (a ``np.memmap`` in ``cache_dir``).
+        cache_dir: folder of the disk cache; required for ``mode="disk"``.
+        threads: decoding threads. Defaults to `os.cpu_count()`.
+        progress: draw a progress bar on stderr while decoding. Defaults to `True`.
+
+    Raises:
+        DataError: a frame is missing or corrupt (naming the log row), or its size
+            differs from the log's first frame (naming both files and sizes).
+
+    Example:
+        >>> cache = FrameCache(log, cameras=("center",))
+        >>> cache.get("center", 0).shape
+        (160, 320, 3)
+    """
+
+    def __init__(
+        self,
+        log: DrivingLog,
+        cameras: Sequence[str] | None = None,
+        *,
+        mode: str = "memory",
+        cache_dir: str | os.PathLike | None = None,
+        threads: int | None = None,
+        progress: bool = True,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"Expected mode in {MODES}. Received: mode={mode!r}")
+        if mode == "disk" and cache_dir is None:
+            raise ValueError("mode='disk' needs cache_dir (a folder for the memory-mapped frame file)")
+        if len(log) == 0:
+            raise ValueError("cannot cache the frames of an empty log")
+        self.mode = mode
+        self.cameras = tuple(cameras) if cameras is not None else log.cameras
+        missing = [c for c in self.cameras if c not in log.images]
+        if missing:
+            raise ValueError(f"the log has no {missing} camera column(s); it has {list(log.images)}")
+
+        # One slot per distinct path: ``slots[camera][row]`` (-1 where the row has no such image).
+        paths: list[str] = []
+        where: list[str] = []
+        slot_of: dict[str, int] = {}
+        self.slots: dict[str, np.ndarray] = {}
+        for camera in self.cameras:
+            column = np.full(len(log), -1, np.int64)
+            for row, path in enumerate(log.images[camera]):
+                if not path:
+                    continue
+                if path not in slot_of:
+                    slot_of[path] = len(paths)
+                    paths.append(path)
+                    where.append(f"{log.describe(row)} ({camera} camera)")
+                column[row] = slot_of[path]
+            self.slots[camera] = column
+        if not paths:
+            raise ValueError(f"the log has no images for cameras {self.cameras}")
+        self.paths = paths
+        self._where = where
+        self._path: str | None = None
+
+        first = read_frame(paths[0], where=where[0])
+        self.frame_shape: tuple[int, int, int] = tuple(first.shape)  # type: ignore[assignment]
+        shape = (len(paths), *self.frame_shape)
+        if mode == "disk":
+            self.frames = self._disk_frames(os.fspath(cache_dir), shape, first, threads, progress)
+        else:
+            self.frames = np.empty(shape, np.uint8)
+            self._decode_into(self.frames, first, threads, progress)
+            self.frames.flags.writeable = False
+
+    def _decode_into(self, frames: np.ndarray, first: np.ndarray, threads: int | None, progress: bool) -> None:
+        from e2e_drive.progress import progress as progress_bar
+
+        frames[0] = first
+
+        def decode(i: int) -> None:
+            frame = read_frame(self.paths[i], where=self._where[i])
+            if frame.shape != first.shape:
+                raise DataError(
+                    f"{self._where[i]}: frame {self.paths[i]} is {frame.shape[1]}x{frame.shape[0]} but the log's "
+                    f"frames are {first.shape[1]}x{first.shape[0]} (first frame: {self.paths[0]}); "
+                    "all frames of one log must share a size"
+                )
+            frames[i] = frame
+
+        with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
+            for _ in progress_bar(pool.map(decode, range(1, len(self.paths))), total=len(self.paths) - 1,
+                                  label="decoding frames", enabled=progress):
+                pass
+
+    def _disk_frames(self, cache_dir: str, shape: tuple[int, ...], first: np.ndarray, threads, progress) -> np.ndarray:
+        os.makedirs(cache_dir, exist_ok=True)
+        digest = hashlib.sha256()
+        for path in self.paths:
+            stat = os.stat(path)
+            digest.update(f"{os.path.abspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        key = digest.hexdigest()[:16]
+        data_path = os.path.join(cache_dir, f"frames-{key}.u8")
+        header_path = data_path[:-3] + ".json"
+        header = {"shape": list(shape), "dtype": "uint8", "paths": len(self.paths)}
+        try:
+            with open(header_path, encoding="utf-8") as f:
+                reusable = json.load(f) == header and os.path.getsize(data_path) == int(np.prod(shape))
+        except (OSError, ValueError):
+            reusable = False
+        if not reusable:
+            # Decode into a temporary file and rename it: an interrupted run leaves no half cache.
+            fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".frames-", suffix=".tmp")
+            os.close(fd)
+            try:
+                frames = np.memmap(tmp, np.uint8, mode="w+", shape=shape)
+                self._decode_into(frames, first, threads, progress)
+                frames.flush()
+                del frames
+                os.replace(tmp, data_path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+            fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".frames-", suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(header, f)
+            os.replace(tmp, header_path)
+        self._path = data_path
+        return np.memmap(data_path, np.uint8, mode="r", shape=shape)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.frames.nbytes)
+
+    @property
+    def path(self) -> str | None:
+        """The memory-mapped file (``mode="disk"``), else ``None``."""
+        return self._path
+
+    def has(self, camera: str, row: int) -> bool:
+        return camera in self.slots and self.slots[camera][row] >= 0
+
+    def get(self, camera: str, row: int) -> np.ndarray:
+        """The decoded frame of ``row`` from ``camera`` (a read-only view; copy before changing it)."""
+        return self.frames[self.slots[camera][row]]
+
+    def __getstate__(self) -> dict:
+        # Worker processes reopen the memory-mapped file instead of receiving a pickled copy of it.
+        state = self.__dict__.copy()
+        if self._path is not None:
+            state["frames"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self._path is not None:
+            self.frames = np.memmap(self._path, np.uint8, mode="r", shape=(len(self.paths), *self.frame_shape))

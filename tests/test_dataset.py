@@ -1,0 +1,203 @@
+"""DrivingDataset and FrameCache: batches, determinism across workers, caches, tf.data, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from data_tools.augment import HorizontalFlip, default_augmentation
+from data_tools.dataset import DrivingDataset
+from data_tools.errors import DataError
+from data_tools.frame_cache import FrameCache
+from data_tools.frames import read_frame, write_frame
+from data_tools.log import DrivingLog
+
+H, W = 24, 40
+
+
+def make_log(folder, n=22, *, sizes=None, cameras=("center", "left", "right")) -> DrivingLog:
+    """A log of PNG frames (lossless, so decoded frames are known exactly); pixel values encode row and camera."""
+    rng = np.random.default_rng(123)
+    columns = {c: [] for c in cameras}
+    for i in range(n):
+        for k, camera in enumerate(cameras):
+            shape = sizes.get((i, camera), (H, W)) if sizes else (H, W)
+            frame = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+            frame[0, 0] = (i, k, 7)
+            path = folder / f"{camera}_{i:03d}.png"
+            write_frame(path, frame)
+            columns[camera].append(str(path))
+    steering = np.linspace(-0.5, 0.5, n)
+    return DrivingLog.from_columns(
+        center=columns["center"], left=columns.get("left"), right=columns.get("right"),
+        steering=steering, source=str(folder / "driving_log.csv"), row=np.arange(1, n + 1),
+    )
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory):
+    return make_log(tmp_path_factory.mktemp("frames"))
+
+
+def all_batches(ds, epoch):
+    return [ds.batch(epoch, i) for i in range(len(ds))]
+
+
+def assert_same(batches_a, batches_b):
+    assert len(batches_a) == len(batches_b)
+    for (fa, sa), (fb, sb) in zip(batches_a, batches_b):
+        np.testing.assert_array_equal(fa, fb)
+        np.testing.assert_array_equal(sa, sb)
+
+
+def test_batches_are_the_log_frames_unaugmented(log):
+    ds = DrivingDataset(log, batch_size=8, shuffle=False, progress=False)
+    assert len(ds) == 3 and ds.frame_shape == (H, W, 3)
+    frames, steering = ds[2]
+    assert frames.dtype == np.uint8 and frames.shape == (6, H, W, 3)
+    assert steering.dtype == np.float32 and steering.shape == (6,)
+    for k, row in enumerate(range(16, 22)):
+        np.testing.assert_array_equal(frames[k], read_frame(log.images["center"][row]))
+    np.testing.assert_allclose(steering, log.steering[16:22])
+    assert len(DrivingDataset(log, batch_size=8, drop_remainder=True, progress=False)) == 2
+
+
+def test_shuffle_covers_every_row_once_and_changes_per_epoch(log):
+    ds = DrivingDataset(log, batch_size=5, seed=3, progress=False)
+    seen = []
+    for epoch in (0, 1):
+        tags = np.concatenate([frames[:, 0, 0, 0] for frames, _ in all_batches(ds, epoch)])
+        assert sorted(tags.tolist()) == list(range(len(log)))
+        seen.append(tags)
+    assert not np.array_equal(seen[0], seen[1])
+    ds.on_epoch_end()
+    assert_same([ds[i] for i in range(len(ds))], all_batches(ds, 1))
+
+
+def test_same_seed_same_batches_other_seed_differs(log):
+    aug = default_augmentation()
+    a = DrivingDataset(log, 6, augment=aug, seed=5, progress=False)
+    b = DrivingDataset(log, 6, augment=default_augmentation(), seed=5, progress=False)
+    c = DrivingDataset(log, 6, augment=aug, seed=6, progress=False)
+    assert_same(all_batches(a, 0), all_batches(b, 0))
+    assert not np.array_equal(a[0][0], c[0][0])
+
+
+def test_augmented_labels_follow_the_camera_choice(log):
+    # Only camera choice and flips: each label must be +-(row label + camera offset), recognisable from the pixel tag.
+    from data_tools.augment import ChooseCamera, Compose
+
+    aug = Compose([ChooseCamera(correction=0.2), HorizontalFlip(p=0.5)])
+    ds = DrivingDataset(log, 22, augment=aug, progress=False)
+    frames, steering = ds[0]
+    offsets = {0: 0.0, 1: 0.2, 2: -0.2}
+    for frame, label in zip(frames, steering):
+        flipped = tuple(frame[0, -1]) in {(r, k, 7) for r in range(22) for k in range(3)}
+        tag = frame[0, -1] if flipped else frame[0, 0]
+        row, camera = int(tag[0]), int(tag[1])
+        expected = log.steering[row] + offsets[camera]
+        assert label == pytest.approx(-expected if flipped else expected, abs=1e-6)
+
+
+def keras_epochs(ds, epochs):
+    """Batches as model.fit receives them: through Keras' own PyDataset adapter (threads/processes)."""
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    adapter = PyDatasetAdapter(ds, shuffle=False)
+    out = []
+    for _ in range(epochs):
+        adapter.on_epoch_begin()
+        out.append([(np.asarray(x), np.asarray(y)) for x, y in adapter.get_numpy_iterator()])
+        adapter.on_epoch_end()
+    return out
+
+
+@pytest.mark.parametrize("workers,multiprocessing", [(2, False), (2, True)])
+def test_workers_threads_and_processes_give_identical_batches(log, workers, multiprocessing):
+    reference = DrivingDataset(log, 8, augment=default_augmentation(), seed=1, progress=False)
+    expected = [all_batches(reference, e) for e in (0, 1)]
+    ds = DrivingDataset(log, 8, augment=default_augmentation(), seed=1, workers=workers,
+                        use_multiprocessing=multiprocessing, progress=False)
+    got = keras_epochs(ds, 2)
+    # The second epoch must differ from the first and still match: the epoch reached the workers.
+    assert not np.array_equal(expected[0][0][0], expected[1][0][0])
+    for e in (0, 1):
+        assert_same(got[e], expected[e])
+
+
+def test_to_tf_dataset_gives_the_same_batches(log):
+    ds = DrivingDataset(log, 8, augment=default_augmentation(), seed=2, progress=False)
+    tf_batches = [(f.numpy(), s.numpy()) for f, s in ds.to_tf_dataset(epochs=2)]
+    assert_same(tf_batches, all_batches(ds, 0) + all_batches(ds, 1))
+
+
+def test_model_fit_consumes_the_dataset(log):
+    import keras
+
+    ds = DrivingDataset(log, 8, augment=default_augmentation(), progress=False)
+    model = keras.Sequential([keras.Input((H, W, 3)), keras.layers.Rescaling(1 / 255),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    history = model.fit(ds, epochs=2, verbose=0)
+    # Keras calls on_epoch_end once when fit starts (EpochIterator.reset) and after each epoch.
+    assert len(history.history["loss"]) == 2 and ds.epoch == 3
+
+
+def test_caches_agree_and_disk_cache_is_reused(log, tmp_path):
+    memory = DrivingDataset(log, 7, augment=default_augmentation(), progress=False)
+    disk = DrivingDataset(log, 7, augment=default_augmentation(), cache="disk", cache_dir=tmp_path, progress=False)
+    none = DrivingDataset(log, 7, augment=default_augmentation(), cache=None)
+    assert_same(all_batches(memory, 0), all_batches(disk, 0))
+    assert_same(all_batches(memory, 0), all_batches(none, 0))
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 2 and files[0].endswith(".json") and files[1].endswith(".u8")
+    path = disk.cache.path
+    mtime = (tmp_path / files[1]).stat().st_mtime_ns
+    again = FrameCache(log, disk.cameras, mode="disk", cache_dir=tmp_path, progress=False)
+    assert again.path == path and (tmp_path / files[1]).stat().st_mtime_ns == mtime
+    import pickle
+
+    restored = pickle.loads(pickle.dumps(again))
+    assert isinstance(restored.frames, np.memmap)
+    np.testing.assert_array_equal(restored.get("left", 3), read_frame(log.images["left"][3]))
+
+
+def test_frames_of_different_sizes_name_the_file_and_sizes(tmp_path):
+    log = make_log(tmp_path, n=4, sizes={(2, "center"): (20, 40)}, cameras=("center",))
+    with pytest.raises(DataError, match=r"row 3.*center_002\.png is 40x20 .* 40x24"):
+        DrivingDataset(log, 2, progress=False)
+    lazy = DrivingDataset(log, 2, shuffle=False, cache=None)
+    with pytest.raises(DataError, match=r"row 3.*40x20"):
+        lazy[1]
+
+
+def test_missing_or_corrupt_frame_names_the_row(tmp_path):
+    log = make_log(tmp_path, n=3, cameras=("center",))
+    (tmp_path / "center_001.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"driving_log\.csv, row 2.*not a decodable image"):
+        FrameCache(log, progress=False)
+
+
+def test_bad_arguments(log):
+    with pytest.raises(ValueError, match="cache"):
+        DrivingDataset(log, cache="ssd")
+    with pytest.raises(ValueError, match="batch_size"):
+        DrivingDataset(log, batch_size=0)
+    with pytest.raises(ValueError, match="cache_dir"):
+        FrameCache(log, mode="disk")
+    with pytest.raises(IndexError):
+        DrivingDataset(log, 8, progress=False)[3]
+
+
+def test_real_udacity_log(udacity_sim_a):
+    from data_tools.pipeline_bench import load_log  # data_tools.read_log once it exists
+
+    log = load_log([str(udacity_sim_a)])[:40]
+    ds = DrivingDataset(log, 16, augment=default_augmentation(), progress=False)
+    frames, steering = ds[0]
+    assert frames.shape == (16, 160, 320, 3) and frames.dtype == np.uint8 and np.all(np.abs(steering) <= 1)
+    assert ds.frame_shape == (160, 320, 3) and len(ds.cache) == 120
+    plain = DrivingDataset(log, 16, progress=False)  # no augmentation: the decoded JPEGs, in the epoch's order
+    first, _ = plain[0]
+    for k, row in enumerate(plain.order(0)[:16]):
+        np.testing.assert_array_equal(first[k], read_frame(log.images["center"][row]))
