@@ -135,9 +135,9 @@ def _frame_preprocess_layer():
                 check_crop(int(input_shape[1]), self.crop)
 
         def call(self, inputs):
-            x = ops.cast(inputs, "float32")
-            height = ops.shape(x)[1]
-            x = x[:, self.crop[0] : height - self.crop[1], :, :]
+            height = ops.shape(inputs)[1]
+            # Crop before the cast: only the kept rows are converted to float.
+            x = ops.cast(inputs[:, self.crop[0] : height - self.crop[1], :, :], "float32")
             x = ops.image.resize(x, self.size, interpolation="bilinear", antialias=False)
             matrix = ops.convert_to_tensor(RGB_TO_YUV.T.astype(np.float32))
             offset = ops.convert_to_tensor((YUV_OFFSET * SCALE + SHIFT).astype(np.float32))
