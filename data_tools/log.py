@@ -31,6 +31,7 @@ class DrivingLog:
         recording: integer id of the recording each row belongs to; rows of one
             recording are consecutive and time-ordered.
         skipped: messages for rows left out with ``on_error="skip"``.
+        deleted: records the source marked deleted (donkeycar tubs), left out.
     """
 
     images: dict[str, np.ndarray]
@@ -41,6 +42,7 @@ class DrivingLog:
     row: np.ndarray
     recording: np.ndarray
     skipped: tuple[str, ...] = field(default=())
+    deleted: int = 0
 
     def __post_init__(self) -> None:
         n = len(self.steering)
@@ -67,6 +69,7 @@ class DrivingLog:
         speed: Sequence[float] | None = None,
         recording: int | Sequence[int] = 0,
         skipped: Iterable[str] = (),
+        deleted: int = 0,
     ) -> "DrivingLog":
         """Build a log from plain sequences (what readers call)."""
         n = len(steering)
@@ -83,6 +86,7 @@ class DrivingLog:
             row=np.asarray(row, dtype=np.int64),
             recording=np.full(n, recording, np.int32) if np.isscalar(recording) else np.asarray(recording, np.int32),
             skipped=tuple(skipped),
+            deleted=int(deleted),
         )
 
     def __len__(self) -> int:
@@ -149,6 +153,7 @@ class DrivingLog:
             row=np.concatenate([log.row for log in logs]),
             recording=np.concatenate(recordings),
             skipped=tuple(m for log in logs for m in log.skipped),
+            deleted=sum(log.deleted for log in logs),
         )
 
     def with_steering(self, steering: np.ndarray) -> "DrivingLog":

@@ -1,0 +1,90 @@
+"""donkeycar tub v2 reading: the real tub, deleted records, bad catalogs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_tools import DataError, read_log, read_tub
+from data_tools.frames import write_frame
+
+
+def make_tub(folder: Path, records: int = 6, per_catalog: int = 4, deleted=(1,), extra_lines=None) -> Path:
+    """A tub in donkeycar's v2 layout."""
+    (folder / "images").mkdir(parents=True)
+    catalogs = []
+    for start in range(0, records, per_catalog):
+        name = f"catalog_{start // per_catalog}.catalog"
+        catalogs.append(name)
+        lines = []
+        for index in range(start, min(start + per_catalog, records)):
+            image = f"{index}_cam_image_array_.jpg"
+            write_frame(folder / "images" / image, np.full((12, 16, 3), index, np.uint8))
+            lines.append(json.dumps({"_index": index, "_timestamp_ms": 1000 + index, "cam/image_array": image,
+                                     "user/angle": index / 10, "user/mode": "user", "user/throttle": 0.3}))
+        (folder / name).write_text("\n".join(lines + (extra_lines or [] if start + per_catalog >= records else [])) + "\n")
+    manifest = [
+        ["cam/image_array", "user/angle", "user/throttle", "user/mode"],
+        ["image_array", "float", "float", "str"],
+        {},
+        {"created_at": 0.0, "sessions": {}},
+        {"paths": catalogs, "current_index": records, "max_len": per_catalog, "deleted_indexes": list(deleted)},
+    ]
+    (folder / "manifest.json").write_text("\n".join(json.dumps(line) for line in manifest) + "\n")
+    return folder
+
+
+def test_real_tub_leaves_out_deleted_records(donkey_tub_a):
+    log = read_tub(donkey_tub_a)
+    assert len(log) == 225 and log.deleted == 25  # PROVENANCE.md: 250 records, every 10th deleted
+    assert float(log.steering.astype(np.float64).sum()) == pytest.approx(-12.999790499999998, abs=1e-5)
+    assert not set(log.row.tolist()) & set(range(0, 250, 10))
+    assert log.cameras == ("center",)
+    assert Path(log.images["center"][0]).name == "1_cam_image_array_.jpg"
+
+
+def test_small_tub_across_catalogs(tmp_path):
+    tub = make_tub(tmp_path / "tub", records=6, deleted=(1, 4))
+    log = read_log(tub)
+    assert log.row.tolist() == [0, 2, 3, 5]
+    np.testing.assert_allclose(log.steering, [0.0, 0.2, 0.3, 0.5])
+    np.testing.assert_allclose(log.throttle, 0.3)
+    assert log.deleted == 2
+
+
+def test_missing_catalog(tmp_path):
+    tub = make_tub(tmp_path / "tub", records=6)
+    (tub / "catalog_1.catalog").unlink()
+    with pytest.raises(DataError, match="catalog_1.catalog: catalog catalog_1.catalog listed in manifest.json is missing"):
+        read_tub(tub)
+    assert len(read_tub(tub, on_error="skip")) == 3  # catalog 0 minus deleted record 1
+
+
+def test_malformed_json_line_names_catalog_and_line(tmp_path):
+    tub = make_tub(tmp_path / "tub", records=3, extra_lines=['{"_index": 3, "cam/image_array": '])
+    with pytest.raises(DataError, match=r"catalog_0.catalog, line 4: malformed JSON line"):
+        read_tub(tub)
+    log = read_tub(tub, on_error="skip")
+    assert len(log) == 2 and len(log.skipped) == 1
+
+
+@pytest.mark.parametrize("angle,message", [("NaN", "not a finite number"), (2.0, r"outside \[-1, 1\]"),
+                                           ('"left"', "not a finite number")])
+def test_bad_angle_names_the_record(tmp_path, angle, message):
+    line = '{"_index": 3, "cam/image_array": "0_cam_image_array_.jpg", "user/angle": %s, "user/throttle": 0}' % angle
+    tub = make_tub(tmp_path / "tub", records=3, extra_lines=[line])
+    with pytest.raises(DataError, match=rf"record 3 \(line 4\): user/angle.*{message}"):
+        read_tub(tub)
+
+
+def test_missing_image_and_manifest(tmp_path):
+    tub = make_tub(tmp_path / "tub", records=3, deleted=())
+    (tub / "images" / "2_cam_image_array_.jpg").unlink()
+    with pytest.raises(DataError, match=r"record 2 \(line 3\): image not found"):
+        read_tub(tub)
+    (tub / "manifest.json").unlink()
+    with pytest.raises(DataError, match="manifest.json is missing"):
+        read_tub(tub)

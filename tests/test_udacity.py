@@ -1,0 +1,122 @@
+"""Udacity log reading: real sample, path forms, headers, merging and every kind of bad row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_tools import DataError, read_log, read_udacity
+from data_tools.frames import write_frame
+
+
+def make_log(folder: Path, rows: list[str] | None = None, n: int = 4, header: bool = False,
+             path_style: str = "relative") -> Path:
+    """A tiny Udacity log: n rows of 3 cameras, 32x16 JPEGs, with the given path style."""
+    img = folder / "IMG"
+    img.mkdir(parents=True, exist_ok=True)
+    lines = ["center,left,right,steering,throttle,brake,speed"] if header else []
+    for i in range(n):
+        cells = []
+        for camera in ("center", "left", "right"):
+            name = f"{camera}_{i:03d}.jpg"
+            write_frame(img / name, np.full((16, 32, 3), 10 * i, np.uint8))
+            cells.append({
+                "relative": f"IMG/{name}",
+                "absolute": str(img / name),
+                "windows": f"C:\\Users\\someone\\Desktop\\data\\IMG\\{name}",
+                "posix_elsewhere": f"/home/else/data/IMG/{name}",
+            }[path_style])
+        lines.append(", ".join(cells + [f"{(i - n / 2) / n:.3f}", "0.5", "0", f"{20 + i}"]))
+    if rows is not None:
+        lines += rows
+    (folder / "driving_log.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_real_sample_with_windows_paths(udacity_sim_a):
+    log = read_udacity(udacity_sim_a)
+    assert len(log) == 613
+    assert log.cameras == ("center", "left", "right")
+    assert all(Path(p).is_file() and Path(p).parent.name == "IMG" for p in log.images["left"])
+    assert log.steering.mean() == pytest.approx(0.008, abs=0.001)  # PROVENANCE.md
+    assert np.mean(log.steering == 0) == pytest.approx(0.706, abs=0.001)
+    assert log.row[0] == 1 and log.row[-1] == 613
+
+
+@pytest.mark.parametrize("style", ["relative", "absolute", "windows", "posix_elsewhere"])
+@pytest.mark.parametrize("header", [False, True])
+def test_path_styles_and_header(tmp_path, style, header):
+    make_log(tmp_path, path_style=style, header=header)
+    log = read_udacity(tmp_path / "driving_log.csv")
+    assert len(log) == 4
+    np.testing.assert_allclose(log.steering, [-0.5, -0.25, 0.0, 0.25])
+    np.testing.assert_allclose(log.speed, [20, 21, 22, 23])
+    assert Path(log.images["right"][2]).name == "right_002.jpg"
+    assert log.row.tolist() == ([2, 3, 4, 5] if header else [1, 2, 3, 4])
+
+
+def test_several_logs_merge_into_separate_recordings(tmp_path):
+    a, b = make_log(tmp_path / "a", n=3), make_log(tmp_path / "b", n=5)
+    log = read_log([a, b])
+    assert len(log) == 8
+    assert log.recording.tolist() == [0] * 3 + [1] * 5
+    assert set(log.source) == {str(a / "driving_log.csv"), str(b / "driving_log.csv")}
+
+
+def test_non_ascii_folder(tmp_path):
+    folder = make_log(tmp_path / "données" / "ログ", n=2)
+    log = read_log(folder)
+    assert len(log) == 2 and "ログ" in log.images["center"][0]
+
+
+BAD_ROWS = [
+    ("IMG/center_000.jpg, IMG/left_000.jpg, IMG/right_000.jpg, abc, 0, 0, 1", "steering is not a number: 'abc'"),
+    ("IMG/center_000.jpg, IMG/left_000.jpg, IMG/right_000.jpg, nan, 0, 0, 1", "steering is not finite"),
+    ("IMG/center_000.jpg, IMG/left_000.jpg, IMG/right_000.jpg, inf, 0, 0, 1", "steering is not finite"),
+    ("IMG/center_000.jpg, IMG/left_000.jpg, IMG/right_000.jpg, 1.5, 0, 0, 1", r"steering 1.5 is outside \[-1, 1\]"),
+    ("IMG/center_000.jpg, IMG/left_000.jpg, IMG/right_000.jpg, 0.1, 0, 0", "expected 7 columns, found 6"),
+    ("IMG/nope.jpg, IMG/left_000.jpg, IMG/right_000.jpg, 0.1, 0, 0, 1", "center image not found: IMG/nope.jpg"),
+    ("IMG, IMG/left_000.jpg, IMG/right_000.jpg, 0.1, 0, 0, 1", "center image path is a directory"),
+]
+
+
+@pytest.mark.parametrize("row,message", BAD_ROWS)
+def test_bad_row_raises_naming_file_and_row(tmp_path, row, message):
+    make_log(tmp_path, rows=[row], n=3)
+    with pytest.raises(DataError, match=message) as info:
+        read_udacity(tmp_path)
+    assert f"{tmp_path / 'driving_log.csv'}, row 4: " in str(info.value)
+
+
+@pytest.mark.parametrize("row,message", BAD_ROWS)
+def test_bad_row_skipped_and_counted_on_request(tmp_path, row, message):
+    make_log(tmp_path, rows=[row], n=3)
+    log = read_udacity(tmp_path, on_error="skip")
+    assert len(log) == 3
+    assert len(log.skipped) == 1 and "row 4" in log.skipped[0]
+
+
+def test_truncated_last_row(tmp_path):
+    make_log(tmp_path, n=3)
+    csv = tmp_path / "driving_log.csv"
+    csv.write_text(csv.read_text() + "IMG/center_000.jpg, IMG/left_0", encoding="utf-8")
+    with pytest.raises(DataError, match=r"row 4: expected 7 columns, found 2 \(truncated last row\?\)"):
+        read_udacity(tmp_path)
+
+
+def test_empty_csv_and_missing_log(tmp_path):
+    (tmp_path / "driving_log.csv").write_text("", encoding="utf-8")
+    with pytest.raises(DataError, match="driving_log.csv: no usable rows"):
+        read_udacity(tmp_path)
+    with pytest.raises(DataError, match="no driving_log.csv in this folder"):
+        read_udacity(tmp_path / "IMG" if (tmp_path / "IMG").mkdir() is None else tmp_path)
+    with pytest.raises(DataError, match="neither driving_log.csv"):
+        read_log(tmp_path / "IMG")
+
+
+def test_all_rows_bad_is_an_error_even_when_skipping(tmp_path):
+    make_log(tmp_path, n=0, rows=[BAD_ROWS[0][0], BAD_ROWS[3][0]])
+    with pytest.raises(DataError, match=r"no usable rows \(2 bad rows skipped"):
+        read_udacity(tmp_path, on_error="skip")
