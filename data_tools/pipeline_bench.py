@@ -13,7 +13,6 @@ Repetitions are interleaved (the machine is shared) and the median is reported.
 
 from __future__ import annotations
 
-import csv
 import os
 import statistics
 import time
@@ -23,41 +22,14 @@ import cv2
 import numpy as np
 
 from data_tools.augment import default_augmentation
-from data_tools.errors import DataError
 from data_tools.log import DrivingLog
 
 
 def load_log(paths: Sequence[str]) -> DrivingLog:
-    """Read logs with ``data_tools.read_log``; until that reader exists, a minimal Udacity CSV parse."""
-    try:
-        from data_tools import read_log  # engineer B's readers
-    except ImportError:
-        return DrivingLog.concat([_read_udacity_minimal(p) for p in paths])
+    """The logs to benchmark, read with ``data_tools.read_log``."""
+    from data_tools.read import read_log
+
     return read_log(list(paths))
-
-
-def _read_udacity_minimal(path: str) -> DrivingLog:
-    folder = path if os.path.isdir(path) else os.path.dirname(path)
-    csv_path = os.path.join(path, "driving_log.csv") if os.path.isdir(path) else path
-    if not os.path.isfile(csv_path):
-        raise DataError(f"no driving_log.csv in {path} (and data_tools.read_log is not available)")
-    columns: dict[str, list] = {"center": [], "left": [], "right": [], "steering": [], "row": []}
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        for line_number, fields in enumerate(csv.reader(f), 1):
-            if not fields or fields[0].strip() == "center":
-                continue
-            try:
-                steering = float(fields[3])
-            except (IndexError, ValueError):
-                raise DataError(f"expected 7 columns with a numeric steering in column 4", path=csv_path,
-                                row=line_number) from None
-            for camera, field in zip(("center", "left", "right"), fields[:3]):
-                name = field.strip().replace("\\", "/").rsplit("/", 1)[-1]
-                columns[camera].append(os.path.join(folder, "IMG", name) if name else "")
-            columns["steering"].append(steering)
-            columns["row"].append(line_number)
-    return DrivingLog.from_columns(center=columns["center"], left=columns["left"], right=columns["right"],
-                                   steering=columns["steering"], source=csv_path, row=columns["row"])
 
 
 # --- the usual recipe -------------------------------------------------------------------------------
