@@ -1,8 +1,13 @@
 """Driving data: readers, checks, augmentation, preprocessing and batching.
 
-``DrivingDataset`` (which needs Keras) is imported on first use, so reading
-and checking logs does not load TensorFlow.
+Readers and checks load neither TensorFlow nor the augmentation code:
+``DrivingDataset`` (Keras) and the ``augment`` and ``preview`` modules are
+imported on first use through the module ``__getattr__``.
 """
+
+from __future__ import annotations
+
+import importlib
 
 from data_tools.balance import balance
 from data_tools.check import CheckReport, check
@@ -15,9 +20,11 @@ from data_tools.tub import read_tub
 from data_tools.udacity import read_udacity
 
 __all__ = [
-    "CheckReport", "DataError", "DrivingDataset", "DrivingLog", "balance", "check", "read_frame", "read_log",
-    "read_tub", "read_udacity", "smooth_steering", "write_frame",
+    "CheckReport", "DataError", "DrivingDataset", "DrivingLog", "augment", "balance", "check", "preview",
+    "read_frame", "read_log", "read_tub", "read_udacity", "smooth_steering", "write_frame",
 ]
+
+_LAZY_MODULES = ("augment", "preview")
 
 
 def __getattr__(name: str):
@@ -25,4 +32,6 @@ def __getattr__(name: str):
         from data_tools.dataset import DrivingDataset
 
         return DrivingDataset
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"data_tools.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

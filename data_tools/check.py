@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +12,9 @@ import numpy as np
 
 from data_tools.errors import DataError
 from data_tools.frames import read_frame
+from data_tools.log import DrivingLog
 from data_tools.read import read_log
+from data_tools.udacity import check_on_error
 
 MAX_LISTED = 50
 NEAR_ZERO = 0.01
@@ -58,7 +61,9 @@ class CheckReport:
         return self.problem_count == 0
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "ok": self.ok}
+        """Plain JSON-ready values; statistics of an empty log are ``None`` (JSON has no NaN)."""
+        values = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in asdict(self).items()}
+        return {**values, "ok": self.ok}
 
     def add_problem(self, message: str) -> None:
         self.problem_count += 1
@@ -82,7 +87,7 @@ class CheckReport:
         ]
         peak = max(self.histogram_counts, default=0) or 1
         for lo, hi, n in zip(self.histogram_edges[:-1], self.histogram_edges[1:], self.histogram_counts):
-            lines.append(f"  [{lo:+.2f}, {hi:+.2f})  {n:6d}  {'#' * int(round(40 * n / peak))}")
+            lines.append(f"  [{lo:+.3f}, {hi:+.3f})  {n:6d}  {'#' * int(round(40 * n / peak))}")
         if self.problems:
             lines.append(f"problems ({self.problem_count}{', first ' + str(MAX_LISTED) if self.problem_count > MAX_LISTED else ''}):")
             lines += [f"  - {p}" for p in self.problems]
@@ -97,7 +102,7 @@ def _classify(message: str) -> str | None:
     return None
 
 
-def check(paths, on_error: str = "raise", decode: bool = True, bins: int = 20, threads: int = 4) -> CheckReport:
+def check(paths, on_error: str = "raise", decode: bool = True, bins: int = 21, threads: int = 4) -> CheckReport:
     """Read logs and report rows, cameras, image sizes and problems, without stopping at the first.
 
     Args:
@@ -105,15 +110,21 @@ def check(paths, on_error: str = "raise", decode: bool = True, bins: int = 20, t
         on_error: ``"raise"``: every bad row is a problem (``report.ok`` False);
             ``"skip"``: bad rows are only counted as skipped. Defaults to `"raise"`.
         decode: decode every image to find unreadable ones and their sizes. Defaults to `True`.
-        bins: steering histogram bins over [-1, 1]. Defaults to `20`.
+        bins: steering histogram bins over [-1, 1]. Defaults to `21` (0 in the middle of one bin).
+        threads: threads decoding images (OpenCV releases the GIL). Defaults to `4`.
     """
+    check_on_error(on_error)
     paths = [os.fspath(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     report = CheckReport(paths=paths)
-    try:
-        log = read_log(paths, on_error="skip")
-    except DataError as error:
-        report.add_problem(str(error))
+    logs = []
+    for path in paths:  # one unreadable log must not hide the problems of the others
+        try:
+            logs.append(read_log(path, on_error="skip"))
+        except DataError as error:
+            report.add_problem(str(error))
+    if not logs:
         return report
+    log = DrivingLog.concat(logs)
     for message in log.skipped:
         kind = _classify(message)
         if kind:

@@ -23,7 +23,7 @@ def log_kind(path: Path) -> str:
                         "(donkeycar tub)", path=str(path))
     if not path.exists():
         raise DataError("no such file or folder", path=str(path))
-    raise DataError(f"not a driving log: expected a folder or a .csv file", path=str(path))
+    raise DataError("not a driving log: expected a folder or a .csv file", path=str(path))
 
 
 def read_log(path_or_paths, on_error: str = "raise") -> DrivingLog:

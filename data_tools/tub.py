@@ -15,21 +15,33 @@ ANGLE_KEY = "user/angle"
 THROTTLE_KEY = "user/throttle"
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"not UTF-8 text ({error.reason} at byte {error.start})", path=str(path)) from None
+
+
+def _json_line(path: Path, lines: list[str], number: int):
+    try:
+        return json.loads(lines[number - 1])
+    except json.JSONDecodeError as error:
+        raise DataError(f"malformed JSON ({error.msg})", path=str(path), row=f"line {number}") from None
+
+
 def _read_manifest(tub: Path) -> tuple[list[str], set[int]]:
     """Catalog file names and deleted record indexes from the manifest's five JSON lines."""
     manifest = tub / "manifest.json"
     if not manifest.is_file():
         raise DataError("not a donkeycar tub: manifest.json is missing", path=str(tub))
-    lines = manifest.read_text(encoding="utf-8").splitlines()
+    lines = _read_text(manifest).splitlines()
     if len(lines) < 5:
         raise DataError(f"expected 5 JSON lines (inputs, types, metadata, manifest, catalogs), found {len(lines)}",
                         path=str(manifest))
-    try:
-        inputs = json.loads(lines[0])
-        catalogs = json.loads(lines[4])
-    except json.JSONDecodeError as error:
-        raise DataError(f"malformed JSON: {error.msg}", path=str(manifest),
-                        row=f"line {1 if 'inputs' not in locals() else 5}") from None
+    inputs, catalogs = (_json_line(manifest, lines, number) for number in (1, 5))
+    if not isinstance(inputs, list) or not isinstance(catalogs, dict):
+        raise DataError("expected a list of inputs on line 1 and the catalog metadata object on line 5",
+                        path=str(manifest))
     for key in (IMAGE_KEY, ANGLE_KEY):
         if key not in inputs:
             raise DataError(f"the tub has no {key!r} input (inputs: {inputs})", path=str(manifest), row="line 1")
@@ -53,7 +65,7 @@ def read_tub_folder(tub: Path, recording: int = 0, on_error: str = "raise") -> D
                 raise DataError(problem, path=str(catalog))
             skipped.append(f"{catalog}: {problem}")
             continue
-        for line_number, line in enumerate(catalog.read_text(encoding="utf-8").splitlines(), start=1):
+        for line_number, line in enumerate(_read_text(catalog).splitlines(), start=1):
             if not line.strip():
                 continue
             where = f"line {line_number}"
@@ -65,6 +77,8 @@ def read_tub_folder(tub: Path, recording: int = 0, on_error: str = "raise") -> D
                 if not isinstance(record, dict):
                     raise ValueError("record is not a JSON object")
                 index = record.get("_index", line_number - 1)
+                if isinstance(index, bool) or not isinstance(index, int):
+                    raise ValueError(f"_index is not an integer: {index!r}")
                 where = f"record {index} (line {line_number})"
                 if index in deleted:
                     deleted_seen += 1

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-
-import numpy as np
+import subprocess
+import sys
+from pathlib import Path
 
 from data_tools import check
 from e2e_drive.cli import main
@@ -48,3 +49,23 @@ def test_cli_json_plot_and_exit_codes(tmp_path, capsys):
     assert "FAILED: 1 problem(s)" in out and "row 3" in out
     assert main(["data", "check", str(tmp_path / "nowhere")]) == 1
     assert "no such file or folder" in capsys.readouterr().out
+    assert main(["data", "check", str(tmp_path / "nowhere"), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["steering_mean"] is None  # strict JSON: no NaN
+    assert main(["data", "check", str(tmp_path / "nowhere"), str(good), "--json"]) == 1
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["rows"] == 3 and payload["problems"] == [f"{tmp_path / 'nowhere'}: no such file or folder"]
+
+
+def test_real_tub_report_counts_deleted_records(donkey_tub_a):
+    report = check(donkey_tub_a)
+    assert report.ok and report.rows == 225 and report.deleted_records == 25
+    assert report.cameras == ["center"] and report.images_checked == 225
+    assert "deleted records: 25" in report.format()
+
+
+def test_importing_data_tools_loads_neither_tensorflow_nor_augmentation():
+    code = ("import sys, data_tools; assert 'tensorflow' not in sys.modules; "
+            "assert 'data_tools.augment' not in sys.modules; "
+            "assert data_tools.augment.HorizontalFlip and data_tools.preview.preview_samples; "
+            "assert not hasattr(data_tools, 'no_such_name')")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

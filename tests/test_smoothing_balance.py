@@ -15,7 +15,7 @@ def series_log(values, recording=0) -> DrivingLog:
                                    row=range(1, n + 1), recording=recording)
 
 
-def test_gaussian_smooth_matches_scipy_formula_on_an_impulse():
+def test_gaussian_smooth_matches_the_gaussian_kernel_on_an_impulse():
     impulse = np.zeros(41)
     impulse[20] = 1.0
     smoothed = gaussian_smooth(impulse, 3.0)
@@ -53,3 +53,13 @@ def test_balance_caps_bins_and_keeps_time_order():
     assert np.array_equal(balance(log, 21, 50, seed=1).row, balanced.row)
     assert not np.array_equal(balance(log, 21, 50, seed=2).row, balanced.row)
     assert len(balance(log, bins=21)) < len(log)  # default cap thins the peak
+
+
+def test_balance_thins_the_zero_peak_of_the_real_log(udacity_sim_a):
+    log = read_udacity(udacity_sim_a)
+    balanced = balance(log, seed=0)
+    counts = np.bincount(np.clip(((log.steering + 1) / 2 * 21).astype(int), 0, 20), minlength=21)
+    cap = int(np.ceil(2 * counts[counts > 0].mean()))  # the documented default
+    assert np.sum(np.abs(balanced.steering) < 1 / 21) == cap
+    assert len(balanced) == len(log) - (counts[10] - cap)  # only the straight-driving bin was over the cap
+    assert np.mean(balanced.steering == 0) < 0.5 < np.mean(log.steering == 0)

@@ -88,3 +88,29 @@ def test_missing_image_and_manifest(tmp_path):
     (tub / "manifest.json").unlink()
     with pytest.raises(DataError, match="manifest.json is missing"):
         read_tub(tub)
+
+
+def test_non_ascii_tub_folder(tmp_path):
+    tub = make_tub(tmp_path / "données" / "ログ", records=3, deleted=())
+    log = read_log(tub)
+    assert len(log) == 3 and "ログ" in log.images["center"][0] and "ログ" in log.source[0]
+
+
+def test_every_record_bad_is_an_error_even_when_skipping(tmp_path):
+    tub = make_tub(tmp_path / "tub", records=2, deleted=())
+    for image in (tub / "images").iterdir():
+        image.unlink()
+    with pytest.raises(DataError, match=r"tub: no usable records \(2 bad records skipped"):
+        read_tub(tub, on_error="skip")
+
+
+def test_bad_index_and_malformed_manifest(tmp_path):
+    line = '{"_index": "three", "cam/image_array": "0_cam_image_array_.jpg", "user/angle": 0.1}'
+    tub = make_tub(tmp_path / "tub", records=3, extra_lines=[line])
+    with pytest.raises(DataError, match=r"catalog_0.catalog, line 4: _index is not an integer: 'three'"):
+        read_tub(tub)
+    manifest = tub / "manifest.json"
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join(lines[:4] + ['{"paths": ["catalog_0.catalog"'] ) + "\n")
+    with pytest.raises(DataError, match=r"manifest.json, line 5: malformed JSON"):
+        read_tub(tub)

@@ -120,3 +120,9 @@ def test_all_rows_bad_is_an_error_even_when_skipping(tmp_path):
     make_log(tmp_path, n=0, rows=[BAD_ROWS[0][0], BAD_ROWS[3][0]])
     with pytest.raises(DataError, match=r"no usable rows \(2 bad rows skipped"):
         read_udacity(tmp_path, on_error="skip")
+
+
+def test_non_utf8_csv_is_a_clear_error(tmp_path):
+    (tmp_path / "driving_log.csv").write_bytes(b"IMG/c\xe9.jpg, IMG/l.jpg, IMG/r.jpg, 0, 0, 0, 1\n")
+    with pytest.raises(DataError, match=r"driving_log.csv: not a UTF-8 text CSV"):
+        read_udacity(tmp_path)
