@@ -1,0 +1,156 @@
+"""Frames to compare an artifact against Keras on, and the comparison itself."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+@dataclass
+class ParityFrames:
+    """Frames (N, H, W, 3) uint8 and a note saying where they came from."""
+
+    frames: np.ndarray
+    source: str
+    steering: np.ndarray | None = field(default=None, repr=False)  # recorded labels, when the source has them
+
+
+def _resize_to(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    import cv2
+
+    if frames.shape[1:3] == (height, width):
+        return frames
+    return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames])
+
+
+def load_frames(calibration: str | os.PathLike | Sequence[str] | None, shape: Sequence[int], count: int = 64,
+                seed: int = 0) -> ParityFrames:
+    """Up to ``count`` real frames shaped ``shape`` (H, W, 3) for parity and int8 calibration.
+
+    ``calibration`` is a ``DrivingLog``, a Udacity log or tub (read with ``data_tools.read_log``) or a folder
+    of images; a log's frames come with their recorded steering (for the int8 RMSE change).
+    Without it: simulator frames (``e2e_drive.sim.sample_frames``); without the simulator: random but
+    structured frames (sky gradient over a road), with a note saying so. Frames whose size differs from
+    the model's are resized (noted). Same ``seed`` -> same frames.
+    """
+    height, width = int(shape[0]), int(shape[1])
+    rng = np.random.default_rng(seed)
+    if calibration is not None and hasattr(calibration, "steering") and hasattr(calibration, "images"):
+        frames, steering, source = _from_log(calibration, count, rng, "a DrivingLog")
+    elif calibration is not None:
+        paths = [os.fspath(calibration)] if isinstance(calibration, (str, os.PathLike)) else [os.fspath(p) for p in calibration]
+        frames, steering, source = _read_calibration(paths, count, rng)
+    else:
+        try:
+            from e2e_drive.sim import sample_frames
+        except ImportError:
+            frames, steering, source = _structured_frames(count, height, width, rng), None, (
+                "random structured frames (no --calibration and no simulator: parity on synthetic images)")
+        else:
+            frames, steering, source = sample_frames(count, seed=seed), None, f"simulator frames (sample_frames, seed {seed})"
+    if frames.shape[1:3] != (height, width):
+        source += f", resized from {frames.shape[2]}x{frames.shape[1]} to {width}x{height}"
+        frames = _resize_to(frames, height, width)
+    return ParityFrames(np.ascontiguousarray(frames, np.uint8), source, steering)
+
+
+def _read_calibration(paths: list[str], count: int, rng: np.random.Generator):
+    from data_tools.frames import read_frame
+
+    for path in paths:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"calibration data not found: {path}")
+    if len(paths) == 1 and os.path.isdir(paths[0]) and _only_images(paths[0]):
+        names = sorted(n for n in os.listdir(paths[0]) if n.lower().endswith(IMAGE_SUFFIXES))
+        centre = [n for n in names if n.startswith("center")]  # a Udacity IMG/ folder: the camera the model drives on
+        files = [os.path.join(paths[0], n) for n in (centre or names)]
+        pick = np.sort(rng.choice(len(files), size=min(count, len(files)), replace=False))
+        frames = np.stack([read_frame(files[i]) for i in pick])
+        return frames, None, f"{len(frames)} images from {paths[0]}"
+    from data_tools import read_log
+
+    return _from_log(read_log(paths), count, rng, ", ".join(paths))
+
+
+def _from_log(log, count: int, rng: np.random.Generator, label: str):
+    from data_tools.frames import read_frame
+
+    if len(log) == 0 or not log.cameras:
+        raise ValueError(f"calibration data has no usable records: {label}")
+    camera = "center" if "center" in log.cameras else log.cameras[0]
+    pick = np.sort(rng.choice(len(log), size=min(count, len(log)), replace=False))
+    frames = np.stack([read_frame(log.images[camera][i], where=log.describe(int(i))) for i in pick])
+    steering = np.asarray(log.steering, np.float32)[pick]
+    return frames, steering, f"{len(frames)} {camera}-camera frames from {label}"
+
+
+def _only_images(folder: str) -> bool:
+    names = os.listdir(folder)
+    return bool(names) and any(n.lower().endswith(IMAGE_SUFFIXES) for n in names) and not any(
+        n.endswith((".csv", ".catalog", "manifest.json")) for n in names)
+
+
+def _structured_frames(count: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    rows = np.linspace(0.0, 1.0, height)[:, None]
+    cols = np.linspace(-1.0, 1.0, width)[None, :]
+    frames = np.empty((count, height, width, 3), np.uint8)
+    for k in range(count):
+        horizon, bend = rng.uniform(0.3, 0.5), rng.uniform(-0.6, 0.6)
+        sky = rows < horizon
+        road = np.abs(cols - bend * (1.0 - rows)) < 0.15 + 0.5 * (rows - horizon).clip(0)
+        image = np.where(sky[..., None], [110, 160, 230], [60, 120, 50]).astype(np.float64)
+        image = np.where((road & ~sky)[..., None], [90, 90, 95], image)
+        image = image + rng.normal(0.0, 6.0, size=image.shape)
+        frames[k] = image.clip(0, 255).astype(np.uint8)
+    return frames
+
+
+@dataclass
+class ParityResult:
+    """Steering of an artifact vs Keras on the same frames."""
+
+    max_abs_diff: float
+    mean_abs_diff: float
+    frames: int
+    source: str
+    tolerance: float | None
+    passed: bool
+    keras_rmse: float | None = None  # vs recorded steering, when the frames came with labels
+    artifact_rmse: float | None = None
+
+    @property
+    def rmse_change(self) -> float | None:
+        if self.keras_rmse is None or self.artifact_rmse is None:
+            return None
+        return self.artifact_rmse - self.keras_rmse
+
+    def to_dict(self) -> dict:
+        return {"max_abs_diff": self.max_abs_diff, "mean_abs_diff": self.mean_abs_diff, "frames": self.frames,
+                "source": self.source, "tolerance": self.tolerance, "passed": self.passed,
+                "keras_rmse": self.keras_rmse, "artifact_rmse": self.artifact_rmse, "rmse_change": self.rmse_change}
+
+
+def compare(reference: Callable[[np.ndarray], np.ndarray], candidate: Callable[[np.ndarray], np.ndarray],
+            data: ParityFrames, tolerance: float | None, batch_size: int = 16) -> ParityResult:
+    """Run both predictors on ``data.frames`` and measure how far ``candidate`` is from ``reference``."""
+    ref, out = [], []
+    for start in range(0, len(data.frames), batch_size):
+        batch = data.frames[start : start + batch_size]
+        ref.append(np.asarray(reference(batch), np.float64).reshape(-1))
+        out.append(np.asarray(candidate(batch), np.float64).reshape(-1))
+    ref_all, out_all = np.concatenate(ref), np.concatenate(out)
+    diff = np.abs(ref_all - out_all)
+    keras_rmse = artifact_rmse = None
+    if data.steering is not None:
+        labels = np.asarray(data.steering, np.float64)
+        keras_rmse = float(np.sqrt(np.mean((ref_all - labels) ** 2)))
+        artifact_rmse = float(np.sqrt(np.mean((out_all - labels) ** 2)))
+    finite = bool(np.all(np.isfinite(out_all)))
+    passed = finite and (tolerance is None or float(diff.max()) <= tolerance)
+    return ParityResult(float(diff.max()), float(diff.mean()), int(len(diff)), data.source, tolerance, passed,
+                        keras_rmse, artifact_rmse)

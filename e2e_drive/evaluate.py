@@ -1,0 +1,160 @@
+"""Offline evaluation of a steering model on a driving log (``e2e-drive evaluate``).
+
+Every figure is reported next to a predict-the-mean baseline on the same data,
+against the raw labels and against Gaussian-smoothed labels (human steering is
+noisy frame to frame, so a good model tracks the smoothed signal).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from data_tools.log import DrivingLog
+
+# Steering bins (edges) of the per-bin error table: straight, gentle, medium, sharp, each way.
+STEERING_BINS = (-1.0, -0.3, -0.1, -0.02, 0.02, 0.1, 0.3, 1.0)
+
+
+def _errors(prediction: np.ndarray, label: np.ndarray) -> dict[str, float]:
+    error = prediction - label
+    return {"rmse": float(np.sqrt(np.mean(error**2))), "mae": float(np.mean(np.abs(error)))}
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")  # undefined for a constant series (the mean baseline, a flat label)
+    from scipy.stats import pearsonr
+
+    return float(pearsonr(a, b).statistic)
+
+
+def metrics(prediction: np.ndarray, label: np.ndarray, smoothed: np.ndarray, mean: float) -> dict[str, Any]:
+    """Model and mean-baseline figures against raw and smoothed labels.
+
+    ``mean`` is the baseline's constant prediction (the label mean of the data).
+    """
+    prediction = np.asarray(prediction, np.float64)
+    label = np.asarray(label, np.float64)
+    smoothed = np.asarray(smoothed, np.float64)
+    baseline = np.full_like(label, mean)
+    result: dict[str, Any] = {"count": int(len(label))}
+    for name, target in (("raw", label), ("smoothed", smoothed)):
+        result[name] = {
+            "model": {**_errors(prediction, target), "pearson": _pearson(prediction, target)},
+            "mean_baseline": {**_errors(baseline, target), "pearson": float("nan")},
+        }
+    bins = []
+    which = np.clip(np.digitize(label, STEERING_BINS[1:-1]), 0, len(STEERING_BINS) - 2)
+    for b in range(len(STEERING_BINS) - 1):
+        rows = which == b
+        entry: dict[str, Any] = {"low": STEERING_BINS[b], "high": STEERING_BINS[b + 1], "count": int(rows.sum())}
+        if rows.any():
+            entry.update(model=_errors(prediction[rows], label[rows]),
+                         mean_baseline=_errors(baseline[rows], label[rows]))
+        bins.append(entry)
+    result["by_steering_bin"] = bins
+    return result
+
+
+def predict(model, log: DrivingLog, batch_size: int = 64, verbose: int = 0) -> np.ndarray:
+    """Steering predictions for the centre frames of ``log`` (checks the frame shape first)."""
+    from data_tools.dataset import DrivingDataset
+    from e2e_drive.models import check_fits
+
+    dataset = DrivingDataset(log, batch_size, augment=None, shuffle=False, cache=None)
+    check_fits(model, dataset.frame_shape, f"the data ({log.describe(0)})")
+    return np.asarray(model.predict(dataset, verbose=verbose), np.float32).reshape(-1)
+
+
+def smoothed_labels(log: DrivingLog, sigma: float) -> np.ndarray:
+    from e2e_drive.train import smooth
+
+    return smooth(log, sigma).steering
+
+
+def plot_predictions(label: np.ndarray, smoothed: np.ndarray, prediction: np.ndarray, path: str, title: str = "") -> None:
+    """Predicted vs true steering over time as a PNG (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from e2e_drive.train import write_atomic
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    frames = np.arange(len(label))
+    ax.plot(frames, label, lw=0.8, color="0.6", label="true")
+    ax.plot(frames, smoothed, lw=1.2, color="tab:blue", label="true (smoothed)")
+    ax.plot(frames, prediction, lw=1.2, color="tab:orange", label="predicted")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("steering")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    write_atomic(path, buffer.getvalue())
+
+
+def evaluate(
+    model_or_path,
+    data: Sequence[str] | DrivingLog,
+    *,
+    smooth_sigma: float = 4.0,
+    batch_size: int = 64,
+    plot: str | None = None,
+    verbose: int = 0,
+) -> dict[str, Any]:
+    """RMSE, MAE and Pearson correlation of a model on ``data``, each next to a mean baseline.
+
+    Args:
+        model_or_path: a ``keras.Model`` or the path of a ``.keras`` file.
+        data: paths (``data_tools.read_log``) or a ``DrivingLog``.
+        smooth_sigma: sigma in frames of the smoothed labels. Defaults to `4.0`.
+        batch_size: prediction batch size. Defaults to `64`.
+        plot: write a PNG of predicted vs true steering over time here. Defaults to `None`.
+
+    Returns:
+        ``{"count", "raw": {"model": {rmse, mae, pearson}, "mean_baseline": {...}},
+        "smoothed": {...}, "by_steering_bin": [...], "smooth_sigma", "model"}``.
+
+    Example:
+        >>> report = evaluate("runs/udacity/best.keras", ["../shared/data/udacity_sim_a"])
+        >>> report["smoothed"]["model"]["rmse"] < report["smoothed"]["mean_baseline"]["rmse"]
+    """
+    from e2e_drive.models import load_model
+    from e2e_drive.train import load_log
+
+    name = os.fspath(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model_or_path.name
+    model = load_model(name) if isinstance(model_or_path, (str, os.PathLike)) else model_or_path
+    log = load_log(data)
+    prediction = predict(model, log, batch_size, verbose)
+    smoothed = smoothed_labels(log, smooth_sigma)
+    report = metrics(prediction, log.steering, smoothed, float(np.mean(log.steering)))
+    report.update(smooth_sigma=float(smooth_sigma), model=name)
+    if plot:
+        plot_predictions(log.steering, smoothed, prediction, plot, title=f"{name} on {log.source[0]}")
+        report["plot"] = os.fspath(plot)
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A small human-readable table of ``evaluate``'s result."""
+    lines = [f"{report['model']}: {report['count']} frames"]
+    lines.append(f"{'labels':<22}{'model':>28}{'mean baseline':>28}")
+    for name in ("raw", "smoothed"):
+        label = name if name == "raw" else f"smoothed (sigma {report['smooth_sigma']:g})"
+        m, b = report[name]["model"], report[name]["mean_baseline"]
+        lines.append(f"{label:<22}  rmse {m['rmse']:.4f} mae {m['mae']:.4f} r {m['pearson']:+.3f}"
+                     f"    rmse {b['rmse']:.4f} mae {b['mae']:.4f}")
+    lines.append("by steering bin (raw labels): rmse model / baseline")
+    for entry in report["by_steering_bin"]:
+        if entry["count"]:
+            lines.append(f"  [{entry['low']:+.2f}, {entry['high']:+.2f}) n={entry['count']:<5}"
+                         f" {entry['model']['rmse']:.4f} / {entry['mean_baseline']['rmse']:.4f}")
+    return "\n".join(lines)

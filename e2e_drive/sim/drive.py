@@ -1,0 +1,217 @@
+"""Closed-loop driving by a steering network, several cars (tracks) stepped together.
+
+Every step renders each car's centre camera, runs the predictor once on the
+whole batch, and moves the cars. A car farther than ``track.intervention_offset``
+from the centre line counts an intervention and is put back on the centre line
+(heading along the road), as NVIDIA's safety driver would; driving goes on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from e2e_drive.progress import progress as progress_bar
+from e2e_drive.sim.autonomy import autonomy
+from e2e_drive.sim.car import CarParams, CarState, step
+from e2e_drive.sim.render import Camera, CameraRig
+from e2e_drive.sim.track import Track, make_track
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class DriveResult:
+    """One car's run: the autonomy metric and what it is made of, and the driven path."""
+
+    track_seed: int
+    autonomy: float
+    interventions: int
+    elapsed_seconds: float
+    laps_completed: float
+    mean_abs_offset: float
+    max_abs_offset: float
+    path: np.ndarray = field(repr=False)
+    steering: np.ndarray = field(repr=False)
+    intervention_points: np.ndarray = field(repr=False)
+
+    def summary(self) -> dict:
+        """The scalar fields, for JSON."""
+        return {k: getattr(self, k) for k in ("track_seed", "autonomy", "interventions", "elapsed_seconds",
+                                              "laps_completed", "mean_abs_offset", "max_abs_offset")}
+
+
+def load_predictor(path: str | os.PathLike) -> Predictor:
+    """A predictor for a model file: ``deploy.load_predictor`` when installed, else Keras for ``.keras``."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model not found: {path}")
+    try:
+        from deploy import load_predictor as deploy_load_predictor
+    except ImportError:
+        deploy_load_predictor = None
+    if deploy_load_predictor is not None:
+        return deploy_load_predictor(path)
+    if not path.endswith(".keras"):
+        raise ValueError(f"{path}: only .keras models can be driven until the deploy package is installed")
+    import importlib
+
+    import keras
+
+    from data_tools import preprocess
+
+    preprocess.FramePreprocess  # noqa: B018  (registers the layer, which is defined lazily)
+    for module in ("custom_layers", "e2e_drive.models"):  # register PilotNet's custom layers where installed
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except (TypeError, ValueError, OSError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path}: cannot load the Keras model: {first_line[:300]}") from None
+    return lambda frames: np.asarray(model(frames, training=False), np.float32).reshape(-1)
+
+
+def drive(
+    predictor: Predictor,
+    tracks: Sequence[Track | int],
+    *,
+    laps: float = 1.0,
+    params: CarParams = CarParams(),
+    rig: CameraRig = CameraRig(),
+    fps: float = 10.0,
+    max_seconds: float | None = None,
+    video: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> list[DriveResult]:
+    """Drive one car per track with ``predictor`` until each has done ``laps`` laps.
+
+    Args:
+        predictor: callable on uint8 frames ``(B, 160, 320, 3)`` returning steering ``(B,)``
+            in [-1, 1] (positive = right).
+        tracks: tracks (or their seeds); all cars step together so the network runs batched.
+        laps: laps each car drives.
+        params: car limits and speed.
+        rig: camera geometry.
+        fps: control rate (the recordings' frame rate).
+        max_seconds: stop a car after this much simulated time. Defaults to 3x the time of its laps.
+        video: write an mp4 of the run (cars side by side, steering overlaid).
+        progress: draw a progress bar on stderr.
+
+    Returns:
+        One ``DriveResult`` per track, in order.
+    """
+    if laps <= 0:
+        raise ValueError(f"Expected laps > 0. Received: laps={laps}")
+    tracks = [make_track(t) if isinstance(t, (int, np.integer)) else t for t in tracks]
+    if not tracks:
+        raise ValueError("Expected at least one track to drive on")
+    cameras = [Camera(t, rig) for t in tracks]
+    count = len(tracks)
+    dt = 1.0 / fps
+    state = CarState.at([t.centre[0, 0] for t in tracks], [t.centre[0, 1] for t in tracks],
+                        [t.heading[0] for t in tracks], params.speed)
+    goal = np.array([laps * t.length for t in tracks])
+    limit = goal / params.speed * 3.0 if max_seconds is None else np.full(count, float(max_seconds))
+    travelled = np.zeros(count)
+    steps_driven = np.zeros(count, int)
+    station = np.zeros(count)
+    interventions = np.zeros(count, int)
+    active = np.ones(count, bool)
+    paths: list[list[np.ndarray]] = [[] for _ in tracks]
+    steering_log: list[list[float]] = [[] for _ in tracks]
+    offsets: list[list[float]] = [[] for _ in tracks]
+    stops: list[list[np.ndarray]] = [[] for _ in tracks]
+    writer = None
+    max_steps = int(np.ceil(limit.max() / dt))
+    # The video goes to a temporary name and is renamed when complete (a partial file never looks finished).
+    partial = None if video is None else Path(video).with_name(Path(video).stem + ".partial.mp4")
+    try:
+        for _ in progress_bar(range(max_steps), total=max_steps, label="drive", enabled=progress):
+            live = np.nonzero(active)[0]
+            if len(live) == 0:
+                break
+            frames = np.stack([cameras[i].render(state.x[i], state.y[i], state.heading[i]) for i in live])
+            command = np.zeros(count)
+            predicted = np.asarray(predictor(frames), np.float64).reshape(-1)
+            if predicted.shape != (len(live),) or not np.all(np.isfinite(predicted)):
+                finite = bool(np.all(np.isfinite(predicted)))
+                raise ValueError(f"predictor returned {predicted.shape} values (all finite: {finite}) for a batch "
+                                 f"of {len(live)} frames; expected one finite steering per frame")
+            command[live] = np.clip(predicted, -1.0, 1.0)
+            if video is not None:
+                writer = _write_video_frame(writer, partial, frames, live, command, count, fps)
+            moved = step(state, command, dt, params)
+            for name in ("x", "y", "heading", "steering"):
+                getattr(moved, name)[~active] = getattr(state, name)[~active]
+            state = moved
+            for i in live:
+                track = tracks[i]
+                index, new_station, offset = track.locate(state.xy[i : i + 1])
+                delta = (new_station[0] - station[i] + track.length / 2) % track.length - track.length / 2
+                travelled[i] += delta
+                station[i] = new_station[0]
+                steps_driven[i] += 1
+                paths[i].append(state.xy[i].copy())
+                steering_log[i].append(command[i])
+                offsets[i].append(abs(offset[0]))
+                if abs(offset[0]) > track.intervention_offset[index[0]]:
+                    interventions[i] += 1
+                    stops[i].append(state.xy[i].copy())
+                    back = track.point_at(new_station)[0]
+                    state.x[i], state.y[i] = back
+                    state.heading[i] = track.heading[index[0]]
+                    state.steering[i] = 0.0
+                if travelled[i] >= goal[i] or steps_driven[i] * dt >= limit[i] - 1e-9:
+                    active[i] = False
+    except BaseException:
+        if writer is not None:
+            writer.release()
+            partial.unlink(missing_ok=True)
+        raise
+    if writer is not None:
+        writer.release()
+        os.replace(partial, video)
+    elapsed = steps_driven * dt
+    return [
+        DriveResult(
+            track_seed=int(t.seed),
+            autonomy=autonomy(int(interventions[i]), float(elapsed[i])),
+            interventions=int(interventions[i]),
+            elapsed_seconds=float(elapsed[i]),
+            laps_completed=float(max(travelled[i], 0.0) / t.length),
+            mean_abs_offset=float(np.mean(offsets[i])),
+            max_abs_offset=float(np.max(offsets[i])),
+            path=np.asarray(paths[i]).reshape(-1, 2),
+            steering=np.asarray(steering_log[i]),
+            intervention_points=np.asarray(stops[i]).reshape(-1, 2),
+        )
+        for i, t in enumerate(tracks)
+    ]
+
+
+def _write_video_frame(writer, video, frames, live, command, count, fps):
+    height, width = frames.shape[1:3]
+    canvas = np.zeros((height, width * count, 3), np.uint8)
+    for k, i in enumerate(live):
+        tile = canvas[:, i * width : (i + 1) * width]
+        tile[:] = frames[k]
+        centre = width // 2
+        tip = int(centre + command[i] * (width // 2 - 10))
+        cv2.line(tile, (centre, height - 12), (tip, height - 12), (255, 255, 0), 4)
+        cv2.putText(tile, f"steer {command[i]:+.2f}", (8, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+    if writer is None:
+        Path(video).parent.mkdir(parents=True, exist_ok=True)
+        writer = cv2.VideoWriter(os.fspath(video), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width * count, height))
+        if not writer.isOpened():
+            raise ValueError(f"cannot open video file for writing: {video}")
+    writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    return writer

@@ -1,0 +1,87 @@
+"""Evaluation: metrics against hand-computed values, end to end against Keras' own predict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from data_tools.frames import read_frame
+from tests.test_train import CROP, synthetic_log
+
+
+def test_metrics_known_values():
+    from e2e_drive.evaluate import metrics
+
+    label = np.array([0.0, 0.5, -0.5, 0.0])
+    prediction = np.array([0.1, 0.4, -0.5, -0.2])
+    report = metrics(prediction, label, smoothed=label * 0.5, mean=0.0)
+    assert report["count"] == 4
+    # errors 0.1, -0.1, 0, -0.2 -> MSE (0.01 + 0.01 + 0 + 0.04) / 4 = 0.015
+    assert report["raw"]["model"]["rmse"] == pytest.approx(np.sqrt(0.015))
+    assert report["raw"]["model"]["mae"] == pytest.approx(0.1)
+    assert report["raw"]["mean_baseline"]["rmse"] == pytest.approx(np.sqrt(0.125))
+    assert report["raw"]["model"]["pearson"] == pytest.approx(np.corrcoef(prediction, label)[0, 1])
+    assert np.isnan(report["raw"]["mean_baseline"]["pearson"])  # a constant has no correlation
+    # smoothed target 0, .25, -.25, 0: errors .1, .15, -.25, -.2
+    assert report["smoothed"]["model"]["mae"] == pytest.approx(0.7 / 4)
+    bins = {(b["low"], b["high"]): b for b in report["by_steering_bin"]}
+    assert bins[(-0.02, 0.02)]["count"] == 2 and bins[(0.3, 1.0)]["count"] == 1
+    assert bins[(-0.02, 0.02)]["model"]["mae"] == pytest.approx(0.15)
+    assert sum(b["count"] for b in report["by_steering_bin"]) == 4
+
+
+def test_evaluate_matches_keras_predict_and_plots(tmp_path):
+    from e2e_drive.evaluate import evaluate
+    from e2e_drive.models import pilotnet
+    from e2e_drive.train import smooth
+
+    log = synthetic_log(tmp_path / "frames", n=20)
+    model = pilotnet((40, 80, 3), crop=CROP, seed=0)
+    model.save(tmp_path / "m.keras")
+    frames = np.stack([read_frame(p) for p in log.images["center"]])
+    expected = model.predict(frames, verbose=0).reshape(-1).astype(np.float64)
+    report = evaluate(str(tmp_path / "m.keras"), log, smooth_sigma=2.0, batch_size=8, plot=str(tmp_path / "p.png"))
+    assert report["raw"]["model"]["rmse"] == pytest.approx(np.sqrt(np.mean((expected - log.steering) ** 2)), rel=1e-4)
+    baseline = np.full(len(log), log.steering.mean())
+    assert report["raw"]["mean_baseline"]["mae"] == pytest.approx(np.mean(np.abs(baseline - log.steering)), rel=1e-5)
+    smoothed = smooth(log, 2.0).steering
+    assert not np.allclose(smoothed, log.steering)
+    assert report["smoothed"]["model"]["mae"] == pytest.approx(np.mean(np.abs(expected - smoothed)), rel=1e-4)
+    png = (tmp_path / "p.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_evaluate_errors(tmp_path):
+    from e2e_drive.evaluate import evaluate
+    from e2e_drive.models import pilotnet
+
+    log = synthetic_log(tmp_path / "frames", n=4)
+    model = pilotnet((48, 96, 3), crop=CROP)
+    with pytest.raises(ValueError, match=r"takes frames of shape \(48, 96, 3\).*frames0?.*\(40, 80, 3\)"):
+        evaluate(model, log)
+    with pytest.raises(FileNotFoundError, match="nope.keras does not exist"):
+        evaluate(str(tmp_path / "nope.keras"), log)
+
+
+def test_cli_evaluate_json_on_a_udacity_folder(tmp_path, capsys):
+    """The CLI wraps the same function; the data goes through the real Udacity reader."""
+    import json
+
+    from e2e_drive.cli import main
+    from e2e_drive.evaluate import evaluate
+    from e2e_drive.models import pilotnet
+
+    log = synthetic_log(tmp_path / "sim" / "IMG", n=12)
+    lines = [f"{log.images['center'][i]}, {log.images['left'][i]}, {log.images['right'][i]}, "
+             f"{log.steering[i]}, 0.5, 0, 20.0" for i in range(len(log))]
+    (tmp_path / "sim" / "driving_log.csv").write_text("\n".join(lines) + "\n")
+    pilotnet((40, 80, 3), crop=CROP, seed=0).save(tmp_path / "m.keras")
+    code = main(["evaluate", str(tmp_path / "m.keras"), str(tmp_path / "sim"), "--json", "--plot",
+                 str(tmp_path / "e.png")])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    direct = evaluate(str(tmp_path / "m.keras"), log)
+    assert report["count"] == 12 and (tmp_path / "e.png").is_file()
+    assert report["smoothed"]["model"]["rmse"] == pytest.approx(direct["smoothed"]["model"]["rmse"], rel=1e-5)
+    assert main(["evaluate", str(tmp_path / "missing.keras"), str(tmp_path / "sim")]) == 2
+    assert "missing.keras does not exist" in capsys.readouterr().err
