@@ -111,10 +111,8 @@ def _time_keras(ds) -> float:
 
 
 def _model_train_rate(frames: np.ndarray, steering: np.ndarray, steps: int = 5) -> float | None:
-    try:
-        from e2e_drive.models import pilotnet
-    except ImportError:
-        return None
+    from e2e_drive.models import pilotnet
+
     model = pilotnet(input_shape=frames.shape[1:])
     model.compile(optimizer="adam", loss="mse")
     for _ in range(2):

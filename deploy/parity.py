@@ -46,13 +46,9 @@ def load_frames(calibration: str | os.PathLike | Sequence[str] | None, shape: Se
         paths = [os.fspath(calibration)] if isinstance(calibration, (str, os.PathLike)) else [os.fspath(p) for p in calibration]
         frames, steering, source = _read_calibration(paths, count, rng)
     else:
-        try:
-            from e2e_drive.sim import sample_frames
-        except ImportError:
-            frames, steering, source = _structured_frames(count, height, width, rng), None, (
-                "random structured frames (no --calibration and no simulator: parity on synthetic images)")
-        else:
-            frames, steering, source = sample_frames(count, seed=seed), None, f"simulator frames (sample_frames, seed {seed})"
+        from e2e_drive.sim import sample_frames
+
+        frames, steering, source = sample_frames(count, seed=seed), None, f"simulator frames (sample_frames, seed {seed})"
     if frames.shape[1:3] != (height, width):
         source += f", resized from {frames.shape[2]}x{frames.shape[1]} to {width}x{height}"
         frames = _resize_to(frames, height, width)
@@ -93,21 +89,6 @@ def _only_images(folder: str) -> bool:
     names = os.listdir(folder)
     return bool(names) and any(n.lower().endswith(IMAGE_SUFFIXES) for n in names) and not any(
         n.endswith((".csv", ".catalog", "manifest.json")) for n in names)
-
-
-def _structured_frames(count: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    rows = np.linspace(0.0, 1.0, height)[:, None]
-    cols = np.linspace(-1.0, 1.0, width)[None, :]
-    frames = np.empty((count, height, width, 3), np.uint8)
-    for k in range(count):
-        horizon, bend = rng.uniform(0.3, 0.5), rng.uniform(-0.6, 0.6)
-        sky = rows < horizon
-        road = np.abs(cols - bend * (1.0 - rows)) < 0.15 + 0.5 * (rows - horizon).clip(0)
-        image = np.where(sky[..., None], [110, 160, 230], [60, 120, 50]).astype(np.float64)
-        image = np.where((road & ~sky)[..., None], [90, 90, 95], image)
-        image = image + rng.normal(0.0, 6.0, size=image.shape)
-        frames[k] = image.clip(0, 255).astype(np.uint8)
-    return frames
 
 
 @dataclass

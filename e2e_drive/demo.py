@@ -167,10 +167,8 @@ def run_demo(
 
 def _export(model_path: str, target: Path) -> dict[str, Any]:
     """Export to ONNX through ``deploy.export``; what it wrote and its parity with Keras."""
-    try:
-        from deploy import export
-    except ImportError:
-        return {"skipped": "the deploy package is not installed"}
+    from deploy import export
+
     report = export(model_path, "onnx", str(target))
     parity = report.parity
     return {"path": str(report.path), "passed": bool(report.passed), "size_bytes": int(report.size_bytes),

@@ -96,10 +96,8 @@ def test_onnx_is_standard_ops_with_dynamic_batch_and_uint8_input(every_layer_pat
     np.testing.assert_allclose(out.reshape(-1), _keras_steering(every_layer_path, frames), atol=1e-4)
 
 
-try:
-    from e2e_drive.models import ACTIVATIONS, CONVS
-except ImportError:  # engineer D's PilotNet not installed: the tiny model's variants
-    ACTIVATIONS, CONVS = ("elu", "relu", "prelu", "maxout", "rrelu", "apl"), ("keras", "reference")
+from e2e_drive.models import ACTIVATIONS, CONVS, pilotnet
+
 VARIANTS = [(a, c) for c in CONVS for a in ACTIVATIONS]
 
 
@@ -118,10 +116,6 @@ def test_each_activation_and_conv_variant_survives_onnx_and_tflite(activation, c
 
 
 def _variant_model(activation: str, conv: str) -> keras.Model:
-    try:
-        from e2e_drive.models import pilotnet
-    except ImportError:
-        return tiny_model(activation, conv)
     keras.utils.set_random_seed(0)
     return pilotnet(input_shape=FRAME, activation=activation, conv=conv)
 

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-import data_tools
+from data_tools import read_log, read_udacity
 from data_tools.frames import read_frame
 from e2e_drive.cli import main
 from e2e_drive.sim import Camera, autonomy, drive, load_predictor, make_track, record
@@ -52,18 +52,7 @@ def test_recording_is_deterministic(tmp_path, recording):
     assert steering(first.csv_path) == steering(again.csv_path)
 
 
-def _reader(name: str, module: str):
-    """``data_tools.<name>``, or straight from its module while the package does not export it yet."""
-    reader = getattr(data_tools, name, None)
-    if reader is None:
-        reader = getattr(pytest.importorskip(f"data_tools.{module}"), name, None)
-    if reader is None:
-        pytest.skip(f"data_tools.{name} is not installed yet")
-    return reader
-
-
 def test_recording_round_trips_through_read_udacity(recording):
-    read_udacity = _reader("read_udacity", "udacity")
     out, result = recording
     log = read_udacity([str(out)])
     assert len(log) == result.rows
@@ -71,7 +60,7 @@ def test_recording_round_trips_through_read_udacity(recording):
     np.testing.assert_allclose(log.steering, [float(r[3]) for r in rows], atol=1e-6)
     assert set(log.cameras) >= {"center", "left", "right"}
     assert read_frame(log.images["right"][-1]).shape == (160, 320, 3)
-    assert len(_reader("read_log", "read")([str(out)])) == result.rows
+    assert len(read_log([str(out)])) == result.rows
 
 
 class CountingPredictor:

@@ -47,36 +47,10 @@ class DriveResult:
 
 
 def load_predictor(path: str | os.PathLike) -> Predictor:
-    """A predictor for a model file: ``deploy.load_predictor`` when installed, else Keras for ``.keras``."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"model not found: {path}")
-    try:
-        from deploy import load_predictor as deploy_load_predictor
-    except ImportError:
-        deploy_load_predictor = None
-    if deploy_load_predictor is not None:
-        return deploy_load_predictor(path)
-    if not path.endswith(".keras"):
-        raise ValueError(f"{path}: only .keras models can be driven until the deploy package is installed")
-    import importlib
+    """A predictor for a model file (``.keras``, ``.onnx``, ``.tflite``, ...): ``deploy.load_predictor``."""
+    from deploy import load_predictor as deploy_load_predictor
 
-    import keras
-
-    from data_tools import preprocess
-
-    preprocess.FramePreprocess  # noqa: B018  (registers the layer, which is defined lazily)
-    for module in ("custom_layers", "e2e_drive.models"):  # register PilotNet's custom layers where installed
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            pass
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except (TypeError, ValueError, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path}: cannot load the Keras model: {first_line[:300]}") from None
-    return lambda frames: np.asarray(model(frames, training=False), np.float32).reshape(-1)
+    return deploy_load_predictor(os.fspath(path))
 
 
 def drive(
