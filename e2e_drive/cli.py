@@ -57,6 +57,14 @@ def emit_json(payload: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def emit(as_json: bool, payload: dict[str, Any], text: str) -> None:
+    """The result of a command: ``payload`` as JSON with ``--json``, else ``text`` for people."""
+    if as_json:
+        emit_json(payload)
+    else:
+        print(text)
+
+
 def _json_default(value: Any) -> Any:
     import numpy as np
 

@@ -25,14 +25,11 @@ def register(groups) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     from data_tools.check import check, plot_histogram
-    from e2e_drive.cli import emit_json, log
+    from e2e_drive.cli import emit, log
 
     report = check(args.paths, on_error="skip" if args.skip_bad else "raise", decode=not args.no_decode)
     if args.plot and report.rows:
         plot_histogram(report, args.plot)
         log(f"histogram written to {args.plot}")
-    if args.json:
-        emit_json(report.to_dict())
-    else:
-        print(report.format())
+    emit(args.json, report.to_dict(), report.format())
     return 0 if report.ok else 1

@@ -22,11 +22,8 @@ def register(groups) -> None:
 
 def run_bench_layers(args: argparse.Namespace) -> int:
     from e2e_drive.bench_layers import bench_layers, format_layers_report
-    from e2e_drive.cli import emit_json
+    from e2e_drive.cli import emit
 
     report = bench_layers(batch_size=args.batch, steps=args.steps)
-    if args.json:
-        emit_json(report)
-    else:
-        print(format_layers_report(report))
+    emit(args.json, report, format_layers_report(report))
     return 0

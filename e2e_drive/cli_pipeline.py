@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from e2e_drive.cli import CommandError, emit_json, log
+from e2e_drive.cli import CommandError, emit, emit_json, log
 
 PREVIEW_EPILOG = """example:
   e2e-drive data preview ../shared/data/udacity_sim_a --out grid.png --n 16 --seed 0
@@ -89,8 +89,5 @@ def run_bench(args: argparse.Namespace) -> int:
         args.paths, batches=args.batches, batch_size=args.batch_size, workers=args.workers, repeats=args.repeats,
         processes=not args.no_processes, model=not args.no_model, seed=args.seed, log_fn=log,
     )
-    if args.json:
-        emit_json(result)
-    else:
-        print(format_result(result))
+    emit(args.json, result, format_result(result))
     return 0

@@ -125,12 +125,9 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 
 def run_bench_sim(args: argparse.Namespace) -> int:
-    from e2e_drive.cli import emit_json
+    from e2e_drive.cli import emit
     from e2e_drive.sim.bench_sim import bench_sim, format_sim_report
 
     report = bench_sim(frames=args.frames, baseline_frames=args.baseline_frames, track_seed=args.track)
-    if args.json:
-        emit_json(report)
-    else:
-        print(format_sim_report(report))
+    emit(args.json, report, format_sim_report(report))
     return 0

@@ -125,15 +125,12 @@ def _train(train, args: argparse.Namespace):
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from e2e_drive.cli import emit_json
+    from e2e_drive.cli import emit
     from e2e_drive.evaluate import evaluate, format_report
 
     report = evaluate(args.model, args.data, smooth_sigma=args.smooth_sigma, batch_size=args.batch_size,
                       plot=args.plot)
-    if args.json:
-        emit_json(report)
-    else:
-        print(format_report(report))
+    emit(args.json, report, format_report(report))
     return 0
 
 
@@ -151,11 +148,8 @@ def run_saliency(args: argparse.Namespace) -> int:
 
 def run_bench_train(args: argparse.Namespace) -> int:
     from e2e_drive.bench_train import bench_train, format_train_report
-    from e2e_drive.cli import emit_json
+    from e2e_drive.cli import emit
 
     report = bench_train(batch_size=args.batch, steps=args.steps, variants=args.variants)
-    if args.json:
-        emit_json(report)
-    else:
-        print(format_train_report(report))
+    emit(args.json, report, format_train_report(report))
     return 0
