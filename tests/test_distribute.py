@@ -98,3 +98,54 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
     report = json.loads(done.stdout.decode().strip().splitlines()[-1])
     assert report["replicas"] == 2 and len(report["loss"]) == 2 and np.isfinite(report["loss"]).all()
     assert (tmp_path / "run" / "last.keras").is_file()
+
+
+RESUME_SCRIPT = """
+import json, sys
+import numpy as np
+from pathlib import Path
+from tests.test_train import synthetic_log
+from e2e_drive.distribute import train_multiworker
+
+index, frames, out, epochs, resume = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1"
+log = synthetic_log(Path(frames), n=40)
+result = train_multiworker(log, out, epochs=epochs, batch_size=4, crop=(4, 4), seed=5, verbose=0, steps_per_epoch=3,
+                           resume=resume)
+np.savez(f"{out}/weights_{index}_{epochs}.npz", *result.model.get_weights())
+Path(f"{out}/history_{index}_{epochs}.json").write_text(json.dumps(result.history))
+"""
+
+
+def _run_workers(script: Path, frames: Path, out: Path, epochs: int, resume: bool) -> None:
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    processes = []
+    for index in range(2):
+        env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        processes.append(subprocess.Popen(
+            [sys.executable, str(script), str(index), str(frames), str(out), str(epochs), "1" if resume else "0"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    for process in processes:
+        output, _ = process.communicate(timeout=240)
+        assert process.returncode == 0, output.decode()[-3000:]
+
+
+def test_two_workers_resume_from_the_chiefs_checkpoint(tmp_path):
+    synthetic_log(tmp_path / "frames", n=40)
+    out = tmp_path / "run"
+    out.mkdir()
+    script = tmp_path / "resume_worker.py"
+    script.write_text(RESUME_SCRIPT)
+    _run_workers(script, tmp_path / "frames", out, epochs=1, resume=False)
+    first = json.loads((out / "history_0_1.json").read_text())
+    _run_workers(script, tmp_path / "frames", out, epochs=2, resume=True)
+    h0 = json.loads((out / "history_0_2.json").read_text())
+    h1 = json.loads((out / "history_1_2.json").read_text())
+    # The second run continued: epoch 1 comes from the checkpoint's history, only epoch 2 was trained.
+    assert h0 == h1 and len(h0["loss"]) == 2 and h0["loss"][0] == first["loss"][0]
+    w0, w1 = np.load(out / "weights_0_2.npz"), np.load(out / "weights_1_2.npz")
+    for key in w0.files:
+        np.testing.assert_array_equal(w0[key], w1[key])
+    after_first = np.load(out / "weights_0_1.npz")
+    assert any(not np.array_equal(after_first[k], w0[k]) for k in w0.files)  # epoch 2 moved the weights
+    rows = (out / "history.csv").read_text().strip().splitlines()
+    assert len(rows) == 3  # header + 2 epochs
