@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from e2e_drive.sim.drive import DriveResult, drive, load_predictor
 from e2e_drive.sim.record import record
 from e2e_drive.sim.track import make_track
+from e2e_drive.train import write_atomic
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,6 @@ def _log(message: str) -> None:
     from e2e_drive.cli import log
 
     log(message)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False)
-    with handle:
-        handle.write(text)
-    os.replace(handle.name, path)
 
 
 def run_demo(
@@ -159,7 +152,7 @@ def run_demo(
         "mean_autonomy": float(np.mean([r.autonomy for r in network])),
         "total_seconds": round(time.perf_counter() - started, 1),
     }
-    _atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     plot_paths(network, out / "paths.png")
     summary["plot"] = str(out / "paths.png")
     return summary
