@@ -23,6 +23,7 @@ from data_tools.errors import DataError
 from data_tools.frame_cache import FrameCache
 from data_tools.frames import read_frame
 from data_tools.log import DrivingLog
+from data_tools.shared_batches import SharedBatchSlots
 
 CACHE_MODES = ("memory", "disk", None)
 
@@ -46,7 +47,12 @@ class DrivingDataset(keras.utils.PyDataset):
     Example:
         >>> ds = DrivingDataset(log, 64, augment=default_augmentation(), workers=2)
         >>> frames, steering = ds[0]     # (64, 160, 320, 3) uint8, (64,) float32
-        >>> model.fit(ds, epochs=10)
+        >>> model.fit(ds, epochs=10, shuffle=False)   # ds shuffles itself, from the seed
+
+    With ``use_multiprocessing=True`` the worker processes hand batches back
+    through shared memory (``data_tools.shared_batches``), not through a pipe.
+    Pass ``shuffle=False`` to ``fit``: its own shuffle reorders the batches with
+    Python's unseeded global ``random``.
     """
 
     def __init__(
@@ -90,6 +96,17 @@ class DrivingDataset(keras.utils.PyDataset):
         else:
             self.frame_shape = tuple(read_frame(log.images["center"][0], where=log.describe(0)).shape)
         self._order_cache: tuple[int, np.ndarray] | None = None
+        self._shared_slots = self._make_shared_slots()
+
+    def _make_shared_slots(self) -> SharedBatchSlots | None:
+        # Forked worker processes hand batches back through shared memory (see data_tools.shared_batches);
+        # under other start methods the dataset is pickled, the slots come out unusable and arrays are sent.
+        if not self.use_multiprocessing:
+            return None
+        # Enough for every batch Keras may have queued plus one being filled per worker; pages are only
+        # backed once used, and a batch finding no free slot is sent through the pipe instead.
+        n_slots = max(1, self.workers) + max(1, self.max_queue_size) + 2
+        return SharedBatchSlots(n_slots, self.batch_size, self.frame_shape)
 
     def __len__(self) -> int:
         n = len(self.log)
@@ -101,6 +118,7 @@ class DrivingDataset(keras.utils.PyDataset):
         keras.utils.PyDataset.__init__(
             clone, workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size
         )
+        clone._shared_slots = clone._make_shared_slots()
         return clone
 
     def on_epoch_end(self) -> None:
@@ -130,16 +148,39 @@ class DrivingDataset(keras.utils.PyDataset):
         return cached[1]
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.batch(self.epoch, index)
+        slots = self._shared_slots
+        handle = None if slots is None else slots.claim(self._batch_length(index))
+        if handle is None:
+            return self.batch(self.epoch, index)
+        try:
+            self.batch(self.epoch, index, out=(handle.frames, handle.steering))
+        except BaseException:
+            slots.release(handle)
+            raise
+        return handle  # unpickles to (frames, steering) in the parent
 
-    def batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Batch ``index`` of ``epoch``: ``(frames uint8 (B, H, W, 3), steering float32 (B,))``."""
+    def _batch_length(self, index: int) -> int:
+        return max(0, min(self.batch_size, len(self.log) - int(index) * self.batch_size))
+
+    def batch(
+        self, epoch: int, index: int, out: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Batch ``index`` of ``epoch``: ``(frames uint8 (B, H, W, 3), steering float32 (B,))``.
+
+        ``out``: arrays of those shapes to fill instead of new ones.
+        """
         index = int(index)
         if not 0 <= index < len(self):
             raise IndexError(f"batch index {index} out of range for {len(self)} batches")
         rows = self.order(int(epoch))[index * self.batch_size : (index + 1) * self.batch_size]
-        frames = np.empty((len(rows), *self.frame_shape), np.uint8)
-        steering = np.empty(len(rows), np.float32)
+        if out is None:
+            frames = np.empty((len(rows), *self.frame_shape), np.uint8)
+            steering = np.empty(len(rows), np.float32)
+        else:
+            frames, steering = out
+            if frames.shape != (len(rows), *self.frame_shape) or steering.shape != (len(rows),):
+                raise ValueError(f"Expected out arrays of shapes {(len(rows), *self.frame_shape)} and {(len(rows),)}. "
+                                 f"Received: {frames.shape} and {steering.shape}")
         rng = np.random.default_rng([self.seed, int(epoch), 1, index])
         for k, row in enumerate(rows):
             sample = Sample(steering=float(self.log.steering[row]), views=self._views(int(row)))

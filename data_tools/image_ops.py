@@ -38,19 +38,17 @@ def translate(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
     return cv2.copyMakeBorder(kept, max(0, dy), max(0, -dy), max(0, dx), max(0, -dx), cv2.BORDER_REPLICATE)
 
 
-@lru_cache(maxsize=2048)
-def _scale_table(factor_milli: int) -> np.ndarray:
-    return np.clip(np.arange(256) * (factor_milli / 1000.0), 0, 255).round().astype(np.uint8)
-
-
 def scale_brightness(image: np.ndarray, factor: float) -> np.ndarray:
-    """Multiply every channel by ``factor`` (saturating at 255) through a 256-entry lookup table.
+    """Multiply every channel by ``factor``, rounded and saturated to [0, 255].
 
     Scaling R, G and B alike scales HSV's V and leaves hue and saturation alone,
     which is what the HSV-based brightness of the usual recipe does, without
-    the two colour conversions.
+    the two colour conversions. ``cv2.convertScaleAbs`` (SIMD, float32) is twice
+    as fast as a lookup table; it may round an exact half the other way.
     """
-    return cv2.LUT(_check_frame(image), _scale_table(int(round(factor * 1000))))
+    if factor < 0:
+        raise ValueError(f"Expected factor >= 0. Received: factor={factor}")
+    return cv2.convertScaleAbs(_check_frame(image), alpha=float(factor))
 
 
 def darken_polygon(image: np.ndarray, polygon: np.ndarray, factor: float) -> np.ndarray:
@@ -59,7 +57,7 @@ def darken_polygon(image: np.ndarray, polygon: np.ndarray, factor: float) -> np.
     mask = np.zeros((height, width), np.uint8)
     cv2.fillPoly(mask, [np.asarray(polygon, np.int32).reshape(-1, 1, 2)], 255)
     out = image.copy()
-    cv2.copyTo(cv2.LUT(image, _scale_table(int(round(factor * 1000)))), mask, out)
+    cv2.copyTo(scale_brightness(image, factor), mask, out)
     return out
 
 

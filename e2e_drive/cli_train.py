@@ -38,7 +38,9 @@ def register(groups) -> None:
     train.add_argument("--seed", type=int, default=0, help="the one seed of the run (default 0)")
     train.add_argument("--val-fraction", type=float, default=0.2,
                        help="last fraction of each recording held out, time-ordered (default 0.2)")
-    train.add_argument("--workers", type=int, default=1, help="batch loader threads (default 1)")
+    train.add_argument("--workers", type=int, default=1, help="batch loader workers (default 1)")
+    train.add_argument("--worker-processes", action="store_true",
+                       help="run the --workers as processes (batches through shared memory) instead of threads")
     train.add_argument("--crop", default=None, metavar="TOP,BOTTOM", help="rows cut from the frame (default: 60,25 "
                        "for 160-row frames)")
     train.add_argument("--smooth-steering", type=float, default=0.0, metavar="SIGMA",
@@ -117,7 +119,8 @@ def _train(train, args: argparse.Namespace):
     return train(
         args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         activation=args.activation, conv=args.conv, augment=not args.no_augment, balance=args.balance,
-        seed=args.seed, val_fraction=args.val_fraction, workers=args.workers, crop=args.crop,
+        seed=args.seed, val_fraction=args.val_fraction, workers=args.workers,
+        worker_processes=args.worker_processes, crop=args.crop,
         smooth_steering=args.smooth_steering, resume=args.resume, early_stopping=args.early_stopping,
         strategy=args.strategy, mixed_precision=args.mixed_precision, verbose=2 if args.json else 1,
         dropout=args.dropout,

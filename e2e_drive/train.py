@@ -269,6 +269,7 @@ def train(
     seed: int = 0,
     val_fraction: float = 0.2,
     workers: int = 1,
+    worker_processes: bool = False,
     crop: Sequence[int] | str | None = None,
     smooth_steering: float = 0.0,
     resume: bool = False,
@@ -295,7 +296,9 @@ def train(
         balance: flatten the steering histogram (``data_tools.balance``). Defaults to `False`.
         seed: the one seed of weights, order and augmentation. Defaults to `0`.
         val_fraction: last fraction of each recording held out (time-ordered). Defaults to `0.2`.
-        workers: ``PyDataset`` worker threads. Defaults to `1`.
+        workers: ``PyDataset`` workers. Defaults to `1`.
+        worker_processes: the workers are processes (batches come back through shared memory)
+            instead of threads, which share one interpreter lock. Defaults to `False`.
         crop: rows ``(top, bottom)`` (or ``"TOP,BOTTOM"``); defaults to ``default_crop(H)``.
         smooth_steering: Gaussian sigma in frames for the labels; `0` keeps them. Defaults to `0.0`.
         resume: continue the run in ``out`` from ``last.keras``. Defaults to `False`.
@@ -355,13 +358,15 @@ def train(
     # Several replicas split each batch; a last batch smaller than the replica count breaks Keras' fit,
     # so a distributed run keeps whole batches only (the validation batch shrinks to fit the rows).
     train_ds = DrivingDataset(train_log, batch_size, augment=_augmentation(augment),
-                              shuffle=True, seed=seed, cache=cache, workers=workers, progress=verbose > 0,
+                              shuffle=True, seed=seed, cache=cache, workers=workers,
+                              use_multiprocessing=worker_processes, progress=verbose > 0,
                               drop_remainder=replicas > 1 and len(train_log) >= batch_size)
     val_ds = None
     val_batch = batch_size if replicas == 1 else max(replicas, min(batch_size, len(val_log)) // replicas * replicas)
     if len(val_log) >= replicas:
         val_ds = DrivingDataset(val_log, val_batch, augment=None, shuffle=False, seed=seed, cache=cache,
-                                workers=workers, progress=verbose > 0, drop_remainder=replicas > 1)
+                                workers=workers, use_multiprocessing=worker_processes, progress=verbose > 0,
+                                drop_remainder=replicas > 1)
     frame_shape = train_ds.frame_shape
     where = f"the training data ({train_log.describe(0)})"
 
@@ -393,7 +398,7 @@ def train(
             data=[str(train_log.source[0])] if isinstance(data, DrivingLog) else [os.fspath(p) for p in data],
             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, activation=activation, conv=conv,
             augment=augment if isinstance(augment, bool) else repr(augment), balance=balance, seed=seed,
-            val_fraction=val_fraction, workers=workers,
+            val_fraction=val_fraction, workers=workers, worker_processes=worker_processes,
             crop=list(model.get_layer("preprocess").crop) if "preprocess" in [l.name for l in model.layers] else None,
             smooth_steering=smooth_steering, early_stopping=early_stopping, strategy=strategy,
             mixed_precision=mixed_precision, policy=keras.mixed_precision.global_policy().name,
@@ -411,8 +416,10 @@ def train(
             # The dataset serves epoch ``e`` of its seed during fit's epoch ``e``, also after a resume.
             train_ds.set_epoch(initial_epoch)
             start = time.perf_counter()
+            # The dataset orders its rows per epoch from the seed; fit's own shuffle would reorder the
+            # batches with Python's unseeded global `random`, and the same seed would train differently.
             model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-                      callbacks=callbacks, verbose=verbose)
+                      callbacks=callbacks, verbose=verbose, shuffle=False)
             seconds = time.perf_counter() - start
     except BaseException:
         # A run that failed before its first checkpoint leaves nothing half-written behind.

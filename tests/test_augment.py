@@ -88,15 +88,26 @@ def test_shadow_darkens_one_side_of_the_line():
     line_x = x_top + (x_bottom - x_top) * ys / height
     inside = (xs < line_x - 1) if edge == 0 else (xs > line_x + 1)
     outside = (xs > line_x + 1) if edge == 0 else (xs < line_x - 1)
-    darkened = np.clip(np.round(FRAME * 0.5), 0, 255)
-    np.testing.assert_array_equal(out[inside], darkened[inside])
+    assert_scaled(out[inside], FRAME[inside], 0.5)
     np.testing.assert_array_equal(out[outside], FRAME[outside])
     assert inside.sum() > 0
 
 
-def test_brightness_matches_numpy():
-    out = Brightness(p=1.0).apply(FRAME, factor=1.3)
-    np.testing.assert_array_equal(out, np.clip(np.round(FRAME.astype(float) * 1.3), 0, 255))
+def assert_scaled(out: np.ndarray, image: np.ndarray, factor: float) -> None:
+    """``out == clip(round(image * factor))``, except that an exact half may round either way."""
+    exact = image.astype(np.float64) * factor
+    expected = np.clip(np.round(exact), 0, 255)
+    tie = np.abs(exact - np.floor(exact) - 0.5) < 1e-4
+    np.testing.assert_array_equal(out[~tie], expected[~tie])
+    assert np.abs(out[tie].astype(int) - expected[tie]).max(initial=0) <= 1
+
+
+@pytest.mark.parametrize("factor", [0.0, 0.37, 0.5, 1.0, 1.3, 2.5])
+def test_brightness_matches_numpy(factor):
+    frame = np.concatenate([FRAME, np.arange(256, dtype=np.uint8).repeat(3).reshape(4, 64, 3)])  # every grey level
+    out = Brightness(p=1.0).apply(frame, factor=factor)
+    assert out.dtype == np.uint8 and out.shape == frame.shape
+    assert_scaled(out, frame, factor)
 
 
 def numpy_gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:

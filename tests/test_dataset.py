@@ -123,6 +123,10 @@ def test_workers_threads_and_processes_give_identical_batches(log, workers, mult
     assert not np.array_equal(expected[0][0][0], expected[1][0][0])
     for e in (0, 1):
         assert_same(got[e], expected[e])
+    # Worker processes hand every batch back through shared memory, not through the pipe.
+    from_shared_memory = [np.shares_memory(f, ds._shared_slots._flat) for f, _ in got[0] + got[1]] \
+        if multiprocessing else [False]
+    assert all(from_shared_memory) == multiprocessing
 
 
 def test_to_tf_dataset_gives_the_same_batches(log):
@@ -131,10 +135,12 @@ def test_to_tf_dataset_gives_the_same_batches(log):
     assert_same(tf_batches, all_batches(ds, 0) + all_batches(ds, 1))
 
 
-def test_model_fit_consumes_the_dataset(log):
+@pytest.mark.parametrize("worker_processes", [False, True])
+def test_model_fit_consumes_the_dataset(log, worker_processes):
     import keras
 
-    ds = DrivingDataset(log, 8, augment=default_augmentation(), progress=False)
+    ds = DrivingDataset(log, 8, augment=default_augmentation(), progress=False,
+                        workers=2 if worker_processes else 1, use_multiprocessing=worker_processes)
     model = keras.Sequential([keras.Input((H, W, 3)), keras.layers.Rescaling(1 / 255),
                               keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1)])
     model.compile("sgd", "mse")

@@ -88,7 +88,9 @@ def test_same_seed_same_first_epoch(tiny_log, tmp_path):
     from e2e_drive.train import train
 
     a = train(tiny_log, str(tmp_path / "a"), epochs=1, batch_size=16, crop=CROP, seed=3, verbose=0)
-    b = train(tiny_log, str(tmp_path / "b"), epochs=1, batch_size=16, crop=CROP, seed=3, verbose=0)
+    # Same batches from two worker processes (through shared memory) as from the main thread.
+    b = train(tiny_log, str(tmp_path / "b"), epochs=1, batch_size=16, crop=CROP, seed=3, verbose=0,
+              workers=2, worker_processes=True)
     assert a.history["loss"] == pytest.approx(b.history["loss"], rel=1e-4)
 
 
