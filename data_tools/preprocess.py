@@ -108,6 +108,9 @@ def _frame_preprocess_layer():
         Args:
             crop: rows ``(top, bottom)`` cut from the frame (sky and bonnet).
             size: output ``(height, width)``. Defaults to `(66, 200)`.
+            colour: convert to YUV and scale to [-1, 1]. ``False`` stops after the resize (RGB in
+                [0, 255]), for a first convolution with the conversion folded into its weights
+                (``deploy.fold``). Defaults to `True`.
 
         Input shape: ``(batch, H, W, 3)`` RGB, uint8 or float in [0, 255].
         Output shape: ``(batch, size[0], size[1], 3)``.
@@ -118,9 +121,11 @@ def _frame_preprocess_layer():
             (1, 66, 200, 3)
         """
 
-        def __init__(self, crop: Sequence[int] = (60, 25), size: Sequence[int] = (MODEL_HEIGHT, MODEL_WIDTH), **kwargs):
+        def __init__(self, crop: Sequence[int] = (60, 25), size: Sequence[int] = (MODEL_HEIGHT, MODEL_WIDTH),
+                     colour: bool = True, **kwargs):
             kwargs.setdefault("dtype", "float32")
             super().__init__(**kwargs)
+            self.colour = bool(colour)
             self.crop = (int(crop[0]), int(crop[1]))
             self.size = (int(size[0]), int(size[1]))
             if min(self.crop) < 0:
@@ -139,6 +144,8 @@ def _frame_preprocess_layer():
             # Crop before the cast: only the kept rows are converted to float.
             x = ops.cast(inputs[:, self.crop[0] : height - self.crop[1], :, :], "float32")
             x = ops.image.resize(x, self.size, interpolation="bilinear", antialias=False)
+            if not self.colour:
+                return x
             matrix = ops.convert_to_tensor(RGB_TO_YUV.T.astype(np.float32))
             offset = ops.convert_to_tensor((YUV_OFFSET * SCALE + SHIFT).astype(np.float32))
             return ops.matmul(x, matrix * SCALE) + offset
@@ -148,7 +155,7 @@ def _frame_preprocess_layer():
 
         def get_config(self):
             config = super().get_config()
-            config.update({"crop": list(self.crop), "size": list(self.size)})
+            config.update({"crop": list(self.crop), "size": list(self.size), "colour": self.colour})
             return config
 
     return FramePreprocess

@@ -32,6 +32,9 @@ def register(groups) -> None:
     export.add_argument("--frames", type=int, default=64, help="parity/calibration frames (default 64)")
     export.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16",
                         help="TensorRT engine precision (default fp16)")
+    export.add_argument("--no-fold", action="store_true",
+                        help="keep the colour conversion as its own ops instead of folding it into the first "
+                             "convolution (faster; parity is checked against the unfolded model either way)")
     export.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     export.set_defaults(handler=run_export)
 
@@ -89,7 +92,7 @@ def run_export(args) -> int:
     from e2e_drive.cli import emit_json, log
 
     report = export(args.model, args.format, args.out, calibration=args.calibration, opset=args.opset,
-                    parity_frames=args.frames, trt_precision=args.precision)
+                    parity_frames=args.frames, trt_precision=args.precision, fold=not args.no_fold)
     log(report.summary())
     if args.json:
         emit_json(report.to_dict())

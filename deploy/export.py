@@ -190,7 +190,7 @@ def _size(path: str) -> int:
 
 def export(model_path: str | os.PathLike, format: str, out: str | os.PathLike, calibration: Any = None,
            opset: int = DEFAULT_OPSET, parity_frames: int = 32, trt_precision: str = "fp16",
-           seed: int = 0) -> ExportReport:
+           seed: int = 0, fold: bool = True) -> ExportReport:
     """Export a .keras model (raw uint8 RGB frames in, steering out) and check it against Keras.
 
     Args:
@@ -202,6 +202,8 @@ def export(model_path: str | os.PathLike, format: str, out: str | os.PathLike, c
         parity_frames: how many frames the parity check (and int8 calibration) uses.
         trt_precision: "fp32", "fp16" or "int8" for the TensorRT engine.
         seed: picks the frames.
+        fold: fold the in-model colour conversion and scaling into the first convolution
+            (``deploy.fold``; the parity check still compares against the unfolded model). Defaults to `True`.
 
     Returns:
         ExportReport; ``report.passed`` says whether the parity tolerance of the format held.
@@ -227,6 +229,12 @@ def export(model_path: str | os.PathLike, format: str, out: str | os.PathLike, c
     frames = load_frames(calibration, model.input_shape[1:], count=parity_frames, seed=seed)
     print(f"export {spec.name}: parity frames: {frames.source}", file=sys.stderr, flush=True)
     notes: list[str] = []
+    keras_model = model
+    if fold:
+        from deploy.fold import fold_preprocessing
+
+        model, fold_note = fold_preprocessing(model)
+        notes.append(fold_note)
     trt_info = None
     artifact = out
     if spec.name == "saved_model":
@@ -264,7 +272,7 @@ def export(model_path: str | os.PathLike, format: str, out: str | os.PathLike, c
             notes.append("TensorRT static check FAILED: " + "; ".join(check.problems))
     if frames.source.startswith("random"):
         notes.append("parity measured on synthetic frames: pass --calibration DATA for real frames")
-    reference = _in_memory(model)
+    reference = _in_memory(keras_model)
     candidate = load_predictor(artifact)
     tolerance = spec.tolerance
     if spec.name == "tensorrt":
