@@ -216,6 +216,6 @@ def format_result(result: dict[str, Any]) -> str:
         ratio = "1.00x" if name == "naive" else f"{result['speedup_vs_naive'][name]:.2f}x"
         lines.append(f"{name:<16}{rate:>10.0f}{ratio:>10}")
     model_rate = result["model_train_img_per_s"]
-    lines.append(f"PilotNet training (in memory): "
+    lines.append("PilotNet training (in memory): "
                  + (f"{model_rate:.0f} img/s" if model_rate is not None else result["model_train_note"]))
     return "\n".join(lines)

@@ -11,8 +11,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from deploy.formats import ExportFormat, get_format
 from deploy.parity import ParityFrames, compare, load_frames
 

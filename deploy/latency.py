@@ -87,7 +87,6 @@ def onnx_macs(path_or_proto) -> dict[str, Any]:
 
 def matmul_rate(size: int = 512, runs: int = 20) -> dict[str, float]:
     """Float32 GFLOP/s of an onnxruntime MatMul (size x size x size) on this CPU, best of ``runs``."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 

@@ -7,7 +7,8 @@ malformed message, without dropping the connection. Throttle comes from a PI spe
 
 Transport: python-socketio's ``Server`` in threading mode, served by the standard library's threaded WSGI server,
 with HTTP long-polling and WebSocket (simple-websocket, a dependency of python-engineio, takes over the socket on
-upgrade); no web framework or async library is needed. Engine.IO protocol 4 (Socket.IO 3+ clients) only.
+upgrade); no web framework or async library is needed. Engine.IO protocol 4: Socket.IO 3+ clients, and the
+Udacity Unity simulator, whose Socket.IO 2 habits ``deploy.simulator_protocol`` accommodates.
 """
 
 from __future__ import annotations
@@ -143,9 +144,9 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-EIO3_HINT = ("an Engine.IO 3 client (EIO=3, e.g. the Udacity Unity simulator's Socket.IO 1.x/2.x client) "
-             "connected; this server speaks EIO=4 only (python-engineio 4.x). See the deploy README for the "
-             "simulator-compatible versions.")
+EIO3_HINT = ("an Engine.IO 3 client (EIO=3: a Socket.IO 1.x/2.x client such as python-socketio 4) connected; "
+             "this server speaks EIO=4 (python-engineio 4.x), which the Udacity Unity simulator also uses. "
+             "Use a Socket.IO 3+ client.")
 
 
 def _websocket_aware(app):
@@ -186,11 +187,13 @@ class DriveServer:
                  port: int = 4567, ping_interval: float = 2.0):
         import socketio
 
+        from deploy.simulator_protocol import SimulatorCompatibleServer
+
         self.predictor, self.speed = predictor, float(speed)
         self.stats = ServerStats()
         self._lock = threading.Lock()  # TFLite interpreters and PI state are not thread-safe
         self._controllers: dict[str, SpeedController] = {}
-        self.sio = socketio.Server(async_mode="threading", cors_allowed_origins="*",
+        self.sio = SimulatorCompatibleServer(async_mode="threading", cors_allowed_origins="*",
                                    ping_interval=ping_interval)
         self.sio.on("connect", self._connect)
         self.sio.on("disconnect", self._disconnect)

@@ -87,9 +87,53 @@ def test_engine_io_3_clients_are_told_why_they_are_refused(server):
 
     running, _ = server
     answer = requests.get(f"{running.url}/socket.io/", params={"EIO": "3", "transport": "polling"}, timeout=10)
-    assert answer.status_code == 400 and "EIO=4 only" in answer.text
+    assert answer.status_code == 400 and "speaks EIO=4" in answer.text
     fine = requests.get(f"{running.url}/socket.io/", params={"EIO": "4", "transport": "polling"}, timeout=10)
     assert fine.status_code == 200 and fine.text.startswith("0{")  # an engine.io v4 OPEN packet
+
+
+def _unity_receive(ws, wanted: str) -> str:
+    """Next packet starting with ``wanted``, answering the server's Engine.IO pings as the simulator does."""
+    import time
+
+    deadline = time.monotonic() + 10
+    while True:
+        assert time.monotonic() < deadline, f"no packet starting with {wanted!r} within 10 s"
+        message = ws.recv()
+        if message == "2":
+            ws.send("3")
+        elif message.startswith(wanted):
+            return message
+
+
+def test_the_unity_simulator_protocol_drives(server):
+    """A raw WebSocket speaking exactly what udacity/self-driving-car-sim's SocketIOComponent sends: its URL, no
+    Socket.IO CONNECT before the first event, events encoded as 42[...] and its own Engine.IO pings."""
+    import json
+
+    import websocket
+
+    running, predictor = server
+    ws = websocket.create_connection(f"ws://127.0.0.1:{running.port}/socket.io/?EIO=4&transport=websocket",
+                                     timeout=10)
+    try:
+        assert json.loads(ws.recv()[1:])["sid"]  # the Engine.IO OPEN packet: 0{"sid": ...}
+        frames = _frames(2, seed=4)
+        for frame in frames:
+            image = encode_image(frame)
+            ws.send("42" + json.dumps(["telemetry", {"steering_angle": "0", "throttle": "0", "speed": "12.5",
+                                                     "image": image}]))
+            event, data = json.loads(_unity_receive(ws, "42")[2:])
+            decoded = cv2.cvtColor(cv2.imdecode(np.frombuffer(base64.b64decode(image), np.uint8),
+                                                cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            assert event == "steer"
+            assert float(data["steering_angle"]) == pytest.approx(float(predictor(decoded[None])[0]), abs=1e-6)
+        ws.send('42["telemetry",{}]')  # manual mode in the simulator
+        assert json.loads(_unity_receive(ws, "42")[2:]) == ["manual", {}]
+        ws.send("2")  # the simulator's heartbeat, every 25 s: it closes the socket when no pong comes
+        assert _unity_receive(ws, "3") == "3"
+    finally:
+        ws.close()
 
 
 def test_speed_controller_pushes_towards_the_set_speed():
