@@ -71,3 +71,33 @@ def test_tensorrt_export_without_tensorrt_writes_float_onnx_that_passes_the_chec
     # The default (uint8) ONNX is what the check flags for TensorRT 8.
     uint8_report = export(path, "onnx", tmp_path / "m.onnx", parity_frames=2)
     assert any("uint8" in p for p in tensorrt.static_check(uint8_report.path).problems)
+
+
+def test_tensorrt_int8_export_writes_symmetric_qdq_onnx_calibrated_on_the_frames(tmp_path):
+    if tensorrt.available():
+        pytest.skip("TensorRT is installed: the engine path runs instead")
+    from onnx import numpy_helper
+
+    path = tmp_path / "m.keras"
+    model = tiny_model("elu", "keras")
+    model.save(path)
+    report = export(path, "tensorrt", tmp_path / "m.plan", parity_frames=8, trt_precision="int8")
+    assert report.passed and report.parity["tolerance"] is None  # int8 is reported, not held to a tolerance
+    assert report.tensorrt["ok"], report.tensorrt["problems"]
+    assert " --int8 " in report.tensorrt["trtexec"]
+    assert any(n.startswith("int8: explicit Q/DQ quantization") for n in report.notes)
+    proto = onnx.load(report.path)
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("QuantizeLinear") >= 2 and ops.count("DequantizeLinear") >= ops.count("QuantizeLinear")
+    # TensorRT takes symmetric int8 only: every zero point is an int8 zero.
+    initializers = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    zero_points = [initializers[n.input[2]] for n in proto.graph.node
+                   if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    # Quantized, yet close to Keras on frames like the calibration ones (other simulator frames).
+    from deploy.parity import load_frames
+
+    frames = load_frames(None, FRAME, count=6, seed=5).frames
+    expected = model.predict(frames, verbose=0).reshape(-1)
+    got = load_predictor(report.path)(frames)
+    assert 0 < np.abs(got - expected).max() < 0.1
