@@ -129,6 +129,8 @@ class DrivingDataset(keras.utils.PyDataset):
         fresh dataset; the batches still depend on the seed alone.
         """
         self.epoch += 1
+        if self._shared_slots is not None:
+            self._shared_slots.reclaim_orphans()  # slots of worker processes that died mid-batch
 
     def set_epoch(self, epoch: int) -> None:
         """Serve the batches of ``epoch`` (e.g. when resuming training)."""

@@ -31,11 +31,24 @@ import weakref
 
 import numpy as np
 
-# Slots by token, so a handle unpickled in the parent finds its memory; forked workers inherit the dict.
-_SLOTS_BY_TOKEN: dict[str, "SharedBatchSlots"] = {}
+# Slots by token, so a handle unpickled in the parent finds its memory; forked workers inherit the map.
+# Weak: the dataset owns its slots, and its shared memory goes when it does (arrays over a slot keep it alive).
+_SLOTS_BY_TOKEN: "weakref.WeakValueDictionary[str, SharedBatchSlots]" = weakref.WeakValueDictionary()
 _TOKENS = itertools.count()
 
-_FREE = 0
+_FREE = 0  # a slot's owner: free
+_TAKEN = -1  # a slot's owner: arrays over it live in the parent; any other value is the filling worker's pid
+_KERAS_WORKER_PREFIX = "Keras_worker_"  # how keras' PyDataset pool initializer names its worker processes
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class SharedBatchSlots:
@@ -55,13 +68,15 @@ class SharedBatchSlots:
         self.batch_size = int(batch_size)
         self.frame_shape = tuple(int(d) for d in frame_shape)
         self.frames_bytes = self.batch_size * int(np.prod(self.frame_shape))
-        # Steering after the frames, rounded up so it starts 64-byte aligned.
-        self.slot_bytes = -(-self.frames_bytes // 64) * 64 + 4 * self.batch_size
+        # Frames, then steering, each starting 64-byte aligned (slots too), so NumPy and TF never copy to align.
+        self._steering_offset = -(-self.frames_bytes // 64) * 64
+        self.slot_bytes = -(-(self._steering_offset + 4 * self.batch_size) // 64) * 64
         # Anonymous MAP_SHARED memory: pages are only backed once touched, and forked children share them.
         self._memory = mmap.mmap(-1, self.n_slots * self.slot_bytes)
         self._flat = np.frombuffer(self._memory, np.uint8)
-        # Per slot: 0 when free, else the pid of the worker that filled it.
-        self._owner = multiprocessing.RawArray("q", self.n_slots)
+        self._owner = multiprocessing.RawArray("q", self.n_slots)  # _FREE, _TAKEN or a worker's pid
+        # Bumped at every claim: a late finalizer of an earlier use of the slot then frees nothing.
+        self._use = multiprocessing.RawArray("q", self.n_slots)
         self._claim_lock = multiprocessing.Lock()
         self.creator_pid = os.getpid()
         self.token = f"{self.creator_pid}-{next(_TOKENS)}"
@@ -75,52 +90,84 @@ class SharedBatchSlots:
         self.__dict__.update(state)
 
     def usable_here(self) -> bool:
-        """Whether this process is a forked child that shares the slots with the process that made them."""
-        return (self.token is not None and os.getpid() != self.creator_pid
+        """Whether this process is one of Keras' pool workers forked from the process that made the slots.
+
+        Only there is a returned handle unpickled by the slots' maker; any other forked child gets arrays.
+        """
+        return (self.token is not None and os.getppid() == self.creator_pid
+                and multiprocessing.current_process().name.startswith(_KERAS_WORKER_PREFIX)
                 and _SLOTS_BY_TOKEN.get(self.token) is self)
 
     def _views(self, slot: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         start = slot * self.slot_bytes
         frames = self._flat[start : start + n * int(np.prod(self.frame_shape))].reshape(n, *self.frame_shape)
-        steering_start = start + self.slot_bytes - 4 * self.batch_size
+        steering_start = start + self._steering_offset
         steering = self._flat[steering_start : steering_start + 4 * n].view(np.float32)
         return frames, steering
 
     def claim(self, n: int) -> "SharedBatch | None":
-        """A free slot for a batch of ``n`` (in a forked worker): fill ``handle.frames`` and ``handle.steering``
-        and return the handle. ``None`` when the slots are not shared with this process or all are busy."""
+        """A free slot for a batch of ``n`` (in a Keras worker process): fill ``handle.frames`` and
+        ``handle.steering`` and return the handle. ``None`` when the slots are not shared with this process
+        or all are busy: send the arrays instead."""
         if not self.usable_here() or not 0 < n <= self.batch_size:
             return None
         with self._claim_lock:
-            free = [k for k in range(self.n_slots) if self._owner[k] == _FREE]
-            if not free:
+            slot = next((k for k in range(self.n_slots) if self._owner[k] == _FREE), None)
+            if slot is None:
                 return None
-            slot = free[0]
             self._owner[slot] = os.getpid()
-        handle = SharedBatch(self.token, slot, n)
+            self._use[slot] += 1
+            use = self._use[slot]
+        handle = SharedBatch(self.token, slot, n, use)
         handle.frames, handle.steering = self._views(slot, n)
         return handle
 
     def release(self, handle: "SharedBatch") -> None:
         """Give back a claimed slot that will not be sent (the batch failed)."""
-        self._owner[handle.slot] = _FREE
+        with self._claim_lock:
+            if self._use[handle.slot] == handle.use:
+                self._owner[handle.slot] = _FREE
 
-    def take(self, slot: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def take(self, slot: int, n: int, use: int) -> tuple[np.ndarray, np.ndarray]:
         """The batch in ``slot`` as arrays over the shared memory itself (in the process that made the slots).
 
         No copy: the slot stays reserved while any array made from these
         (slices and views included) is alive, and is freed when the last one goes.
         """
+        self._owner[slot] = _TAKEN
         lease = _Lease()
-        weakref.finalize(lease, self._free, slot)
+        # atexit=False: at interpreter exit nothing needs freeing, and a forked child never frees (see _free).
+        weakref.finalize(lease, self._free, slot, use).atexit = False
         frames, steering = self._views(slot, n)
         return (np.asarray(_LeasedArray(frames, lease)), np.asarray(_LeasedArray(steering, lease)))
 
-    def _free(self, slot: int) -> None:
-        self._owner[slot] = _FREE
+    def _free(self, slot: int, use: int) -> None:
+        # A forked child inherits the parent's arrays and their finalizers: only the maker frees, and only the
+        # use it leased, never a later one of the same slot.
+        # No lock: finalizers run inside any allocation, also while this process holds the lock. None is
+        # needed either: only the maker moves a slot out of _TAKEN, and a claim (the only change of
+        # ``_use``) needs the slot _FREE.
+        if os.getpid() != self.creator_pid:
+            return
+        if self._use[slot] == use and self._owner[slot] == _TAKEN:
+            self._owner[slot] = _FREE
+
+    def reclaim_orphans(self) -> int:
+        """Free slots claimed by worker processes that died before their batch was taken (in the maker,
+        between epochs, when Keras has collected every batch). Returns how many."""
+        if self.token is None or os.getpid() != self.creator_pid:
+            return 0
+        freed = 0
+        with self._claim_lock:
+            for k in range(self.n_slots):
+                owner = self._owner[k]
+                if owner > 0 and not _alive(owner):
+                    self._owner[k] = _FREE
+                    freed += 1
+        return freed
 
     def busy(self) -> int:
-        """Slots filled and not yet taken."""
+        """Slots filled and not yet freed."""
         return sum(1 for k in range(self.n_slots) if self._owner[k] != _FREE)
 
 
@@ -140,25 +187,38 @@ class _LeasedArray:
         self._source, self._lease = source, lease
 
 
-def _take_shared_batch(token: str, slot: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+class _LostBatch:
+    """What a handle unpickles to outside the process that owns its memory: Keras rejects it, quoting this."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    __repr__ = __str__
+
+
+def _take_shared_batch(token: str, slot: int, n: int, use: int):
+    # Runs in the unpickling thread (Keras' pool result handler): raising here would kill it and hang fit.
     slots = _SLOTS_BY_TOKEN.get(token)
     if slots is None or os.getpid() != slots.creator_pid:
-        raise RuntimeError(f"shared batch {token}/{slot} was received by process {os.getpid()}, which does not own "
-                           "its memory; SharedBatch handles only travel from a forked worker to its parent")
-    return slots.take(slot, n)
+        return _LostBatch(f"shared batch {token}/{slot} reached process {os.getpid()}, which does not own its "
+                          "memory (SharedBatch handles only travel from a Keras worker to its parent)")
+    return slots.take(slot, n, use)
 
 
 class SharedBatch:
     """A handle to a batch in a ``SharedBatchSlots`` slot; unpickles to ``(frames, steering)``."""
 
-    __slots__ = ("token", "slot", "n", "frames", "steering")
+    __slots__ = ("token", "slot", "n", "use", "frames", "steering")
 
-    def __init__(self, token: str, slot: int, n: int):
-        self.token, self.slot, self.n = token, slot, n
+    def __init__(self, token: str, slot: int, n: int, use: int):
+        self.token, self.slot, self.n, self.use = token, slot, n, use
         self.frames = self.steering = None  # the slot's views, in the worker that fills it
 
     def __reduce__(self):
-        return _take_shared_batch, (self.token, self.slot, self.n)
+        return _take_shared_batch, (self.token, self.slot, self.n, self.use)
 
 
 __all__ = ["SharedBatchSlots", "SharedBatch"]

@@ -37,6 +37,11 @@ def _why_not_foldable(model) -> tuple[str | None, Any, Any]:
         return "the model has no FramePreprocess layer", None, None
     if not preprocess.colour:
         return "the colour conversion is already folded", preprocess, None
+    # Folding changes the layers themselves, so every use of them must be the one rewired here.
+    if len(preprocess._inbound_nodes) != 1:
+        return f"FramePreprocess is applied {len(preprocess._inbound_nodes)} times", preprocess, None
+    if any(preprocess.output is output for output in model.outputs):
+        return "FramePreprocess's output is also a model output", preprocess, None
     consumers = [layer for layer in model.layers
                  if any(preprocess.output is t for node in layer._inbound_nodes for t in node.input_tensors)]
     if len(consumers) != 1:
@@ -45,6 +50,11 @@ def _why_not_foldable(model) -> tuple[str | None, Any, Any]:
     kind = type(conv).__name__
     if kind not in FOLDABLE_CONVOLUTIONS:
         return f"the layer after FramePreprocess is a {kind}, not a convolution", preprocess, None
+    if len(conv._inbound_nodes) != 1:
+        return f"{conv.name} is applied {len(conv._inbound_nodes)} times", preprocess, None
+    if conv.compute_dtype != "float32":
+        # Its input would become RGB in [0, 255] in low precision: more rounding than the scaled YUV.
+        return f"{conv.name} computes in {conv.compute_dtype} (mixed precision)", preprocess, None
     if conv.padding != "valid":
         return f"{conv.name} pads its input ({conv.padding!r}): padded zeros would not be colour-converted", \
             preprocess, None

@@ -38,20 +38,35 @@ class _PingAnsweringSocket(engineio.socket.Socket):
 class SimulatorCompatibleServer(socketio.Server):
     """A ``socketio.Server`` that also drives the Udacity Unity simulator (see the module docstring)."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Engine.IO sessions that have connected to "/" once: explicitly (a Socket.IO 3+ client; if it leaves
+        # "/" it stays out) or implicitly (the simulator). Only the others are connected by their first event.
+        self._joined_default_namespace: set[str] = set()
+
     def _handle_eio_connect(self, eio_sid, environ):
         socket = self.eio.sockets.get(eio_sid)
         if type(socket) is engineio.socket.Socket:
             socket.__class__ = _PingAnsweringSocket
         return super()._handle_eio_connect(eio_sid, environ)
 
+    def _handle_connect(self, eio_sid, namespace, data):
+        if (namespace or "/") == "/":
+            self._joined_default_namespace.add(eio_sid)
+        return super()._handle_connect(eio_sid, namespace, data)
+
     def _handle_eio_message(self, eio_sid, data):
-        if eio_sid not in self._binary_packet and isinstance(data, str) and data[:1] == str(sio_packet.EVENT):
+        if (eio_sid not in self._joined_default_namespace and eio_sid not in self._binary_packet
+                and isinstance(data, str) and data[:1] == str(sio_packet.EVENT)):
             pkt = self.packet_class(encoded_packet=data)
-            namespace = pkt.namespace or "/"
-            if namespace == "/" and not self.manager.sid_from_eio_sid(eio_sid, namespace):
+            if (pkt.namespace or "/") == "/":
                 # A Socket.IO 2 client: connected to "/" implicitly, as its servers did.
-                self._handle_connect(eio_sid, namespace, None)
+                self._handle_connect(eio_sid, "/", None)
         return super()._handle_eio_message(eio_sid, data)
+
+    def _handle_eio_disconnect(self, eio_sid, reason):
+        self._joined_default_namespace.discard(eio_sid)
+        return super()._handle_eio_disconnect(eio_sid, reason)
 
 
 __all__ = ["SimulatorCompatibleServer"]

@@ -101,3 +101,47 @@ def test_export_folds_by_default_and_checks_against_the_unfolded_model(tmp_path)
     assert folded.passed and plain.passed
     assert "colour conversion and scaling folded into conv1" in folded.notes
     assert folded.ops["MatMul"] == plain.ops["MatMul"] - 1
+
+
+def _shared_conv() -> keras.Model:
+    frames, other = keras.Input(FRAME, dtype="uint8"), keras.Input((16, 32, 3))
+    conv = keras.layers.Conv2D(4, 3)
+    x = conv(FramePreprocess(crop=(10, 4), size=(16, 32))(frames))
+    merged = keras.layers.Concatenate()([x, conv(other)])
+    return keras.Model([frames, other], keras.layers.Dense(1)(keras.layers.Flatten()(merged)))
+
+
+def _preprocess_as_output() -> keras.Model:
+    frames = keras.Input(FRAME, dtype="uint8")
+    pre = FramePreprocess(crop=(10, 4), size=(16, 32))(frames)
+    return keras.Model(frames, [keras.layers.Dense(1)(keras.layers.Flatten()(keras.layers.Conv2D(4, 3)(pre))), pre])
+
+
+def _shared_preprocess() -> keras.Model:
+    a, b = keras.Input(FRAME, dtype="uint8"), keras.Input(FRAME, dtype="uint8")
+    pre = FramePreprocess(crop=(10, 4), size=(16, 32))
+    merged = keras.layers.Concatenate()([keras.layers.Conv2D(4, 3)(pre(a)), keras.layers.Conv2D(4, 3)(pre(b))])
+    return keras.Model([a, b], keras.layers.Dense(1)(keras.layers.Flatten()(merged)))
+
+
+@pytest.mark.parametrize("make,reason", [
+    (_shared_conv, "is applied 2 times"),
+    (_preprocess_as_output, "output is also a model output"),
+    (_shared_preprocess, "FramePreprocess is applied 2 times"),
+])
+def test_layers_used_elsewhere_are_not_folded(make, reason):
+    """Folding rewrites the layers themselves: another use of them would silently change."""
+    model = make()
+    same, note = fold_preprocessing(model)
+    assert same is model and reason in note
+
+
+def test_mixed_precision_first_convolution_is_not_folded():
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = pilotnet(FRAME)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    same, note = fold_preprocessing(model)
+    assert same is model and "bfloat16" in note

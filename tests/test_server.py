@@ -136,6 +136,35 @@ def test_the_unity_simulator_protocol_drives(server):
         ws.close()
 
 
+def test_a_socketio_3_client_that_left_the_namespace_is_not_reconnected_by_an_event(server):
+    import time
+
+    import websocket
+
+    running, _ = server
+    ws = websocket.create_connection(f"ws://127.0.0.1:{running.port}/socket.io/?EIO=4&transport=websocket",
+                                     timeout=1)
+    try:
+        assert ws.recv().startswith("0")
+        ws.send("40")
+        assert _unity_receive(ws, "40").startswith("40{")
+        ws.send("41")  # leaves "/", keeps the Engine.IO session
+        ws.send('42["telemetry",{}]')
+        answers, deadline = [], time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                message = ws.recv()
+            except websocket.WebSocketTimeoutException:
+                continue
+            if message == "2":
+                ws.send("3")
+            else:
+                answers.append(message)
+        assert not [m for m in answers if m.startswith(("40", "42"))], answers
+    finally:
+        ws.close()
+
+
 def test_speed_controller_pushes_towards_the_set_speed():
     controller = SpeedController(20.0, kp=0.1, ki=0.002)
     assert controller.update(0.0) == 1.0  # 0.1 * 20 + 0.002 * 20, clipped

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import os
 import pickle
 
 import numpy as np
 import pytest
 
-from data_tools.shared_batches import SharedBatchSlots
+from data_tools.shared_batches import _SLOTS_BY_TOKEN, SharedBatch, SharedBatchSlots
 
 SHAPE = (6, 10, 3)
 _SLOTS: SharedBatchSlots | None = None
@@ -20,9 +21,11 @@ def known_batch(n: int, value: int) -> tuple[np.ndarray, np.ndarray]:
     return frames, np.linspace(-1, 1, n).astype(np.float32) * value / 10
 
 
-def _init(slots):
+def _init(slots, keras_worker: bool = True):
     global _SLOTS
     _SLOTS = slots
+    if keras_worker:  # named as keras' PyDataset pool initializer names its workers
+        multiprocessing.current_process().name = "Keras_worker_" + multiprocessing.current_process().name
 
 
 def _fill(n: int, value: int):
@@ -34,8 +37,8 @@ def _fill(n: int, value: int):
     return handle
 
 
-def fork_pool(slots):
-    return multiprocessing.get_context("fork").Pool(1, initializer=_init, initargs=(slots,))
+def fork_pool(slots, keras_worker: bool = True):
+    return multiprocessing.get_context("fork").Pool(1, initializer=_init, initargs=(slots, keras_worker))
 
 
 def test_batch_from_a_forked_worker_arrives_uncopied_and_its_slot_is_freed():
@@ -99,3 +102,78 @@ def _claim_and_release() -> int:
 def test_bad_arguments():
     with pytest.raises(ValueError, match="n_slots"):
         SharedBatchSlots(n_slots=0, batch_size=4, frame_shape=SHAPE)
+
+
+def test_other_forked_processes_get_no_slot():
+    """Only Keras' pool workers hand back handles: any other child's result would never reach the slots' maker."""
+    slots = SharedBatchSlots(n_slots=2, batch_size=4, frame_shape=SHAPE)
+    with fork_pool(slots, keras_worker=False) as pool:
+        assert pool.apply(_fill, (2, 0)) == "no slot"
+    assert slots.busy() == 0
+
+
+def _drop_inherited_arrays_and_collect() -> int:
+    global _HELD
+    _HELD = None
+    gc.collect()
+    return 0
+
+
+_HELD = None
+
+
+def test_a_forked_child_dropping_inherited_arrays_does_not_free_the_parents_slot():
+    global _HELD
+    slots = SharedBatchSlots(n_slots=1, batch_size=4, frame_shape=SHAPE)
+    with fork_pool(slots) as pool:
+        _HELD = pool.apply(_fill, (4, 2))
+    # A new pool forks a child that inherits _HELD (and its finalizer) and lets it go.
+    with fork_pool(slots) as pool:
+        assert pool.apply(_drop_inherited_arrays_and_collect) == 0
+        assert slots.busy() == 1
+        assert pool.apply(_fill, (4, 7)) == "no slot"  # still reserved: the parent's batch is intact
+    np.testing.assert_array_equal(_HELD[0], known_batch(4, 2)[0])
+    _HELD = None
+    gc.collect()
+    assert slots.busy() == 0
+
+
+def test_a_stale_free_of_an_earlier_use_frees_nothing():
+    slots = SharedBatchSlots(n_slots=1, batch_size=2, frame_shape=SHAPE)
+    with fork_pool(slots) as pool:
+        frames, _ = pool.apply(_fill, (2, 1))
+        slot = 0
+        slots._free(slot, slots._use[slot] - 1)  # a finalizer left over from the slot's previous use
+        assert slots.busy() == 1
+        del frames, _
+        gc.collect()
+        assert slots.busy() == 0
+
+
+def _claim_and_die() -> None:
+    assert _SLOTS.claim(2) is not None
+    os._exit(0)  # a worker killed mid-batch: its slot is never sent
+
+
+def test_slots_of_dead_workers_are_reclaimed_between_epochs():
+    slots = SharedBatchSlots(n_slots=2, batch_size=2, frame_shape=SHAPE)
+    ctx = multiprocessing.get_context("fork")
+    worker = ctx.Process(target=lambda: (_init(slots), _claim_and_die()))
+    worker.start()
+    worker.join(timeout=30)
+    assert slots.busy() == 1
+    assert slots.reclaim_orphans() == 1 and slots.busy() == 0
+
+
+def test_a_handle_reaching_the_wrong_process_does_not_raise():
+    """Keras unpickles results in its pool's result thread: an exception there would hang fit."""
+    lost = pickle.loads(pickle.dumps(SharedBatch("no-such-token", 0, 1, 1)))
+    assert "does not own its memory" in str(lost)
+
+
+def test_shared_memory_goes_with_its_owner():
+    slots = SharedBatchSlots(n_slots=1, batch_size=1, frame_shape=SHAPE)
+    token = slots.token
+    del slots
+    gc.collect()
+    assert token not in _SLOTS_BY_TOKEN
