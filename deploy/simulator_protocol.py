@@ -17,6 +17,9 @@ python-engineio 4 accepts it, but it speaks the Socket.IO 2 protocol:
 (the ``40`` it sends back is ignored by the simulator's decoder) and answers a
 client's ping with a pong. Clients that follow Socket.IO 3+ send CONNECT before
 any event and ping nobody, so nothing changes for them.
+
+The overrides use python-socketio's private dispatch methods, so pyproject.toml
+keeps python-socketio below 6.
 """
 
 from __future__ import annotations
@@ -64,9 +67,9 @@ class SimulatorCompatibleServer(socketio.Server):
                 self._handle_connect(eio_sid, "/", None)
         return super()._handle_eio_message(eio_sid, data)
 
-    def _handle_eio_disconnect(self, eio_sid, reason):
+    def _handle_eio_disconnect(self, eio_sid, *args):  # python-socketio >= 5.12 also passes a reason
         self._joined_default_namespace.discard(eio_sid)
-        return super()._handle_eio_disconnect(eio_sid, reason)
+        return super()._handle_eio_disconnect(eio_sid, *args)
 
 
 __all__ = ["SimulatorCompatibleServer"]
