@@ -105,7 +105,7 @@ class FrameCache:
             self.frames.flags.writeable = False
 
     def _decode_into(self, frames: np.ndarray, first: np.ndarray, threads: int | None, progress: bool) -> None:
-        from e2e_drive.progress import progress as progress_bar
+        from data_tools.progress import progress as progress_bar
 
         frames[0] = first
 

@@ -2,8 +2,8 @@
 
 Two implementations of the same constants:
 
-* ``FramePreprocess``, a Keras layer (``keras.ops`` only) that PilotNet puts
-  inside the model, so an exported artifact takes the raw camera frame and no
+* ``FramePreprocess`` (``data_tools.frame_preprocess``), a Keras layer
+  (``keras.ops`` only) that PilotNet puts inside the model, so an exported artifact takes the raw camera frame and no
   Python preprocessing can drift between training and serving;
 * ``preprocess``, its OpenCV/NumPy twin for code that works on frames outside a
   model (previews, checks, the tests that hold the two equal).
@@ -90,80 +90,3 @@ def preprocess(
     resized = cv2.resize(cropped, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
     yuv = resized @ RGB_TO_YUV.T.astype(np.float32) + YUV_OFFSET.astype(np.float32)
     return (yuv * SCALE + SHIFT).astype(np.float32)
-
-
-def _frame_preprocess_layer():
-    # Defined lazily so importing data_tools does not import TensorFlow.
-    import keras
-    from keras import ops
-
-    @keras.saving.register_keras_serializable(package="data_tools")
-    class FramePreprocess(keras.layers.Layer):
-        """Crop, resize, convert RGB to YUV and scale, inside the model.
-
-        ``y = (M @ rgb + offset) / 127.5 - 1`` after cropping ``crop`` rows and a
-        bilinear resize to ``size``; ``M`` and ``offset`` are OpenCV's RGB->YUV.
-        Always computes in float32 (also under a mixed-precision policy).
-
-        Args:
-            crop: rows ``(top, bottom)`` cut from the frame (sky and bonnet).
-            size: output ``(height, width)``. Defaults to `(66, 200)`.
-            colour: convert to YUV and scale to [-1, 1]. ``False`` stops after the resize (RGB in
-                [0, 255]), for a first convolution with the conversion folded into its weights
-                (``deploy.fold``). Defaults to `True`.
-
-        Input shape: ``(batch, H, W, 3)`` RGB, uint8 or float in [0, 255].
-        Output shape: ``(batch, size[0], size[1], 3)``.
-
-        Example:
-            >>> layer = FramePreprocess(crop=(60, 25))
-            >>> layer(np.zeros((1, 160, 320, 3), "uint8")).shape
-            (1, 66, 200, 3)
-        """
-
-        def __init__(self, crop: Sequence[int] = (60, 25), size: Sequence[int] = (MODEL_HEIGHT, MODEL_WIDTH),
-                     colour: bool = True, **kwargs):
-            kwargs.setdefault("dtype", "float32")
-            super().__init__(**kwargs)
-            self.colour = bool(colour)
-            self.crop = (int(crop[0]), int(crop[1]))
-            self.size = (int(size[0]), int(size[1]))
-            if min(self.crop) < 0:
-                raise ValueError(f"Expected crop rows >= 0. Received: crop={self.crop}")
-            if min(self.size) < 1:
-                raise ValueError(f"Expected a positive size. Received: size={self.size}")
-
-        def build(self, input_shape):
-            if input_shape[-1] != 3:
-                raise ValueError(f"Expected RGB input with 3 channels. Received: input_shape={input_shape}")
-            if input_shape[1] is not None:
-                check_crop(int(input_shape[1]), self.crop)
-
-        def call(self, inputs):
-            height = ops.shape(inputs)[1]
-            # Crop before the cast: only the kept rows are converted to float.
-            x = ops.cast(inputs[:, self.crop[0] : height - self.crop[1], :, :], "float32")
-            x = ops.image.resize(x, self.size, interpolation="bilinear", antialias=False)
-            if not self.colour:
-                return x
-            matrix = ops.convert_to_tensor(RGB_TO_YUV.T.astype(np.float32))
-            offset = ops.convert_to_tensor((YUV_OFFSET * SCALE + SHIFT).astype(np.float32))
-            return ops.matmul(x, matrix * SCALE) + offset
-
-        def compute_output_shape(self, input_shape):
-            return (input_shape[0], self.size[0], self.size[1], 3)
-
-        def get_config(self):
-            config = super().get_config()
-            config.update({"crop": list(self.crop), "size": list(self.size), "colour": self.colour})
-            return config
-
-    return FramePreprocess
-
-
-def __getattr__(name: str):
-    if name == "FramePreprocess":
-        layer = _frame_preprocess_layer()
-        globals()["FramePreprocess"] = layer
-        return layer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -50,28 +50,11 @@ class Predictor:
         return f"Predictor({self.path!r}, runtime={self.runtime!r}, input_shape={self.input_shape})"
 
 
-def register_custom_objects() -> None:
-    """Import the modules whose Keras layers a saved model may hold, so they are registered."""
-    from data_tools import preprocess
-
-    preprocess.FramePreprocess  # noqa: B018 (defined lazily; this registers it)
-    for module in ("custom_layers", "e2e_drive.models"):
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            pass
-
-
 def load_keras_model(path: str):
-    """A .keras file as a keras.Model, with a one-line error for anything unreadable."""
-    import keras
+    """A .keras file as a keras.Model (``e2e_drive.models.load_model``)."""
+    from e2e_drive.models import load_model
 
-    register_custom_objects()
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except (TypeError, ValueError, OSError, KeyError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path}: cannot load the Keras model: {first[:300]}") from None
+    return load_model(path)
 
 
 def load_predictor(path: str | os.PathLike) -> Predictor:

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from e2e_drive.progress import progress
+from data_tools.progress import progress
 
 
 def _models(input_shape) -> dict[str, tuple[Callable, Callable]]:

@@ -72,7 +72,7 @@ def bench_train(batch_size: int = 32, steps: int = 10, variants: str = "all", ep
     from data_tools.dataset import DrivingDataset
     from e2e_drive.cli import log
     from e2e_drive.models import ACTIVATIONS
-    from e2e_drive.progress import progress
+    from data_tools.progress import progress
 
     keras.utils.set_random_seed(0)
     n = batch_size * steps

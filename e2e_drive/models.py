@@ -1,12 +1,13 @@
 """NVIDIA's PilotNet (Bojarski et al. 2016) with pluggable activations and convolutions.
 
 The model takes the raw camera frame (uint8 RGB) and preprocesses it inside
-itself with ``data_tools.preprocess.FramePreprocess`` (crop -> 66x200 -> YUV ->
+itself with ``data_tools.frame_preprocess.FramePreprocess`` (crop -> 66x200 -> YUV ->
 scale), so an exported model carries its preprocessing with it.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Sequence
 
 ACTIVATIONS = ("elu", "relu", "prelu", "maxout", "rrelu", "apl")
@@ -86,7 +87,8 @@ def pilotnet(
     import keras
 
     import custom_layers
-    from data_tools.preprocess import FramePreprocess, MODEL_INPUT_SHAPE, check_crop, default_crop
+    from data_tools.frame_preprocess import FramePreprocess
+    from data_tools.preprocess import MODEL_INPUT_SHAPE, check_crop, default_crop
 
     check_activation(activation)
     check_conv(conv)
@@ -157,21 +159,28 @@ def check_fits(model, shape: Sequence[int], where: str) -> None:
         )
 
 
-def load_model(path: str, compile: bool = False):
-    """Load a ``.keras`` model with a clear error for a missing or broken file."""
-    import os
+def load_model(path: str | os.PathLike, compile: bool = False):
+    """Load a ``.keras`` model, the one Keras loader of the project, with a one-line error for a bad file.
+
+    Plain ``keras.saving.load_model`` works too once ``e2e_drive`` is imported (it registers every layer);
+    this adds messages that name the file and say what is wrong with it.
+    """
+    import zipfile
 
     import keras
 
-    import custom_layers  # noqa: F401  (importing registers the custom layers for deserialisation)
-    from data_tools import preprocess
-
-    preprocess.FramePreprocess  # noqa: B018  (first access defines and registers the layer)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model file {path} does not exist")
-    if not str(path).endswith(".keras"):
-        raise ValueError(f"model file {path}: expected a .keras file")
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a folder, expected a .keras model file")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: model file does not exist")
+    if not path.endswith(".keras"):
+        raise ValueError(f"{path}: expected a .keras model file")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: cannot load the Keras model: not a zip archive (the file is damaged or "
+                         "is another kind of file)")
     try:
         return keras.saving.load_model(path, compile=compile)
     except Exception as error:  # zip, JSON or layer errors: all mean "not a usable model"
-        raise ValueError(f"model file {path} could not be loaded as a Keras model: {error}") from error
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path}: cannot load the Keras model: {first[:300]}") from error

@@ -31,3 +31,37 @@ def udacity_sim_a() -> Path:
 def donkey_tub_a() -> Path:
     """The real donkeycar tub v2 (250 records in 3 catalogs, 25 deleted)."""
     return _shared("donkey_tub_a")
+
+
+# Builders shared by several test modules, as fixtures (each returns the builder function; the plain
+# functions live in tests/builders.py so that scripts run in a subprocess can import them too).
+@pytest.fixture(scope="session")
+def tiny_model():
+    """``tiny_model(activation="all", conv="keras", frame=(40, 80, 3), seed=0)``: a small every-layer net."""
+    from tests.builders import tiny_model as build
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def synthetic_log():
+    """``synthetic_log(folder, n=48, seed=0, recordings=1)``: a learnable 40x80 3-camera DrivingLog."""
+    from tests.builders import synthetic_log as build
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def udacity_log():
+    """``udacity_log(folder, rows=None, n=4, header=False, path_style="relative")``: a tiny Udacity folder."""
+    from tests.builders import make_udacity_log as build
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def tub():
+    """``tub(folder, records=6, per_catalog=4, deleted=(1,), extra_lines=None)``: a tiny donkeycar tub v2."""
+    from tests.builders import make_tub as build
+
+    return build

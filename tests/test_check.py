@@ -9,7 +9,7 @@ from pathlib import Path
 
 from data_tools import check
 from e2e_drive.cli import main
-from tests.test_udacity import BAD_ROWS, make_log
+from tests.builders import BAD_ROWS, make_udacity_log as make_log
 
 
 def test_real_log_report(udacity_sim_a):

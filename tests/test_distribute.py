@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.test_train import synthetic_log
+from tests.builders import synthetic_log
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
@@ -20,7 +20,7 @@ WORKER_SCRIPT = """
 import json, sys
 import numpy as np
 from pathlib import Path
-from tests.test_train import synthetic_log
+from tests.builders import synthetic_log
 from e2e_drive.distribute import train_multiworker
 
 index, frames, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -78,7 +78,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from pathlib import Path
-from tests.test_train import synthetic_log
+from tests.builders import synthetic_log
 from e2e_drive.train import train, make_strategy
 
 strategy = make_strategy("mirrored")
@@ -104,7 +104,7 @@ RESUME_SCRIPT = """
 import json, sys
 import numpy as np
 from pathlib import Path
-from tests.test_train import synthetic_log
+from tests.builders import synthetic_log
 from e2e_drive.distribute import train_multiworker
 
 index, frames, out, epochs, resume = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from data_tools.frames import read_frame
-from tests.test_train import CROP, synthetic_log
+from tests.builders import CROP, synthetic_log
 
 
 def test_metrics_known_values():
@@ -59,7 +59,7 @@ def test_evaluate_errors(tmp_path):
     model = pilotnet((48, 96, 3), crop=CROP)
     with pytest.raises(ValueError, match=r"takes frames of shape \(48, 96, 3\).*frames0?.*\(40, 80, 3\)"):
         evaluate(model, log)
-    with pytest.raises(FileNotFoundError, match="nope.keras does not exist"):
+    with pytest.raises(FileNotFoundError, match="nope.keras: model file does not exist"):
         evaluate(str(tmp_path / "nope.keras"), log)
 
 
@@ -84,4 +84,4 @@ def test_cli_evaluate_json_on_a_udacity_folder(tmp_path, capsys):
     assert report["count"] == 12 and (tmp_path / "e.png").is_file()
     assert report["smoothed"]["model"]["rmse"] == pytest.approx(direct["smoothed"]["model"]["rmse"], rel=1e-5)
     assert main(["evaluate", str(tmp_path / "missing.keras"), str(tmp_path / "sim")]) == 2
-    assert "missing.keras does not exist" in capsys.readouterr().err
+    assert "missing.keras: model file does not exist" in capsys.readouterr().err

@@ -13,37 +13,11 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from custom_layers import APL, ELU, Maxout, PReLU, ReferenceConv2D, RReLU  # noqa: E402
-from data_tools.preprocess import FramePreprocess  # noqa: E402
+from data_tools.frame_preprocess import FramePreprocess  # noqa: E402
 from deploy import FORMATS, export, load_predictor  # noqa: E402
 from deploy.parity import load_frames  # noqa: E402
 
-FRAME = (40, 80, 3)
-
-
-def tiny_model(activation: str = "all", conv: str = "keras", frame=FRAME, seed: int = 0) -> keras.Model:
-    """A small steering net on raw uint8 frames: FramePreprocess, then the chosen activation and convolution."""
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input(frame, dtype="uint8")
-    x = FramePreprocess(crop=(frame[0] // 4, frame[0] // 10), size=(16, 32))(inputs)
-    conv_layer = ReferenceConv2D if conv == "reference" else keras.layers.Conv2D
-    activations = {"elu": lambda: ELU(trainable_alpha=True), "prelu": lambda: PReLU(shared_axes=[1, 2]),
-                   "maxout": lambda: Maxout(4), "rrelu": lambda: RReLU(seed=1), "apl": lambda: APL(num_hinges=2),
-                   "relu": lambda: keras.layers.ReLU()}
-    chosen = list(activations) if activation == "all" else [activation]
-    x = conv_layer(8, 3, strides=2)(x)
-    for name in chosen:
-        x = activations[name]()(x)
-        if name == "maxout":
-            x = conv_layer(8, 1)(x)  # restore the channel count Maxout halved
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(8)(x)
-    outputs = keras.layers.Dense(1)(x)
-    model = keras.Model(inputs, outputs)
-    # Non-trivial weights for the parametric activations (their initial values would hide a dropped layer).
-    for layer in model.layers:
-        if isinstance(layer, (PReLU, APL, ELU)):
-            layer.set_weights([np.random.default_rng(1).uniform(0.1, 0.9, w.shape) for w in layer.get_weights()])
-    return model
+from tests.builders import FRAME, tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from custom_layers import reference
-from data_tools.preprocess import RGB_TO_YUV, FramePreprocess
+from data_tools.frame_preprocess import FramePreprocess
+from data_tools.preprocess import RGB_TO_YUV
 from deploy.export import export, export_onnx_proto
 from deploy.fold import fold_preprocessing, folded_weights
 from e2e_drive.models import pilotnet

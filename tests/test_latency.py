@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from deploy import export
 from deploy.latency import bench_latency, format_latency, matmul_rate, onnx_macs
-from tests.test_export import tiny_model
+from tests.builders import tiny_model
 
 
 def test_onnx_macs_of_conv_and_matmul_match_the_formula():

@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from custom_layers import APL, ELU, Maxout, PReLU, ReferenceConv2D, RReLU
+from tests.builders import every_layer_model
 
 RNG = np.random.default_rng(0)
 
@@ -96,26 +97,9 @@ def test_apl_matches_numpy_formula():
         APL(num_hinges=0)
 
 
-def _every_layer_model(input_shape=(12, 12, 3)) -> keras.Model:
-    inputs = keras.Input(input_shape)
-    x = ReferenceConv2D(8, 3, strides=2, padding="same")(inputs)
-    x = PReLU(shared_axes=[1, 2])(x)
-    x = ReferenceConv2D(8, 3, padding=1)(x)
-    x = ELU(trainable_alpha=True, shared_axes=[1, 2])(x)
-    x = Maxout(4)(x)
-    x = APL(num_hinges=2)(x)
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(16)(x)
-    x = RReLU(seed=1)(x)
-    x = keras.layers.Dense(8)(x)
-    x = Maxout(2)(x)
-    outputs = keras.layers.Dense(1, dtype="float32")(x)
-    return keras.Model(inputs, outputs)
-
-
 def test_keras_file_round_trip_without_custom_objects(tmp_path):
     keras.utils.set_random_seed(0)
-    model = _every_layer_model()
+    model = every_layer_model()
     x = RNG.uniform(size=(4, 12, 12, 3)).astype("float32")
     before = model.predict(x, verbose=0)
     path = tmp_path / "every_layer.keras"
@@ -130,7 +114,7 @@ def test_keras_file_round_trip_without_custom_objects(tmp_path):
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_fit_reduces_loss_with_every_layer(jit_compile):
     keras.utils.set_random_seed(1)
-    model = _every_layer_model()
+    model = every_layer_model()
     x = RNG.uniform(size=(64, 12, 12, 3)).astype("float32")
     y = x[:, :6, :, 0].mean(axis=(1, 2)) - x[:, 6:, :, 0].mean(axis=(1, 2))  # a learnable target
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="mse", jit_compile=jit_compile)
@@ -143,7 +127,7 @@ def test_fit_reduces_loss_with_every_layer(jit_compile):
 def test_mixed_precision(policy):
     keras.mixed_precision.set_global_policy(policy)
     try:
-        model = _every_layer_model()
+        model = every_layer_model()
         model.compile(optimizer="adam", loss="mse")
         x = RNG.uniform(size=(8, 12, 12, 3)).astype("float32")
         model.fit(x, np.zeros(8, "float32"), epochs=1, batch_size=4, verbose=0)

@@ -8,12 +8,12 @@ import tensorflow as tf
 import tf2onnx
 import keras
 
-from tests.test_layers import _every_layer_model
+from tests.builders import every_layer_model
 
 
 def test_onnx_export_of_every_layer_matches_keras():
     keras.utils.set_random_seed(2)
-    model = _every_layer_model()
+    model = every_layer_model()
     spec = (tf.TensorSpec((None, 12, 12, 3), tf.float32, name="frames"),)
 
     @tf.function(input_signature=spec)

@@ -111,13 +111,15 @@ def test_bad_arguments():
 def test_load_model_errors_name_the_file(tmp_path):
     from e2e_drive.models import load_model
 
-    with pytest.raises(FileNotFoundError, match="missing.keras does not exist"):
+    with pytest.raises(FileNotFoundError, match="missing.keras: model file does not exist"):
         load_model(str(tmp_path / "missing.keras"))
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"not a zip file")
-    with pytest.raises(ValueError, match="broken.keras could not be loaded"):
+    with pytest.raises(ValueError, match="broken.keras: cannot load the Keras model: not a zip archive"):
         load_model(str(broken))
-    with pytest.raises(ValueError, match="expected a .keras file"):
+    with pytest.raises(ValueError, match="expected a .keras model file"):
         other = tmp_path / "m.onnx"
         other.write_bytes(b"x")
         load_model(str(other))
+    with pytest.raises(ValueError, match="is a folder, expected a .keras model file"):
+        load_model(str(tmp_path))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from deploy import export, load_predictor
-from tests.test_export import FRAME, tiny_model
+from tests.builders import FRAME, tiny_model
 
 
 @pytest.fixture(scope="module")

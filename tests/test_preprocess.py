@@ -13,7 +13,7 @@ from data_tools.preprocess import (
 
 @pytest.fixture(scope="module")
 def layer_cls():
-    from data_tools.preprocess import FramePreprocess
+    from data_tools.frame_preprocess import FramePreprocess
 
     return FramePreprocess
 

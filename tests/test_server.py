@@ -11,7 +11,7 @@ import socketio
 
 from deploy import export, load_predictor
 from deploy.server import DriveServer, SpeedController, encode_image, load_test
-from tests.test_export import FRAME, tiny_model
+from tests.builders import FRAME, tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -115,7 +115,7 @@ def test_drive_rejects_a_predictor_with_the_wrong_output():
 def test_load_predictor_runs_a_saved_keras_model(tmp_path):
     import keras
 
-    from data_tools.preprocess import FramePreprocess
+    from data_tools.frame_preprocess import FramePreprocess
 
     inputs = keras.Input((160, 320, 3), dtype="uint8")
     x = FramePreprocess(crop=(60, 25))(inputs)

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from deploy import export, load_predictor, tensorrt
-from tests.test_export import FRAME, tiny_model
+from tests.builders import FRAME, tiny_model
 
 
 def _graph(op: str, input_type=TensorProto.FLOAT, dims=("N", 4, 4, 3), domain: str = "", opset: int = 17):

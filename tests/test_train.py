@@ -18,32 +18,7 @@ from data_tools.frames import read_frame, write_frame
 from data_tools.log import DrivingLog
 
 REPO = Path(__file__).resolve().parents[1]
-FRAME = (40, 80)
-CROP = (4, 4)
-
-
-def synthetic_log(folder: Path, n: int = 48, seed: int = 0, recordings: int = 1) -> DrivingLog:
-    """Frames whose bright vertical bar sits where the steering points (a learnable signal).
-
-    Left/right cameras see the bar shifted, as the real side cameras would.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    steering = (0.6 * np.sin(np.arange(n) / 5.0)).astype(np.float32)
-    columns = {"center": [], "left": [], "right": []}
-    for i, value in enumerate(steering):
-        for camera, shift in (("center", 0), ("left", -8), ("right", 8)):
-            frame = rng.integers(20, 60, (*FRAME, 3)).astype(np.uint8)
-            x = int(FRAME[1] / 2 + value * 30 + shift)
-            frame[:, max(0, x - 3) : x + 3] = 230
-            path = folder / f"{camera}_{i:04d}.png"
-            write_frame(path, frame)
-            columns[camera].append(str(path))
-    return DrivingLog.from_columns(
-        center=columns["center"], left=columns["left"], right=columns["right"], steering=steering,
-        source=str(folder / "log.csv"), row=np.arange(1, n + 1),
-        recording=np.repeat(np.arange(recordings), -(-n // recordings))[:n],
-    )
+from tests.builders import CROP, LOG_FRAME as FRAME, synthetic_log  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +73,7 @@ RESUME_SCRIPT = """
 import sys, time, keras
 sys.path.insert(0, {repo!r})
 from pathlib import Path
-from tests.test_train import synthetic_log
+from tests.builders import synthetic_log
 from e2e_drive.train import train
 
 class SlowEpochs(keras.callbacks.Callback):

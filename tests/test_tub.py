@@ -9,32 +9,7 @@ import numpy as np
 import pytest
 
 from data_tools import DataError, read_log, read_tub
-from data_tools.frames import write_frame
-
-
-def make_tub(folder: Path, records: int = 6, per_catalog: int = 4, deleted=(1,), extra_lines=None) -> Path:
-    """A tub in donkeycar's v2 layout."""
-    (folder / "images").mkdir(parents=True)
-    catalogs = []
-    for start in range(0, records, per_catalog):
-        name = f"catalog_{start // per_catalog}.catalog"
-        catalogs.append(name)
-        lines = []
-        for index in range(start, min(start + per_catalog, records)):
-            image = f"{index}_cam_image_array_.jpg"
-            write_frame(folder / "images" / image, np.full((12, 16, 3), index, np.uint8))
-            lines.append(json.dumps({"_index": index, "_timestamp_ms": 1000 + index, "cam/image_array": image,
-                                     "user/angle": index / 10, "user/mode": "user", "user/throttle": 0.3}))
-        (folder / name).write_text("\n".join(lines + (extra_lines or [] if start + per_catalog >= records else [])) + "\n")
-    manifest = [
-        ["cam/image_array", "user/angle", "user/throttle", "user/mode"],
-        ["image_array", "float", "float", "str"],
-        {},
-        {"created_at": 0.0, "sessions": {}},
-        {"paths": catalogs, "current_index": records, "max_len": per_catalog, "deleted_indexes": list(deleted)},
-    ]
-    (folder / "manifest.json").write_text("\n".join(json.dumps(line) for line in manifest) + "\n")
-    return folder
+from tests.builders import make_tub
 
 
 def test_real_tub_leaves_out_deleted_records(donkey_tub_a):

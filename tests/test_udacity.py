@@ -8,31 +8,7 @@ import numpy as np
 import pytest
 
 from data_tools import DataError, read_log, read_udacity
-from data_tools.frames import write_frame
-
-
-def make_log(folder: Path, rows: list[str] | None = None, n: int = 4, header: bool = False,
-             path_style: str = "relative") -> Path:
-    """A tiny Udacity log: n rows of 3 cameras, 32x16 JPEGs, with the given path style."""
-    img = folder / "IMG"
-    img.mkdir(parents=True, exist_ok=True)
-    lines = ["center,left,right,steering,throttle,brake,speed"] if header else []
-    for i in range(n):
-        cells = []
-        for camera in ("center", "left", "right"):
-            name = f"{camera}_{i:03d}.jpg"
-            write_frame(img / name, np.full((16, 32, 3), 10 * i, np.uint8))
-            cells.append({
-                "relative": f"IMG/{name}",
-                "absolute": str(img / name),
-                "windows": f"C:\\Users\\someone\\Desktop\\data\\IMG\\{name}",
-                "posix_elsewhere": f"/home/else/data/IMG/{name}",
-            }[path_style])
-        lines.append(", ".join(cells + [f"{(i - n / 2) / n:.3f}", "0.5", "0", f"{20 + i}"]))
-    if rows is not None:
-        lines += rows
-    (folder / "driving_log.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return folder
+from tests.builders import BAD_ROWS, make_udacity_log as make_log
 
 
 def test_real_sample_with_windows_paths(udacity_sim_a):
@@ -71,15 +47,6 @@ def test_non_ascii_folder(tmp_path):
     assert len(log) == 2 and "ログ" in log.images["center"][0]
 
 
-BAD_ROWS = [
-    ("IMG/center_000.jpg, IMG/left_000.jpg, IMG/right_000.jpg, abc, 0, 0, 1", "steering is not a number: 'abc'"),
-    ("IMG/center_000.jpg, IMG/left_000.jpg, IMG/right_000.jpg, nan, 0, 0, 1", "steering is not finite"),
-    ("IMG/center_000.jpg, IMG/left_000.jpg, IMG/right_000.jpg, inf, 0, 0, 1", "steering is not finite"),
-    ("IMG/center_000.jpg, IMG/left_000.jpg, IMG/right_000.jpg, 1.5, 0, 0, 1", r"steering 1.5 is outside \[-1, 1\]"),
-    ("IMG/center_000.jpg, IMG/left_000.jpg, IMG/right_000.jpg, 0.1, 0, 0", "expected 7 columns, found 6"),
-    ("IMG/nope.jpg, IMG/left_000.jpg, IMG/right_000.jpg, 0.1, 0, 0, 1", "center image not found: IMG/nope.jpg"),
-    ("IMG, IMG/left_000.jpg, IMG/right_000.jpg, 0.1, 0, 0, 1", "center image path is a directory"),
-]
 
 
 @pytest.mark.parametrize("row,message", BAD_ROWS)

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from e2e_drive.progress import progress as progress_bar
+from data_tools.progress import progress as progress_bar
 from e2e_drive.sim.autonomy import autonomy
 from e2e_drive.sim.car import CarParams, CarState, step
 from e2e_drive.sim.render import Camera, CameraRig

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.frames import write_frame
-from e2e_drive.progress import progress as progress_bar
+from data_tools.progress import progress as progress_bar
 from e2e_drive.sim.car import CarParams, CarState, step
 from e2e_drive.sim.expert import Expert
 from e2e_drive.sim.render import CAMERAS, Camera, CameraRig
