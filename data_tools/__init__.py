@@ -14,13 +14,13 @@ from data_tools.check import CheckReport, check
 from data_tools.errors import DataError
 from data_tools.frames import read_frame, write_frame
 from data_tools.log import DrivingLog
-from data_tools.read import read_log
+from data_tools.read import load_log, read_log
 from data_tools.smoothing import smooth_steering
 from data_tools.tub import read_tub
 from data_tools.udacity import read_udacity
 
 __all__ = [
-    "CheckReport", "DataError", "DrivingDataset", "DrivingLog", "augment", "balance", "check", "preview",
+    "CheckReport", "DataError", "DrivingDataset", "DrivingLog", "augment", "load_log", "balance", "check", "preview",
     "read_frame", "read_log", "read_tub", "read_udacity", "smooth_steering", "write_frame",
 ]
 

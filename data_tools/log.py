@@ -26,6 +26,8 @@ class DrivingLog:
         steering: steering in [-1, 1] (float32; positive = right, as in the Udacity logs).
         throttle: throttle (float32).
         speed: speed (float32; NaN where the log has none).
+        timestamp: time of the frame in seconds (float64; NaN where the log has none). Udacity logs carry it
+            in the image file names (``center_2016_12_01_13_30_48_287.jpg``), tubs in ``_timestamp_ms``.
         source: the file each row was read from (dtype object).
         row: the row (CSV, 1-based line number) or record index (tub) in ``source``.
         recording: integer id of the recording each row belongs to; rows of one
@@ -41,12 +43,15 @@ class DrivingLog:
     source: np.ndarray
     row: np.ndarray
     recording: np.ndarray
+    timestamp: np.ndarray | None = None
     skipped: tuple[str, ...] = field(default=())
     deleted: int = 0
 
     def __post_init__(self) -> None:
         n = len(self.steering)
-        columns = {"throttle": self.throttle, "speed": self.speed, "source": self.source,
+        if self.timestamp is None:
+            object.__setattr__(self, "timestamp", np.full(n, np.nan, np.float64))
+        columns = {"timestamp": self.timestamp, "throttle": self.throttle, "speed": self.speed, "source": self.source,
                    "row": self.row, "recording": self.recording}
         columns.update({f"images[{k}]": v for k, v in self.images.items()})
         for name, column in columns.items():
@@ -67,6 +72,7 @@ class DrivingLog:
         right: Sequence[str] | None = None,
         throttle: Sequence[float] | None = None,
         speed: Sequence[float] | None = None,
+        timestamp: Sequence[float] | None = None,
         recording: int | Sequence[int] = 0,
         skipped: Iterable[str] = (),
         deleted: int = 0,
@@ -82,6 +88,7 @@ class DrivingLog:
             steering=np.asarray(steering, dtype=np.float32),
             throttle=np.zeros(n, np.float32) if throttle is None else np.asarray(throttle, np.float32),
             speed=np.full(n, np.nan, np.float32) if speed is None else np.asarray(speed, np.float32),
+            timestamp=np.full(n, np.nan, np.float64) if timestamp is None else np.asarray(timestamp, np.float64),
             source=np.asarray([source] * n if isinstance(source, str) else list(source), dtype=object),
             row=np.asarray(row, dtype=np.int64),
             recording=np.full(n, recording, np.int32) if np.isscalar(recording) else np.asarray(recording, np.int32),
@@ -117,6 +124,7 @@ class DrivingLog:
             steering=self.steering[index],
             throttle=self.throttle[index],
             speed=self.speed[index],
+            timestamp=self.timestamp[index],
             source=self.source[index],
             row=self.row[index],
             recording=self.recording[index],
@@ -149,6 +157,7 @@ class DrivingLog:
             steering=np.concatenate([log.steering for log in logs]),
             throttle=np.concatenate([log.throttle for log in logs]),
             speed=np.concatenate([log.speed for log in logs]),
+            timestamp=np.concatenate([log.timestamp for log in logs]),
             source=np.concatenate([log.source for log in logs]),
             row=np.concatenate([log.row for log in logs]),
             recording=np.concatenate(recordings),

@@ -46,6 +46,25 @@ def default_crop(height: int) -> tuple[int, int]:
     return top, bottom
 
 
+def parse_crop(crop: Sequence[int] | str | None) -> tuple[int, int] | None:
+    """``"TOP,BOTTOM"`` (the ``--crop`` flag), a pair of ints, or ``None`` (the default crop) as a tuple or None.
+
+    Raises:
+        ValueError: when the text is not two integers separated by a comma.
+    """
+    if crop is None or (isinstance(crop, (tuple, list)) and not crop):
+        return None
+    if isinstance(crop, str):
+        try:
+            top, bottom = (int(value) for value in crop.split(","))
+        except ValueError:
+            raise ValueError(f"--crop: expected TOP,BOTTOM (two integers, e.g. 60,25). Received: {crop!r}") from None
+        return top, bottom
+    if len(crop) != 2:
+        raise ValueError(f"Expected crop=(top, bottom). Received: crop={tuple(crop)}")
+    return int(crop[0]), int(crop[1])
+
+
 def check_crop(height: int, crop: Sequence[int]) -> tuple[int, int]:
     """Validate ``crop`` for frames of ``height`` rows; return it as a tuple.
 
@@ -60,9 +79,16 @@ def check_crop(height: int, crop: Sequence[int]) -> tuple[int, int]:
     if height - top - bottom < 2:
         raise ValueError(
             f"crop=({top}, {bottom}) leaves {height - top - bottom} rows of a {height}-row frame; "
-            f"it must leave at least 2 (try --crop {default_crop(height)[0]},{default_crop(height)[1]})"
+            f"it must leave at least 2{_crop_hint(height, (top, bottom))}"
         )
     return top, bottom
+
+
+def _crop_hint(height: int, failing: tuple[int, int]) -> str:
+    suggestion = default_crop(height)
+    if suggestion == failing or height - sum(suggestion) < 2:
+        return ""  # never suggest the crop that just failed
+    return f" (try --crop {suggestion[0]},{suggestion[1]})"
 
 
 def preprocess(

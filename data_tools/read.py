@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from data_tools.errors import DataError
@@ -43,3 +44,20 @@ def read_log(path_or_paths, on_error: str = "raise") -> DrivingLog:
         else:
             logs.append(read_tub_folder(path, recording, on_error))
     return DrivingLog.concat(logs)
+
+
+def load_log(data, on_error: str = "raise") -> DrivingLog:
+    """The one log loader: a ``DrivingLog`` as it is, or paths (Udacity folders/CSVs, tubs) read with ``read_log``.
+
+    Raises:
+        DataError: no path given, a path that is no log, or a log with no usable row.
+    """
+    if isinstance(data, DrivingLog):
+        log = data
+    else:
+        if data is None or (not isinstance(data, (str, os.PathLike)) and not list(data)):
+            raise DataError("no data given: pass at least one Udacity folder, driving_log.csv or tub", path="DATA")
+        log = read_log(data, on_error=on_error)
+    if len(log) == 0:
+        raise DataError("the driving log has no usable rows", path=str(log.source[0]) if len(log.source) else "DATA")
+    return log

@@ -54,7 +54,8 @@ def read_tub_folder(tub: Path, recording: int = 0, on_error: str = "raise") -> D
     if not tub.is_dir():
         raise DataError("no such tub folder", path=str(tub))
     catalog_names, deleted = _read_manifest(tub)
-    columns: dict[str, list] = {"center": [], "steering": [], "throttle": [], "row": [], "source": []}
+    columns: dict[str, list] = {"center": [], "steering": [], "throttle": [], "timestamp": [], "row": [],
+                                "source": []}
     skipped: list[str] = []
     deleted_seen = 0
     for name in catalog_names:
@@ -105,6 +106,9 @@ def read_tub_folder(tub: Path, recording: int = 0, on_error: str = "raise") -> D
             columns["center"].append(str(image.resolve()))
             columns["steering"].append(float(angle))
             columns["throttle"].append(float(throttle))
+            stamp = record.get("_timestamp_ms")
+            ok = isinstance(stamp, (int, float)) and not isinstance(stamp, bool) and math.isfinite(stamp)
+            columns["timestamp"].append(stamp / 1000.0 if ok else float("nan"))
             columns["row"].append(int(index))
             columns["source"].append(str(catalog))
     if not columns["row"]:
@@ -112,7 +116,7 @@ def read_tub_folder(tub: Path, recording: int = 0, on_error: str = "raise") -> D
         raise DataError(f"no usable records{detail}", path=str(tub))
     log = DrivingLog.from_columns(
         center=columns["center"], steering=columns["steering"], throttle=columns["throttle"],
-        source=columns["source"], row=columns["row"], recording=recording, skipped=skipped, deleted=deleted_seen,
+        timestamp=columns["timestamp"], source=columns["source"], row=columns["row"], recording=recording, skipped=skipped, deleted=deleted_seen,
     )
     return log
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import math
+import re
 import os
 from pathlib import Path, PureWindowsPath
 from typing import Iterable, Sequence
@@ -92,7 +94,8 @@ def read_udacity_csv(path: Path, recording: int = 0, on_error: str = "raise") ->
         raise DataError(f"not a UTF-8 text CSV ({error.reason})", path=str(csv_path)) from None
     lines = text.splitlines()
     truncated_last = bool(text) and not text.endswith(("\n", "\r"))
-    columns: dict[str, list] = {name: [] for name in ("center", "left", "right", "steering", "throttle", "speed", "row")}
+    columns: dict[str, list] = {name: [] for name in ("center", "left", "right", "steering", "throttle", "speed",
+                                                      "timestamp", "row")}
     skipped: list[str] = []
     rows = list(csv.reader(lines, skipinitialspace=True))
     for number, row in enumerate(rows, start=1):
@@ -134,6 +137,7 @@ def read_udacity_csv(path: Path, recording: int = 0, on_error: str = "raise") ->
         columns["steering"].append(steering)
         columns["throttle"].append(throttle)
         columns["speed"].append(speed)
+        columns["timestamp"].append(timestamp_from_name(row[0]))
         columns["row"].append(number)
     if not columns["row"]:
         detail = f" ({len(skipped)} bad rows skipped; first: {skipped[0]})" if skipped else ""
@@ -145,11 +149,32 @@ def read_udacity_csv(path: Path, recording: int = 0, on_error: str = "raise") ->
         steering=columns["steering"],
         throttle=columns["throttle"],
         speed=columns["speed"],
+        timestamp=columns["timestamp"],
         source=str(csv_path),
         row=columns["row"],
         recording=recording,
         skipped=skipped,
     )
+
+
+_TIME_IN_NAME = re.compile(r"(\d{4})_(\d{2})_(\d{2})_(\d{2})_(\d{2})_(\d{2})_(\d{1,3})\.\w+$")
+
+
+def timestamp_from_name(path: str) -> float:
+    """Seconds since the epoch (UTC) from a Udacity image name like ``center_2016_12_01_13_30_48_287.jpg``.
+
+    NaN when the name carries no time stamp (recordings renamed by other tools).
+    """
+    match = _TIME_IN_NAME.search(path.strip().replace("\\", "/"))
+    if not match:
+        return float("nan")
+    year, month, day, hour, minute, second, millis = match.groups()
+    try:
+        moment = datetime.datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
+                                   tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return float("nan")
+    return moment.timestamp() + int(millis.ljust(3, "0")) / 1000.0
 
 
 def read_udacity(path_or_paths, on_error: str = "raise") -> DrivingLog:
