@@ -17,15 +17,16 @@ from data_tools.read import read_log
 from data_tools.udacity import check_on_error
 
 MAX_LISTED = 50
+MAX_ODD_FRAMES = 5
 NEAR_ZERO = 0.01
 
 # Reader messages sorted into the report's kinds, by the words the readers use.
 KINDS = (
     ("missing_images", ("not found", "is missing", "path is empty")),
     ("out_of_range", ("outside [-1, 1]",)),
-    ("non_finite", ("not finite",)),
+    ("non_finite", ("not finite", "not a finite number")),
     ("non_numeric", ("not a number",)),
-    ("malformed", ("columns", "JSON", "missing key", "not a JSON object")),
+    ("malformed", ("columns", "JSON", "missing key", "not a JSON object", "quote", "CSV", "is not a")),
 )
 
 
@@ -143,7 +144,8 @@ def check(paths, on_error: str = "raise", decode: bool = True, bins: int = 21, t
     counts, edges = np.histogram(np.clip(steering, -1, 1), bins=bins, range=(-1.0, 1.0))
     report.histogram_counts, report.histogram_edges = counts.tolist(), edges.round(4).tolist()
     if decode:
-        jobs = [(path, log.describe(i)) for camera in log.cameras for i, path in enumerate(log.images[camera]) if path]
+        jobs = [(path, f"{log.describe(i)} ({camera} camera)" if len(log.cameras) > 1 else log.describe(i))
+                for camera in log.cameras for i, path in enumerate(log.images[camera]) if path]
 
         def frame_size(job):
             try:
@@ -153,26 +155,36 @@ def check(paths, on_error: str = "raise", decode: bool = True, bins: int = 21, t
                 return None, str(error)
 
         sizes: Counter = Counter()
+        size_of = []
         with ThreadPoolExecutor(threads) as pool:
-            for size, problem in pool.map(frame_size, jobs):
+            for job, (size, problem) in zip(jobs, pool.map(frame_size, jobs)):
                 report.images_checked += 1
                 if problem:
                     report.unreadable_images += 1
                     report.add_problem(problem)
                 else:
                     sizes[size] += 1
+                    size_of.append((job, size))
         report.image_sizes = dict(sizes.most_common())
         if len(sizes) > 1:
-            report.add_problem(f"frames of different sizes in one log: {dict(sizes)}")
+            # Name the frames that differ from the usual size (whichever row they are on), not the row after them.
+            usual = sizes.most_common(1)[0][0]
+            odd = [f"{where}: {path} is {size}" for (path, where), size in size_of if size != usual]
+            more = f"; and {len(odd) - MAX_ODD_FRAMES} more" if len(odd) > MAX_ODD_FRAMES else ""
+            counts = ", ".join(f"{size}: {n}" for size, n in sizes.most_common())
+            report.add_problem(f"frames of different sizes in one log ({counts}); not {usual}: "
+                               + "; ".join(odd[:MAX_ODD_FRAMES]) + more)
     return report
 
 
 def plot_histogram(report: CheckReport, out: str) -> None:
     """Write the steering histogram as a PNG (atomically)."""
-    import matplotlib
+    import matplotlib  # heavy: only when a plot is asked for
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from data_tools.io import save_figure
 
     edges = np.asarray(report.histogram_edges)
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -181,7 +193,4 @@ def plot_histogram(report: CheckReport, out: str) -> None:
     ax.set_ylabel("rows")
     ax.set_title(f"{report.rows} rows, {100 * report.near_zero_fraction:.0f}% near zero")
     fig.tight_layout()
-    tmp = f"{out}.tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out)
+    save_figure(fig, out)

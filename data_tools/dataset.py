@@ -11,7 +11,7 @@ processes, and through ``to_tf_dataset``.
 
 from __future__ import annotations
 
-import copy
+import logging
 import os
 from typing import Callable
 
@@ -20,12 +20,14 @@ import numpy as np
 
 from data_tools.augment import Sample, Transform
 from data_tools.errors import DataError
-from data_tools.frame_cache import FrameCache
+from data_tools.frame_cache import FrameCache, choose_cache_mode, default_cache_dir
 from data_tools.frames import read_frame
 from data_tools.log import DrivingLog
 from data_tools.shared_batches import SharedBatchSlots
 
-CACHE_MODES = ("memory", "disk", None)
+logger = logging.getLogger(__name__)
+
+CACHE_MODES = ("auto", "memory", "disk", "none", None)
 
 
 class DrivingDataset(keras.utils.PyDataset):
@@ -38,9 +40,11 @@ class DrivingDataset(keras.utils.PyDataset):
             sample, or ``None`` for the centre frames as they are. Defaults to `None`.
         shuffle: a new order every epoch (derived from ``(seed, epoch)``). Defaults to `True`.
         seed: the one seed of every random choice. Defaults to `0`.
-        cache: ``"memory"``, ``"disk"`` (``np.memmap`` under ``cache_dir``) or ``None``
-            (decode every frame when it is used). Defaults to `"memory"`.
-        cache_dir: folder of the disk cache.
+        cache: ``"memory"``, ``"disk"`` (``np.memmap`` under ``cache_dir``), ``"auto"`` (memory when the
+            decoded frames take less than half the available memory, else disk; the choice is logged) or
+            ``"none"``/``None`` (decode every frame when it is used). Defaults to `"memory"`.
+        cache_dir: folder of the disk cache. Defaults to ``data_tools.frame_cache.default_cache_dir()``.
+        memory_budget: bytes ``cache="auto"`` may keep in memory. Defaults to half the available memory.
         workers, use_multiprocessing, max_queue_size: passed to ``keras.utils.PyDataset``.
         drop_remainder: leave out the last, smaller batch. Defaults to `False`.
 
@@ -70,6 +74,7 @@ class DrivingDataset(keras.utils.PyDataset):
         max_queue_size: int = 10,
         drop_remainder: bool = False,
         progress: bool = True,
+        memory_budget: int | None = None,
     ):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         if batch_size < 1:
@@ -90,8 +95,15 @@ class DrivingDataset(keras.utils.PyDataset):
         # Only an augmentation that picks cameras needs the left and right frames.
         self.cameras = log.cameras if getattr(augment, "chooses_camera", False) else ("center",)
         self.cache = None
-        if cache is not None:
-            self.cache = FrameCache(log, self.cameras, mode=cache, cache_dir=cache_dir, progress=progress)
+        if cache == "auto":
+            cache, why = choose_cache_mode(log, self.cameras, memory_budget)
+            where = "memory" if cache == "memory" else f"disk under {cache_dir or default_cache_dir()}"
+            logger.info("frame cache: %s (%s)", where, why)
+        self.cache_mode = "none" if cache in (None, "none") else cache
+        if self.cache_mode != "none":
+            if self.cache_mode == "disk" and cache_dir is None:
+                cache_dir = default_cache_dir()
+            self.cache = FrameCache(log, self.cameras, mode=self.cache_mode, cache_dir=cache_dir, progress=progress)
             self.frame_shape: tuple[int, int, int] = self.cache.frame_shape
         else:
             self.frame_shape = tuple(read_frame(log.images["center"][0], where=log.describe(0)).shape)
@@ -111,15 +123,6 @@ class DrivingDataset(keras.utils.PyDataset):
     def __len__(self) -> int:
         n = len(self.log)
         return n // self.batch_size if self.drop_remainder else -(-n // self.batch_size)
-
-    def with_workers(self, workers: int = 1, use_multiprocessing: bool = False, max_queue_size: int = 10):
-        """A copy that shares this dataset's frame cache, read by other Keras workers."""
-        clone = copy.copy(self)
-        keras.utils.PyDataset.__init__(
-            clone, workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size
-        )
-        clone._shared_slots = clone._make_shared_slots()
-        return clone
 
     def on_epoch_end(self) -> None:
         """Next epoch: a new order and new augmentations.

@@ -15,18 +15,80 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
 
+from data_tools import io as atomic
 from data_tools.errors import DataError
 from data_tools.frames import read_frame
 from data_tools.log import DrivingLog
 
+log = logging.getLogger(__name__)
+
 MODES = ("memory", "disk")
+# "auto" keeps the decoded frames in memory when they take less than this share of the available memory.
+AUTO_MEMORY_SHARE = 0.5
+
+
+def default_cache_dir() -> str:
+    """``$XDG_CACHE_HOME/e2e-drive/frames`` (``~/.cache/e2e-drive/frames``): where disk caches go by default."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "e2e-drive", "frames")
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (``MemAvailable`` of /proc/meminfo, else free pages)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def decoded_bytes(log: DrivingLog, cameras: Sequence[str]) -> int:
+    """Bytes the decoded frames of ``log`` for ``cameras`` take (distinct files x the first frame's size)."""
+    paths = {p for c in cameras if c in log.images for p in log.images[c] if p}
+    if not paths:
+        return 0
+    first = next(p for c in cameras if c in log.images for p in log.images[c] if p)
+    return len(paths) * int(np.prod(read_frame(first, where=log.describe(0)).shape))
+
+
+def choose_cache_mode(log: DrivingLog, cameras: Sequence[str], memory_budget: int | None = None) -> tuple[str, str]:
+    """``("memory" | "disk", why)``: memory when the decoded frames fit comfortably, else the disk memmap.
+
+    Args:
+        log, cameras: the frames to cache.
+        memory_budget: bytes the frames may take in memory. Defaults to `AUTO_MEMORY_SHARE` of
+            ``available_memory()``.
+    """
+    needed = decoded_bytes(log, cameras)
+    if memory_budget is None:
+        available = available_memory()
+        budget, of = int(available * AUTO_MEMORY_SHARE), f"{AUTO_MEMORY_SHARE:.0%} of {_size(available)} available"
+    else:
+        budget, of = int(memory_budget), "the memory budget"
+    if needed < budget:
+        return "memory", f"{_size(needed)} of decoded frames fit in {_size(budget)} ({of})"
+    return "disk", f"{_size(needed)} of decoded frames exceed {_size(budget)} ({of})"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 class FrameCache:
@@ -140,22 +202,13 @@ class FrameCache:
         except (OSError, ValueError):
             reusable = False
         if not reusable:
-            # Decode into a temporary file and rename it: an interrupted run leaves no half cache.
-            fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".frames-", suffix=".tmp")
-            os.close(fd)
-            try:
+            # Decode into a temporary file moved into place when complete: an interrupted run leaves no half cache.
+            with atomic.atomic_path(data_path) as tmp:
                 frames = np.memmap(tmp, np.uint8, mode="w+", shape=shape)
                 self._decode_into(frames, first, threads, progress)
                 frames.flush()
                 del frames
-                os.replace(tmp, data_path)
-            except BaseException:
-                os.unlink(tmp)
-                raise
-            fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".frames-", suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(header, f)
-            os.replace(tmp, header_path)
+            atomic.write_json(header_path, header)
         self._path = data_path
         return np.memmap(data_path, np.uint8, mode="r", shape=shape)
 

@@ -29,7 +29,8 @@ class DrivingLog:
         timestamp: time of the frame in seconds (float64; NaN where the log has none). Udacity logs carry it
             in the image file names (``center_2016_12_01_13_30_48_287.jpg``), tubs in ``_timestamp_ms``.
         source: the file each row was read from (dtype object).
-        row: the row (CSV, 1-based line number) or record index (tub) in ``source``.
+        row: where in ``source`` the row is: a CSV's data row (1-based, counted from the line after the
+            header, so row 1 is the first data row with or without a header) or a tub record's ``_index``.
         recording: integer id of the recording each row belongs to; rows of one
             recording are consecutive and time-ordered.
         skipped: messages for rows left out with ``on_error="skip"``.
@@ -190,5 +191,6 @@ class DrivingLog:
         return self[~is_val], self[is_val]
 
     def describe(self, i: int) -> str:
-        """Where row ``i`` came from, for error messages."""
-        return f"{self.source[i]}, row {int(self.row[i])}"
+        """Where row ``i`` came from, for error messages: ``"driving_log.csv, row 3"``, ``"catalog_0.catalog, record 7"``."""
+        source = str(self.source[i])
+        return f"{source}, {'record' if source.endswith('.catalog') else 'row'} {int(self.row[i])}"

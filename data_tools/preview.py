@@ -9,7 +9,6 @@ network sees (converted back from YUV for display).
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from data_tools.augment import Sample, Transform, default_augmentation
 from data_tools.frames import read_frame
+from data_tools.io import save_figure
 from data_tools.log import DrivingLog
 from data_tools.preprocess import RGB_TO_YUV, SCALE, SHIFT, YUV_OFFSET, check_crop, default_crop, preprocess
 
@@ -100,7 +100,7 @@ def save_preview(
     columns: int = 4,
 ) -> str:
     """Render ``samples`` as a PNG grid at ``out`` (written atomically); returns the path."""
-    import matplotlib
+    import matplotlib  # heavy: only when a picture is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -134,20 +134,8 @@ def save_preview(
             axes[r * panels + 1, c].set_title("model input 66x200", fontsize=7)
     fig.suptitle(f"augmented samples; yellow lines: model crop {crop[0]} top, {crop[1]} bottom", fontsize=9)
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".preview-", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100, format="png")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a picture is for everyone to read
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    finally:
-        plt.close(fig)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    save_figure(fig, out, dpi=100)
     return out
 
 

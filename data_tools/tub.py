@@ -13,6 +13,7 @@ from data_tools.udacity import as_paths, check_on_error
 IMAGE_KEY = "cam/image_array"
 ANGLE_KEY = "user/angle"
 THROTTLE_KEY = "user/throttle"
+TIME_KEY = "_timestamp_ms"
 
 
 def _read_text(path: Path) -> str:
@@ -29,8 +30,16 @@ def _json_line(path: Path, lines: list[str], number: int):
         raise DataError(f"malformed JSON ({error.msg})", path=str(path), row=f"line {number}") from None
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _read_manifest(tub: Path) -> tuple[list[str], set[int]]:
-    """Catalog file names and deleted record indexes from the manifest's five JSON lines."""
+    """Catalog file names and deleted record indexes from the manifest's five JSON lines, every type checked."""
     manifest = tub / "manifest.json"
     if not manifest.is_file():
         raise DataError("not a donkeycar tub: manifest.json is missing", path=str(tub))
@@ -39,13 +48,27 @@ def _read_manifest(tub: Path) -> tuple[list[str], set[int]]:
         raise DataError(f"expected 5 JSON lines (inputs, types, metadata, manifest, catalogs), found {len(lines)}",
                         path=str(manifest))
     inputs, catalogs = (_json_line(manifest, lines, number) for number in (1, 5))
-    if not isinstance(inputs, list) or not isinstance(catalogs, dict):
-        raise DataError("expected a list of inputs on line 1 and the catalog metadata object on line 5",
-                        path=str(manifest))
+    if not isinstance(inputs, list) or not all(isinstance(name, str) for name in inputs):
+        raise DataError(f"line 1 must be the list of input names, found {inputs!r:.80}", path=str(manifest),
+                        row="line 1")
+    if not isinstance(catalogs, dict):
+        raise DataError(f"line 5 must be the catalog metadata object, found {catalogs!r:.80}", path=str(manifest),
+                        row="line 5")
     for key in (IMAGE_KEY, ANGLE_KEY):
         if key not in inputs:
             raise DataError(f"the tub has no {key!r} input (inputs: {inputs})", path=str(manifest), row="line 1")
-    return list(catalogs.get("paths", [])), {int(i) for i in catalogs.get("deleted_indexes", [])}
+    if "paths" not in catalogs:
+        raise DataError("the catalog metadata has no 'paths' (the list of catalog files)", path=str(manifest),
+                        row="line 5")
+    paths = catalogs["paths"]
+    if not isinstance(paths, list) or not all(isinstance(name, str) and name.strip() for name in paths):
+        raise DataError(f"'paths' must be a list of catalog file names, found {type(paths).__name__} {paths!r:.80}",
+                        path=str(manifest), row="line 5")
+    deleted = catalogs.get("deleted_indexes", [])
+    if not isinstance(deleted, list) or not all(_is_int(i) for i in deleted):
+        raise DataError(f"'deleted_indexes' must be a list of integer record indexes, found "
+                        f"{type(deleted).__name__} {deleted!r:.80}", path=str(manifest), row="line 5")
+    return paths, set(deleted)
 
 
 def read_tub_folder(tub: Path, recording: int = 0, on_error: str = "raise") -> DrivingLog:
@@ -58,6 +81,7 @@ def read_tub_folder(tub: Path, recording: int = 0, on_error: str = "raise") -> D
                                 "source": []}
     skipped: list[str] = []
     deleted_seen = 0
+    first_seen: dict[int, str] = {}  # _index -> where it was first read
     for name in catalog_names:
         catalog = tub / name
         if not catalog.is_file():
@@ -66,7 +90,8 @@ def read_tub_folder(tub: Path, recording: int = 0, on_error: str = "raise") -> D
                 raise DataError(problem, path=str(catalog))
             skipped.append(f"{catalog}: {problem}")
             continue
-        for line_number, line in enumerate(_read_text(catalog).splitlines(), start=1):
+        # Lines end at "\n" only: str.splitlines would also break inside a JSON string holding U+2028.
+        for line_number, line in enumerate(_read_text(catalog).split("\n"), start=1):
             if not line.strip():
                 continue
             where = f"line {line_number}"
@@ -78,24 +103,33 @@ def read_tub_folder(tub: Path, recording: int = 0, on_error: str = "raise") -> D
                 if not isinstance(record, dict):
                     raise ValueError("record is not a JSON object")
                 index = record.get("_index", line_number - 1)
-                if isinstance(index, bool) or not isinstance(index, int):
+                if not _is_int(index):
                     raise ValueError(f"_index is not an integer: {index!r}")
                 where = f"record {index} (line {line_number})"
                 if index in deleted:
                     deleted_seen += 1
                     continue
+                if index in first_seen:
+                    raise ValueError(f"_index {index} repeats {first_seen[index]}")
+                first_seen[index] = f"{catalog.name}, line {line_number}"
                 for key in (IMAGE_KEY, ANGLE_KEY):
                     if key not in record:
                         raise ValueError(f"missing key {key!r}")
                 angle = record[ANGLE_KEY]
-                if isinstance(angle, bool) or not isinstance(angle, (int, float)) or not math.isfinite(angle):
-                    raise ValueError(f"{ANGLE_KEY} is not a finite number: {angle!r}")
+                if not _is_number(angle):
+                    raise ValueError(f"{ANGLE_KEY} is not a finite number: {angle!r:.80}")
                 if abs(angle) > 1.0:
                     raise ValueError(f"{ANGLE_KEY} {angle} is outside [-1, 1]")
                 throttle = record.get(THROTTLE_KEY, 0.0)
-                if not isinstance(throttle, (int, float)) or isinstance(throttle, bool):
-                    raise ValueError(f"{THROTTLE_KEY} is not a number: {throttle!r}")
-                image = tub / "images" / str(record[IMAGE_KEY])
+                if not _is_number(throttle):
+                    raise ValueError(f"{THROTTLE_KEY} is not a finite number: {throttle!r:.80}")
+                stamp = record.get(TIME_KEY)
+                if stamp is not None and not _is_number(stamp):
+                    raise ValueError(f"{TIME_KEY} is not a finite number: {stamp!r:.80}")
+                name = record[IMAGE_KEY]
+                if not isinstance(name, str) or not name.strip():
+                    raise ValueError(f"{IMAGE_KEY} is not an image file name: {name!r:.80}")
+                image = tub / "images" / name
                 if not image.is_file():
                     raise ValueError(f"image {'is a directory' if image.is_dir() else 'not found'}: {image}")
             except ValueError as error:
@@ -106,9 +140,7 @@ def read_tub_folder(tub: Path, recording: int = 0, on_error: str = "raise") -> D
             columns["center"].append(str(image.resolve()))
             columns["steering"].append(float(angle))
             columns["throttle"].append(float(throttle))
-            stamp = record.get("_timestamp_ms")
-            ok = isinstance(stamp, (int, float)) and not isinstance(stamp, bool) and math.isfinite(stamp)
-            columns["timestamp"].append(stamp / 1000.0 if ok else float("nan"))
+            columns["timestamp"].append(float("nan") if stamp is None else stamp / 1000.0)
             columns["row"].append(int(index))
             columns["source"].append(str(catalog))
     if not columns["row"]:
@@ -116,7 +148,8 @@ def read_tub_folder(tub: Path, recording: int = 0, on_error: str = "raise") -> D
         raise DataError(f"no usable records{detail}", path=str(tub))
     log = DrivingLog.from_columns(
         center=columns["center"], steering=columns["steering"], throttle=columns["throttle"],
-        timestamp=columns["timestamp"], source=columns["source"], row=columns["row"], recording=recording, skipped=skipped, deleted=deleted_seen,
+        timestamp=columns["timestamp"], source=columns["source"], row=columns["row"], recording=recording,
+        skipped=skipped, deleted=deleted_seen,
     )
     return log
 

@@ -4,18 +4,44 @@ from __future__ import annotations
 
 import csv
 import datetime
+import logging
 import math
-import re
 import os
+import re
 from pathlib import Path, PureWindowsPath
 from typing import Iterable, Sequence
 
 from data_tools.errors import DataError
 from data_tools.log import DrivingLog
 
-COLUMNS = ("center", "left", "right", "steering", "throttle", "brake", "speed")
+log = logging.getLogger(__name__)
+
+COLUMNS = ("center", "left", "right", "steering", "throttle", "brake", "speed")  # headerless files, by position
+REQUIRED = ("center", "steering", "throttle", "speed")  # what a header must name; left, right, brake are optional
 LOG_NAME = "driving_log.csv"
 ON_ERROR = ("raise", "skip")
+
+
+def _spellings() -> dict[str, str]:
+    """Normalised header spelling -> column (``"Center Camera"``, ``"centre_image"``, ``"steering_angle"``...)."""
+    names: dict[str, str] = {}
+    for column, words in (("center", ("center", "centre")), ("left", ("left",)), ("right", ("right",))):
+        for word in words:
+            names[word] = column
+            for part in ("image", "img", "camera", "cam", "path", "image_path", "frame"):
+                names[f"{word}_{part}"] = names[f"{part}_{word}"] = column
+    names.update(dict.fromkeys(("steering", "steering_angle", "steer", "steer_angle", "angle"), "steering"))
+    names.update(dict.fromkeys(("throttle", "gas"), "throttle"))
+    names.update(dict.fromkeys(("brake", "braking", "break"), "brake"))
+    names.update(dict.fromkeys(("speed", "velocity"), "speed"))
+    return names
+
+
+HEADER_NAMES = _spellings()
+
+
+def _normalise(cell: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", cell.strip().strip("\"'").lower()).strip("_")
 
 
 def check_on_error(on_error: str) -> None:
@@ -65,21 +91,82 @@ def resolve_image(written: str, csv_dir: Path) -> Path | None:
     return candidate if candidate.exists() else None
 
 
-def _is_header(row: Sequence[str]) -> bool:
-    if len(row) < 4:
-        return False
+def _is_number(cell: str) -> bool:
     try:
-        float(row[3])
-        return False
+        float(cell)
+        return True
     except ValueError:
-        return any(cell.strip().lower() in COLUMNS for cell in row)
+        return False
+
+
+def _is_header(cells: Sequence[str]) -> bool:
+    """A first line naming a known column, or holding no number at all (data rows always hold four)."""
+    return any(_normalise(c) in HEADER_NAMES for c in cells) or not any(_is_number(c) for c in cells)
+
+
+def _header_columns(cells: Sequence[str], csv_path: Path, line: int) -> dict[str, int]:
+    """Column -> position from a header; a ``DataError`` naming what is missing or named twice."""
+    positions: dict[str, int] = {}
+    unknown = []
+    for position, cell in enumerate(cells):
+        column = HEADER_NAMES.get(_normalise(cell))
+        if column is None:
+            unknown.append(cell.strip())
+        elif column in positions:
+            raise DataError(f"the header names the {column} column twice ({cells[positions[column]].strip()!r} "
+                            f"and {cell.strip()!r})", path=str(csv_path), line=line)
+        else:
+            positions[column] = position
+    missing = [c for c in REQUIRED if c not in positions]
+    if missing:
+        raise DataError(f"the header lacks the column(s) {', '.join(missing)} (header: {', '.join(c.strip() for c in cells)}; "
+                        f"expected names like {', '.join(COLUMNS)})", path=str(csv_path), line=line)
+    if unknown:
+        log.warning("%s, line %d: header columns ignored (not known): %s", csv_path, line, ", ".join(unknown))
+    return positions
 
 
 def _number(cell: str, name: str) -> float:
     try:
-        return float(cell)
+        value = float(cell)
     except ValueError:
         raise ValueError(f"{name} is not a number: {cell.strip()!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name} is not finite: {cell.strip()!r}")
+    return value
+
+
+def _parse_line(text: str) -> list[str]:
+    """The cells of one physical line; a ``ValueError`` saying what is wrong with its quoting or size."""
+    try:
+        return next(csv.reader([text], skipinitialspace=True, strict=True), [])
+    except csv.Error as error:
+        message = str(error)
+        if "unexpected end of data" in message:
+            raise ValueError("unclosed quote: a field opens with \" and the line ends before it closes") from None
+        if "field limit" in message:
+            longest = max(len(cell) for cell in text.split(","))
+            raise ValueError(f"a field of {longest} characters is longer than the CSV field limit "
+                             f"({csv.field_size_limit()}): not a driving log line") from None
+        raise ValueError(f"malformed CSV line ({message})") from None
+
+
+def _physical_lines(text: str) -> list[str]:
+    """The file's lines as an editor numbers them (``\n``, ``\r\n`` or ``\r`` ends a line)."""
+    lines = re.split(r"\r\n|\r|\n", text)
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line starts no new one
+    return lines
+
+
+def _read_text(csv_path: Path) -> str:
+    data = csv_path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise DataError(f"not a UTF-8 text CSV ({error.reason} at line {line}, byte {error.start}; "
+                        "save it as UTF-8)", path=str(csv_path)) from None
 
 
 def read_udacity_csv(path: Path, recording: int = 0, on_error: str = "raise") -> DrivingLog:
@@ -87,58 +174,61 @@ def read_udacity_csv(path: Path, recording: int = 0, on_error: str = "raise") ->
     check_on_error(on_error)
     csv_path = find_csv(path)
     csv_dir = csv_path.parent
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-            text = handle.read()
-    except UnicodeDecodeError as error:
-        raise DataError(f"not a UTF-8 text CSV ({error.reason})", path=str(csv_path)) from None
-    lines = text.splitlines()
+    text = _read_text(csv_path)
+    lines = _physical_lines(text)
     truncated_last = bool(text) and not text.endswith(("\n", "\r"))
     columns: dict[str, list] = {name: [] for name in ("center", "left", "right", "steering", "throttle", "speed",
                                                       "timestamp", "row")}
     skipped: list[str] = []
-    rows = list(csv.reader(lines, skipinitialspace=True))
-    for number, row in enumerate(rows, start=1):
-        if number == 1 and _is_header(row):
+    positions = {name: i for i, name in enumerate(COLUMNS)}
+    width = len(COLUMNS)
+    header_line = 0  # rows are counted from the line after the header
+    for line, line_text in enumerate(lines, start=1):
+        if not line_text.strip():
             continue
-        if not row or all(not cell.strip() for cell in row):
-            continue
+        row = line - header_line
         try:
-            if len(row) != len(COLUMNS):
-                hint = " (truncated last row?)" if truncated_last and number == len(rows) else ""
-                raise ValueError(f"expected {len(COLUMNS)} columns, found {len(row)}{hint}")
-            steering = _number(row[3], "steering")
-            if not math.isfinite(steering):
-                raise ValueError(f"steering is not finite: {row[3].strip()!r}")
+            cells = _parse_line(line_text)
+            if not header_line and not columns["row"] and not skipped and _is_header(cells):
+                positions, width, header_line = _header_columns(cells, csv_path, line), len(cells), line
+                continue
+            if len(cells) != width:
+                hint = " (truncated last row?)" if truncated_last and line == len(lines) else ""
+                raise ValueError(f"expected {width} columns, found {len(cells)}{hint}")
+            steering = _number(cells[positions["steering"]], "steering")
             if abs(steering) > 1.0:
                 raise ValueError(f"steering {steering} is outside [-1, 1]")
-            throttle = _number(row[4], "throttle")
-            speed = _number(row[6], "speed")
-            images = []
-            for camera, cell in zip(("center", "left", "right"), row[:3]):
+            throttle = _number(cells[positions["throttle"]], "throttle")
+            speed = _number(cells[positions["speed"]], "speed")
+            images = {}
+            for camera in ("center", "left", "right"):
+                cell = cells[positions[camera]] if camera in positions else ""
                 if not cell.strip():
                     if camera == "center":
                         raise ValueError("center image path is empty")
-                    images.append("")
+                    images[camera] = ""
                     continue
                 found = resolve_image(cell, csv_dir)
                 if found is None:
                     raise ValueError(f"{camera} image not found: {cell.strip()} (also looked in {csv_dir / 'IMG'})")
                 if found.is_dir():
                     raise ValueError(f"{camera} image path is a directory: {found}")
-                images.append(str(found))
+                images[camera] = str(found)
         except ValueError as error:
+            if isinstance(error, DataError):
+                raise  # a problem of the whole file (its header), not of one row
+            problem = DataError(str(error), path=str(csv_path), row=row, line=line)
             if on_error == "raise":
-                raise DataError(str(error), path=str(csv_path), row=number) from None
-            skipped.append(f"{csv_path}, row {number}: {error}")
+                raise problem from None
+            skipped.append(str(problem))
             continue
-        for camera, image in zip(("center", "left", "right"), images):
+        for camera, image in images.items():
             columns[camera].append(image)
         columns["steering"].append(steering)
         columns["throttle"].append(throttle)
         columns["speed"].append(speed)
-        columns["timestamp"].append(timestamp_from_name(row[0]))
-        columns["row"].append(number)
+        columns["timestamp"].append(timestamp_from_name(images["center"]))
+        columns["row"].append(row)
     if not columns["row"]:
         detail = f" ({len(skipped)} bad rows skipped; first: {skipped[0]})" if skipped else ""
         raise DataError(f"no usable rows{detail}", path=str(csv_path))

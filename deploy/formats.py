@@ -40,6 +40,9 @@ FORMATS: dict[str, ExportFormat] = {
                      "TensorFlow Lite int8 (representative dataset from --calibration)"),
         ExportFormat("tensorrt", ".plan", "tensorrt + NVIDIA GPU", True, 1e-2,
                      "TensorRT engine from a float32-input ONNX; without TensorRT: static check + trtexec command"),
+        ExportFormat("donkeycar", ".tflite", "donkeycar (on the car)", False, 1e-4,
+                     "donkeycar KerasLinear pilot (TFLite: img_in = frame/255 -> n_outputs0 angle, n_outputs1 "
+                     "throttle; a steering-only model gets a constant --throttle)"),
     )
 }
 

@@ -91,9 +91,29 @@ def _only_images(folder: str) -> bool:
         n.endswith((".csv", ".catalog", "manifest.json")) for n in names)
 
 
+def as_parity_frames(frames, shape: Sequence[int]) -> ParityFrames:
+    """Frames given by a caller (a uint8 array (N, H, W, 3) or ``ParityFrames``), resized to ``shape`` if needed."""
+    if isinstance(frames, ParityFrames):
+        data = frames
+    else:
+        array = np.asarray(frames)
+        data = ParityFrames(array, f"{len(array) if array.ndim == 4 else 0} frames given by the caller")
+    array = np.asarray(data.frames)
+    if array.ndim != 4 or array.shape[-1] != 3 or len(array) == 0:
+        raise ValueError(f"frames: expected a non-empty uint8 array (N, H, W, 3). Received: shape={array.shape}")
+    if array.dtype != np.uint8:
+        raise ValueError(f"frames: expected uint8 RGB frames. Received: dtype={array.dtype}")
+    height, width = int(shape[0]), int(shape[1])
+    source = data.source
+    if array.shape[1:3] != (height, width):
+        source += f", resized from {array.shape[2]}x{array.shape[1]} to {width}x{height}"
+        array = _resize_to(array, height, width)
+    return ParityFrames(np.ascontiguousarray(array, np.uint8), source, data.steering)
+
+
 @dataclass
 class ParityResult:
-    """Steering of an artifact vs Keras on the same frames."""
+    """Every output of an artifact vs Keras on the same frames (``max_abs_diff``: the worst output)."""
 
     max_abs_diff: float
     mean_abs_diff: float
@@ -101,8 +121,9 @@ class ParityResult:
     source: str
     tolerance: float | None
     passed: bool
-    keras_rmse: float | None = None  # vs recorded steering, when the frames came with labels
+    keras_rmse: float | None = None  # steering vs recorded steering, when the frames came with labels
     artifact_rmse: float | None = None
+    outputs: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> {max_abs_diff, mean_abs_diff}
 
     @property
     def rmse_change(self) -> float | None:
@@ -113,25 +134,48 @@ class ParityResult:
     def to_dict(self) -> dict:
         return {"max_abs_diff": self.max_abs_diff, "mean_abs_diff": self.mean_abs_diff, "frames": self.frames,
                 "source": self.source, "tolerance": self.tolerance, "passed": self.passed,
-                "keras_rmse": self.keras_rmse, "artifact_rmse": self.artifact_rmse, "rmse_change": self.rmse_change}
+                "keras_rmse": self.keras_rmse, "artifact_rmse": self.artifact_rmse, "rmse_change": self.rmse_change,
+                "outputs": self.outputs}
 
 
-def compare(reference: Callable[[np.ndarray], np.ndarray], candidate: Callable[[np.ndarray], np.ndarray],
+def _as_outputs(result, batch: int) -> dict[str, np.ndarray]:
+    if not isinstance(result, dict):
+        result = {"steering": result}
+    return {name: np.asarray(value, np.float64).reshape(batch) for name, value in result.items()}
+
+
+def compare(reference: Callable[[np.ndarray], np.ndarray | dict], candidate: Callable[[np.ndarray], np.ndarray | dict],
             data: ParityFrames, tolerance: float | None, batch_size: int = 16) -> ParityResult:
-    """Run both predictors on ``data.frames`` and measure how far ``candidate`` is from ``reference``."""
-    ref, out = [], []
+    """Run both predictors on ``data.frames`` and measure how far ``candidate`` is from ``reference``.
+
+    Each returns steering ``(B,)`` or a dict ``{output name: (B,)}`` (``Predictor.predict_outputs``); every
+    output of the reference is compared, and one the candidate lacks fails the check.
+    """
+    ref: dict[str, list] = {}
+    out: dict[str, list] = {}
     for start in range(0, len(data.frames), batch_size):
         batch = data.frames[start : start + batch_size]
-        ref.append(np.asarray(reference(batch), np.float64).reshape(-1))
-        out.append(np.asarray(candidate(batch), np.float64).reshape(-1))
-    ref_all, out_all = np.concatenate(ref), np.concatenate(out)
-    diff = np.abs(ref_all - out_all)
+        for name, value in _as_outputs(reference(batch), len(batch)).items():
+            ref.setdefault(name, []).append(value)
+        for name, value in _as_outputs(candidate(batch), len(batch)).items():
+            out.setdefault(name, []).append(value)
+    missing = sorted(set(ref) - set(out))
+    if missing:
+        raise ValueError(f"the artifact lacks the model's outputs {missing} (it has {sorted(out)})")
+    per_output, diffs, finite = {}, [], True
+    for name in ref:
+        ref_all, out_all = np.concatenate(ref[name]), np.concatenate(out[name])
+        diff = np.abs(ref_all - out_all)
+        finite = finite and bool(np.all(np.isfinite(out_all)))
+        per_output[name] = {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean())}
+        diffs.append(diff)
+    diff = np.concatenate(diffs)
     keras_rmse = artifact_rmse = None
+    steering = "steering" if "steering" in ref else next(iter(ref))
     if data.steering is not None:
         labels = np.asarray(data.steering, np.float64)
-        keras_rmse = float(np.sqrt(np.mean((ref_all - labels) ** 2)))
-        artifact_rmse = float(np.sqrt(np.mean((out_all - labels) ** 2)))
-    finite = bool(np.all(np.isfinite(out_all)))
+        keras_rmse = float(np.sqrt(np.mean((np.concatenate(ref[steering]) - labels) ** 2)))
+        artifact_rmse = float(np.sqrt(np.mean((np.concatenate(out[steering]) - labels) ** 2)))
     passed = finite and (tolerance is None or float(diff.max()) <= tolerance)
-    return ParityResult(float(diff.max()), float(diff.mean()), int(len(diff)), data.source, tolerance, passed,
-                        keras_rmse, artifact_rmse)
+    return ParityResult(float(diff.max()), float(diff.mean()), int(len(data.frames)), data.source, tolerance,
+                        passed, keras_rmse, artifact_rmse, per_output)

@@ -3,12 +3,18 @@
 The simulator sends ``telemetry`` events (``steering_angle``, ``throttle``, ``speed`` as strings and the centre
 camera as a base64 JPEG ``image``); the server answers ``steer`` (``steering_angle``, ``throttle`` as strings),
 ``manual`` ({}) when the telemetry is empty (the simulator is in manual mode), and ``error`` ({"message"}) for a
-malformed message, without dropping the connection. Throttle comes from a PI speed controller per client.
+malformed or oversized message, without dropping the connection. Throttle comes from a PI speed controller per
+client.
+
+Untrusted input costs bounded work: a message over ``max_message_bytes`` is dropped unread past a bound (see
+``deploy.engineio3``), and an image's size is read from its PNG/JPEG header and checked against the model's
+input before anything is decoded.
 
 Transport: python-socketio's ``Server`` in threading mode, served by the standard library's threaded WSGI server,
 with HTTP long-polling and WebSocket (simple-websocket, a dependency of python-engineio, takes over the socket on
-upgrade); no web framework or async library is needed. Engine.IO protocol 4: Socket.IO 3+ clients, and the
-Udacity Unity simulator, whose Socket.IO 2 habits ``deploy.simulator_protocol`` accommodates.
+upgrade); no web framework or async library is needed. Both protocol generations on one port: Engine.IO 4
+(Socket.IO 3+ clients, and the Udacity Unity simulator, whose Socket.IO 2 habits ``deploy.simulator_protocol``
+accommodates) and Engine.IO 3 (Socket.IO 1.x/2.x clients such as python-socketio 4, ``deploy.engineio3``).
 """
 
 from __future__ import annotations
@@ -16,8 +22,12 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import errno
+import logging
+import math
+import socket
 import socketserver
-import sys
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +35,11 @@ from typing import Any, Callable
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
 
 import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Frames larger than this many pixels are refused when the model's input size is unknown.
+MAX_PIXELS = 4096 * 4096
 
 
 class SpeedController:
@@ -54,19 +69,80 @@ class TelemetryError(ValueError):
     """A telemetry message the server cannot drive from."""
 
 
+class ServerAddressError(OSError):
+    """The drive server cannot listen where it was asked to; the message names host:port and why."""
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic...); not DHT (C4), JPG (C8), DAC (CC).
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR or a JPEG's start-of-frame header, without decoding; TelemetryError else.
+
+    Example:
+        >>> image_size(base64.b64decode(encode_image(np.zeros((40, 80, 3), np.uint8))))
+        (80, 40)
+    """
+    if data[:8] == _PNG_SIGNATURE:
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise TelemetryError("'image' is a PNG without its IHDR header")
+        width, height = struct.unpack(">II", data[16:24])
+        return width, height
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 4 <= len(data):
+            if data[i] != 0xFF:
+                break
+            marker = data[i + 1]
+            if marker == 0xFF:  # fill byte before a marker
+                i += 1
+                continue
+            if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+                i += 2
+                continue
+            if marker in (0xD9, 0xDA):  # end of image / start of scan: no frame header came first
+                break
+            if marker in _JPEG_SOF:
+                if i + 9 > len(data):
+                    break
+                height, width = struct.unpack(">HH", data[i + 5:i + 9])
+                return width, height
+            i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+        raise TelemetryError("'image' is a JPEG without a readable frame header")
+    raise TelemetryError(f"'image' is not a JPEG/PNG ({len(data)} bytes)")
+
+
 def decode_image(text: Any, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """A base64 JPEG/PNG string to an RGB uint8 frame; TelemetryError naming what is wrong."""
+    """A base64 JPEG/PNG string to an RGB uint8 frame; TelemetryError naming what is wrong.
+
+    The work is bounded before anything is decoded: the base64 length against what a frame of ``shape`` (or
+    ``MAX_PIXELS``) can need, then the width and height from the image header against ``shape``.
+    """
     import cv2
 
     if not isinstance(text, (str, bytes)):
         raise TelemetryError(f"'image' must be a base64 string, got {type(text).__name__}")
+    pixels = shape[0] * shape[1] if shape is not None else MAX_PIXELS
+    max_bytes = 2 * 3 * pixels + 65536  # twice an uncompressed frame, plus headers: no camera frame comes near
+    if len(text) > 4 * math.ceil(max_bytes / 3):
+        raise TelemetryError(f"'image' is {len(text)} base64 characters, over the {4 * math.ceil(max_bytes / 3)} "
+                             f"a {'%dx%d frame' % (shape[1], shape[0]) if shape is not None else 'frame'} can need")
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as error:
         raise TelemetryError(f"'image' is not valid base64 ({error})") from None
     # Only the formats a camera sends: other decoders (GIF, TIFF, ...) are attack surface and log noise.
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data[:2] == b"\xff\xd8" or \
-        data[:8] == b"\x89PNG\r\n\x1a\n" else None
+    if not (data[:2] == b"\xff\xd8" or data[:8] == _PNG_SIGNATURE):
+        raise TelemetryError(f"'image' is not a decodable JPEG/PNG ({len(data)} bytes)")
+    width, height = image_size(data)
+    if shape is not None and (height, width) != tuple(shape[:2]):
+        raise TelemetryError(f"'image' is {width}x{height}, the model takes {shape[1]}x{shape[0]}")
+    if shape is None and width * height > MAX_PIXELS:
+        raise TelemetryError(f"'image' is {width}x{height}, over the {MAX_PIXELS}-pixel limit")
+    # EXIF orientation ignored: the header's size is the decoded size, and a camera frame is never rotated.
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None:
         raise TelemetryError(f"'image' is not a decodable JPEG/PNG ({len(data)} bytes)")
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -144,21 +220,8 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-EIO3_HINT = ("an Engine.IO 3 client (EIO=3: a Socket.IO 1.x/2.x client such as python-socketio 4) connected; "
-             "this server speaks EIO=4 (python-engineio 4.x), which the Udacity Unity simulator also uses. "
-             "Use a Socket.IO 3+ client.")
-
-
 def _websocket_aware(app):
-    warned = []
-
     def wrapped(environ, start_response):
-        if "EIO=3" in environ.get("QUERY_STRING", ""):
-            if not warned:  # once: the simulator retries every second
-                warned.append(True)
-                print(f"drive server: {EIO3_HINT}", file=sys.stderr, flush=True)
-            start_response("400 BAD REQUEST", [("Content-Type", "text/plain")])
-            return [EIO3_HINT.encode()]
         try:
             return app(environ, start_response)
         except StopIteration:  # python-engineio's signal (in gunicorn mode) that a websocket session ended
@@ -168,15 +231,34 @@ def _websocket_aware(app):
     return wrapped
 
 
+def _address_error(host: str, port: int, error: OSError) -> ServerAddressError:
+    where = f"{host}:{port}"
+    if isinstance(error, socket.gaierror):
+        message = f"{where}: unknown host {host!r} ({error.strerror}); give --host an address of this machine"
+    elif error.errno == errno.EADDRINUSE:
+        message = f"{where}: address already in use (another drive server or program listens there); " \
+                  "pick another --port or stop that program"
+    elif error.errno == errno.EADDRNOTAVAIL:
+        message = f"{where}: {host} is not an address of this machine; give --host one (127.0.0.1, 0.0.0.0)"
+    elif error.errno == errno.EACCES:
+        message = f"{where}: permission denied (ports below 1024 need privileges); pick a --port above 1023"
+    else:
+        message = f"{where}: cannot listen ({error.strerror or error})"
+    result = ServerAddressError(message)
+    result.errno = error.errno
+    return result
+
+
 class DriveServer:
-    """Serve a predictor to the simulator (or any socket.io client).
+    """Serve a predictor to the simulator (or any socket.io client, Socket.IO 1.x to 4.x).
 
     Args:
         predictor: a ``deploy.load_predictor`` result (callable uint8 (B, H, W, 3) -> (B,), ``.input_shape``).
-        speed: target speed for the PI controller.
-        host, port: where to listen (port 0 picks a free one; see ``.port``).
+        speed: target speed for the PI controller (finite, >= 0; the CLI's ``--speed``).
+        host, port: where to listen (port 0 picks a free one; see ``.port`` once started).
         ping_interval: seconds between engine.io pings. A pending long-poll only returns on a packet, so a
             client's disconnect waits up to this long (python-engineio's default of 25 s makes tests crawl).
+        max_message_bytes: the largest message read; a larger one is dropped and answered with ``error``.
 
     Example:
         >>> server = DriveServer(load_predictor("pilotnet.onnx"), speed=20, port=4567)
@@ -184,23 +266,31 @@ class DriveServer:
     """
 
     def __init__(self, predictor: Callable[[np.ndarray], np.ndarray], speed: float = 20.0, host: str = "127.0.0.1",
-                 port: int = 4567, ping_interval: float = 2.0):
-        import socketio
-
+                 port: int = 4567, ping_interval: float = 2.0, max_message_bytes: int = 1_000_000):
         from deploy.simulator_protocol import SimulatorCompatibleServer
 
-        self.predictor, self.speed = predictor, float(speed)
+        try:
+            speed = float(speed)
+        except (TypeError, ValueError):
+            raise ValueError(f"--speed: the target speed must be a number, got {speed!r}") from None
+        if not math.isfinite(speed) or speed < 0:
+            raise ValueError(f"--speed: the target speed must be a finite number >= 0, got {speed}")
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+            raise ValueError(f"--port: must be an integer from 0 to 65535, got {port!r}")
+        if not (isinstance(max_message_bytes, int) and max_message_bytes > 0):
+            raise ValueError(f"max_message_bytes: must be a positive integer, got {max_message_bytes!r}")
+        self.predictor, self.speed = predictor, speed
+        self.host, self.port, self.max_message_bytes = host, port, max_message_bytes
         self.stats = ServerStats()
         self._lock = threading.Lock()  # TFLite interpreters and PI state are not thread-safe
         self._controllers: dict[str, SpeedController] = {}
         self.sio = SimulatorCompatibleServer(async_mode="threading", cors_allowed_origins="*",
-                                   ping_interval=ping_interval)
+                                             ping_interval=ping_interval, max_http_buffer_size=max_message_bytes)
+        self.sio.eio.on_message_too_large = self._message_too_large
         self.sio.on("connect", self._connect)
         self.sio.on("disconnect", self._disconnect)
         self.sio.on("telemetry", self._telemetry)
-        self.httpd = make_server(host, int(port), _websocket_aware(socketio.WSGIApp(self.sio)), server_class=_ThreadingWSGIServer,
-                                 handler_class=_QuietHandler)
-        self.host, self.port = host, int(self.httpd.server_port)
+        self.httpd: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -215,7 +305,21 @@ class DriveServer:
         with self._lock:
             self._controllers.pop(sid, None)
 
-    def _telemetry(self, sid, data):
+    def _error(self, sid, message: str) -> None:
+        self.stats.errors += 1
+        self.sio.emit("error", data={"message": message}, to=sid)
+
+    def _message_too_large(self, eio_sid: str, size: int) -> None:
+        self.stats.errors += 1
+        self.sio.send_to_session(eio_sid, "error", {
+            "message": f"message of {size} bytes is over the drive server's {self.max_message_bytes}-byte limit "
+                       "(max_message_bytes); it was dropped"})
+
+    def _telemetry(self, sid, *args):
+        if len(args) != 1:  # a handler TypeError would only reach the log
+            self._error(sid, f"telemetry takes one argument (the telemetry object), got {len(args)}")
+            return
+        data = args[0]
         if not data:  # the simulator sends empty telemetry in manual mode
             self.stats.manual += 1
             self.sio.emit("manual", data={}, to=sid)
@@ -235,27 +339,42 @@ class DriveServer:
                 throttle = controller.update(speed)
                 self.stats.frames += 1
         except TelemetryError as error:
-            self.stats.errors += 1
-            self.sio.emit("error", data={"message": str(error)}, to=sid)
+            self._error(sid, str(error))
             return
         self.sio.emit("steer", data={"steering_angle": repr(steering), "throttle": repr(throttle)}, to=sid)
 
+    def bind(self) -> "DriveServer":
+        """Listen on host:port (``.port`` is then the real one); ServerAddressError naming host:port if it can't."""
+        if self.httpd is None:
+            import socketio
+
+            try:
+                self.httpd = make_server(self.host, self.port, _websocket_aware(socketio.WSGIApp(self.sio)),
+                                         server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+            except OSError as error:
+                raise _address_error(self.host, self.port, error) from error
+            self.port = int(self.httpd.server_port)
+        return self
+
     def start(self) -> "DriveServer":
         """Serve in a background thread (tests, notebooks); ``stop()`` ends it."""
+        self.bind()
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="drive-server", daemon=True)
         self._thread.start()
         return self
 
     def serve_forever(self) -> None:
-        print(f"drive server on {self.url} (socket.io, EIO=4, websocket + polling); Ctrl-C stops", file=sys.stderr, flush=True)
+        self.bind()
+        log.info("drive server on %s (socket.io, EIO=4 and EIO=3, websocket + polling)", self.url)
         try:
             self.httpd.serve_forever()
         finally:
             self.httpd.server_close()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -264,64 +383,3 @@ class DriveServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def load_test(url: str, images: list[str], clients: int = 4, frames: int = 20, speed: float = 10.0,
-              timeout: float = 30.0, transport: str = "websocket") -> dict[str, Any]:
-    """Drive ``clients`` real socket.io clients in parallel, ``frames`` telemetry messages each; latency figures.
-
-    Every answer must be a ``steer`` event; returns round-trip p50/p99 (ms), throughput and the count of answers.
-    """
-    import socketio
-
-    latencies: list[float] = []
-    failures: list[str] = []
-    lock = threading.Lock()
-
-    def one_client(k: int) -> None:
-        try:
-            with socketio.SimpleClient() as client:
-                client.connect(url, transports=[transport], wait_timeout=timeout)
-                for i in range(frames):
-                    message = {"steering_angle": "0", "throttle": "0", "speed": str(speed),
-                               "image": images[(k + i) % len(images)]}
-                    start = time.perf_counter()
-                    client.emit("telemetry", message)
-                    event = client.receive(timeout=timeout)
-                    elapsed = time.perf_counter() - start
-                    if event[0] != "steer":
-                        raise RuntimeError(f"client {k}, frame {i}: expected 'steer', got {event!r:.200}")
-                    with lock:
-                        latencies.append(elapsed)
-        except Exception as error:  # collected and reported: one failing client must not hide the others' figures
-            with lock:
-                failures.append(f"client {k}: {type(error).__name__}: {error}")
-
-    start = time.perf_counter()
-    threads = [threading.Thread(target=one_client, args=(k,)) for k in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - start
-    ms = np.asarray(latencies) * 1e3
-    return {"clients": clients, "frames_per_client": frames, "transport": transport, "answered": len(latencies), "failures": failures,
-            "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
-            "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None,
-            "frames_per_second": len(latencies) / wall if wall > 0 else None, "wall_seconds": wall}
-
-
-def bench_serve(model: str, clients: int = 4, frames: int = 50, transport: str = "websocket") -> dict[str, Any]:
-    """Serve ``model`` on a free local port and load-test it; the model's own batch-1 p50 measured alongside."""
-    from deploy.latency import bench_frames, time_predictor
-    from deploy.predictor import load_predictor
-
-    predictor = load_predictor(model)
-    images = bench_frames(predictor.input_shape, count=16)
-    model_only = time_predictor(predictor, images, runs=50)
-    with DriveServer(predictor, port=0) as server:
-        result = load_test(server.url, [encode_image(f) for f in images], clients=clients, frames=frames,
-                           transport=transport)
-    result["model_p50_ms"] = model_only["p50_ms"]
-    result["overhead_x"] = result["p50_ms"] / model_only["p50_ms"] if result["p50_ms"] else None
-    return result

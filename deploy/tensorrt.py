@@ -172,9 +172,9 @@ def unavailable_reason() -> str | None:
 def build_engine(onnx_path: str, engine_path: str, frame_shape: Sequence[int], precision: str = "fp16",
                  calibration: np.ndarray | None = None, max_batch: int = 32) -> str:
     """Build a serialized engine from the ONNX file (TensorRT 10 API), written atomically."""
-    import tensorrt as trt
+    import tensorrt as trt  # optional: only where TensorRT is installed
 
-    from deploy.export import _write_bytes_atomically
+    from data_tools.io import write_bytes
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -198,12 +198,13 @@ def build_engine(onnx_path: str, engine_path: str, frame_shape: Sequence[int], p
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ValueError(f"{onnx_path}: TensorRT failed to build an engine")
-    _write_bytes_atomically(engine_path, bytes(serialized))
+    write_bytes(engine_path, bytes(serialized))
     return engine_path
 
 
 def load_engine(path: str):
-    """A (fn, frame_shape) pair running a serialized engine on the GPU (TensorRT 10 tensor API, PyCUDA buffers)."""
+    """A ``(fn, frame_shape, output_names)`` triple running a serialized engine on the GPU (TensorRT 10 tensor
+    API, PyCUDA buffers). ``fn`` returns ``{output name: array}``; the names come steering first."""
     reason = unavailable_reason()
     if reason is not None:
         raise ValueError(f"{path}: cannot run a TensorRT engine here: {reason}")
@@ -218,22 +219,35 @@ def load_engine(path: str):
         raise ValueError(f"{path}: not a TensorRT engine for this TensorRT version/GPU")
     context = engine.create_execution_context()
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    inp = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-    out = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    if len(inputs) != 1:
+        raise ValueError(f"{path}: the engine has {len(inputs)} inputs; a predictor feeds one input of frames")
+    (inp,) = inputs
+    outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
     shape = tuple(int(d) for d in engine.get_tensor_shape(inp)[1:])
     stream = cuda.Stream()
 
-    def run(frames: np.ndarray) -> np.ndarray:
+    def run(frames: np.ndarray) -> dict[str, np.ndarray]:
         x = np.ascontiguousarray(frames, np.float32)  # the engine's input is the float32 ONNX's
         context.set_input_shape(inp, x.shape)
-        y = np.empty(tuple(context.get_tensor_shape(out)), np.float32)
-        x_gpu, y_gpu = cuda.mem_alloc(x.nbytes), cuda.mem_alloc(y.nbytes)
+        x_gpu = cuda.mem_alloc(x.nbytes)
         cuda.memcpy_htod_async(x_gpu, x, stream)
         context.set_tensor_address(inp, int(x_gpu))
-        context.set_tensor_address(out, int(y_gpu))
+        results, buffers = {}, [x_gpu]
+        for out in outputs:
+            y = np.empty(tuple(context.get_tensor_shape(out)), np.float32)
+            y_gpu = cuda.mem_alloc(y.nbytes)
+            buffers.append(y_gpu)
+            context.set_tensor_address(out, int(y_gpu))
+            results[out] = (y, y_gpu)
         context.execute_async_v3(stream.handle)
-        cuda.memcpy_dtoh_async(y, y_gpu, stream)
+        for y, y_gpu in results.values():
+            cuda.memcpy_dtoh_async(y, y_gpu, stream)
         stream.synchronize()
-        return y
+        if len(outputs) == 1:
+            return {"steering": results[outputs[0]][0]}
+        return {name: y for name, (y, _) in results.items()}
 
-    return run, shape
+    output_names = ("steering",) if len(outputs) == 1 else tuple(
+        sorted(outputs, key=lambda n: (n != "steering", outputs.index(n))))
+    return run, shape, output_names

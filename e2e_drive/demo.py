@@ -8,7 +8,7 @@ driven paths over the track maps to ``OUT/paths.png``.
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import shutil
 import time
@@ -18,10 +18,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from e2e_drive.sim.drive import DriveResult, drive, load_predictor
-from e2e_drive.sim.record import record
-from e2e_drive.sim.track import make_track
-from e2e_drive.train import write_atomic
+from data_tools.io import save_figure, write_json
+from deploy import export as export_model
+from deploy import load_predictor
+from e2e_drive.sim import DriveResult, drive, make_track, record
+from e2e_drive.train import train
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,6 @@ PRESETS = {
                           record_laps=1.0, drive_laps=2.0, epochs=10),
     "quick": DemoPreset(train_tracks=(1, 2, 3), test_tracks=(101,), record_laps=1.0, drive_laps=0.5, epochs=6),
 }
-
-
-def _log(message: str) -> None:
-    from e2e_drive.cli import log
-
-    log(message)
 
 
 def run_demo(
@@ -79,7 +76,7 @@ def run_demo(
         batch_size: training batch size.
         learning_rate: Adam learning rate.
         seed: the one seed of recording noise, training and augmentation.
-        export: export the trained model to ONNX (skipped with a note when ``deploy`` is absent).
+        export: export the trained model to ONNX and drive with the exported file too.
         verbose: Keras verbosity (0 = quiet; Keras prints to stdout).
         progress: progress bars of recording and driving (on stderr).
 
@@ -98,7 +95,7 @@ def run_demo(
         # Only an earlier demo's run is replaced, never a training run the user keeps in that folder.
         if not (out / "summary.json").exists() and not (out / "recordings").is_dir():
             raise ValueError(f"{run_dir} exists and is not from an earlier demo; choose another --out")
-        _log(f"replacing the previous demo run in {run_dir}")
+        log.info("replacing the previous demo run in %s", run_dir)
         shutil.rmtree(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -107,18 +104,16 @@ def run_demo(
     for k, track_seed in enumerate(train_tracks):
         folder = out / "recordings" / f"track_{track_seed}"
         result = record(track_seed, folder, laps=preset.record_laps, seed=seed + k, progress=progress)
-        _log(f"recorded track {track_seed}: {result.rows} frames x 3 cameras -> {folder}")
+        log.info("recorded track %s: %d frames x 3 cameras -> %s", track_seed, result.rows, folder)
         recordings.append(str(folder))
         recorded_rows += result.rows
     record_seconds = time.perf_counter() - started
 
-    from e2e_drive.train import train
-
-    trained = train(_training_data(recordings), str(run_dir), epochs=epochs, batch_size=batch_size,
+    trained = train(recordings, str(run_dir), epochs=epochs, batch_size=batch_size,
                     learning_rate=learning_rate, activation=activation, conv=conv, augment=True,
                     seed=seed, val_fraction=0.2, verbose=verbose)
     model_path = str(trained.best_model_path)
-    _log(f"trained in {trained.train_seconds:.0f} s: val RMSE {trained.val_rmse:.4f} -> {model_path}")
+    log.info("trained in %.0f s: val RMSE %.4f -> %s", trained.train_seconds, trained.val_rmse, model_path)
 
     predictor = load_predictor(model_path)
     network = drive(predictor, list(test_tracks), laps=preset.drive_laps, progress=progress)
@@ -152,7 +147,7 @@ def run_demo(
         "mean_autonomy": float(np.mean([r.autonomy for r in network])),
         "total_seconds": round(time.perf_counter() - started, 1),
     }
-    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_json(out / "summary.json", summary)
     plot_paths(network, out / "paths.png")
     summary["plot"] = str(out / "paths.png")
     return summary
@@ -160,9 +155,7 @@ def run_demo(
 
 def _export(model_path: str, target: Path) -> dict[str, Any]:
     """Export to ONNX through ``deploy.export``; what it wrote and its parity with Keras."""
-    from deploy import export
-
-    report = export(model_path, "onnx", str(target))
+    report = export_model(model_path, "onnx", str(target))
     parity = report.parity
     return {"path": str(report.path), "passed": bool(report.passed), "size_bytes": int(report.size_bytes),
             "max_abs_diff": float(parity["max_abs_diff"]), "parity_frames": int(parity["frames"])}
@@ -195,7 +188,7 @@ def format_table(summary: dict[str, Any]) -> str:
 
 def plot_paths(results: Sequence[DriveResult], path: str | os.PathLike) -> None:
     """Plot each driven path over its track map (road edges, interventions) as a PNG."""
-    import matplotlib
+    import matplotlib  # heavy: only when a plot is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -213,20 +206,5 @@ def plot_paths(results: Sequence[DriveResult], path: str | os.PathLike) -> None:
         axis.set_aspect("equal")
         axis.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
-    target = Path(path)
-    temporary = target.with_name(target.stem + ".tmp.png")
-    figure.savefig(temporary, dpi=80)
-    plt.close(figure)
-    os.replace(temporary, target)
+    save_figure(figure, path, dpi=80)
 
-
-def _training_data(recordings: list[str]) -> list[str] | Any:
-    """The recordings for ``train``: their paths (``train`` reads them with ``data_tools.read_log``), or
-    the ``DrivingLog`` that reader returns while the package does not export it yet."""
-    import data_tools
-
-    if hasattr(data_tools, "read_log"):
-        return recordings
-    from data_tools.read import read_log
-
-    return read_log(recordings)

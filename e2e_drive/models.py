@@ -13,6 +13,9 @@ from typing import Callable, Sequence
 ACTIVATIONS = ("elu", "relu", "prelu", "maxout", "rrelu", "apl")
 CONVS = ("keras", "reference")
 
+# The heads ``pilotnet(outputs=...)`` can have, in the order every artifact lists them.
+OUTPUTS = ("steering", "throttle")
+
 # (filters, kernel, stride) of the five conv layers and the dense widths, as in the paper.
 CONV_SPECS = ((24, 5, 2), (36, 5, 2), (48, 5, 2), (64, 3, 1), (64, 3, 1))
 DENSE_UNITS = (100, 50, 10)
@@ -58,8 +61,9 @@ def pilotnet(
     preprocess: bool = True,
     crop: Sequence[int] | None = None,
     seed: int | None = None,
+    outputs: Sequence[str] = ("steering",),
 ):
-    """Build PilotNet: conv 24/36/48 5x5 stride 2, conv 64/64 3x3, dense 100/50/10, output 1.
+    """Build PilotNet: conv 24/36/48 5x5 stride 2, conv 64/64 3x3, dense 100/50/10, output 1 (or 2).
 
     Args:
         input_shape: ``(H, W, 3)`` of the raw frames (``preprocess=True``) or of
@@ -75,9 +79,15 @@ def pilotnet(
         crop: rows ``(top, bottom)`` cut from the frame; defaults to
             ``data_tools.preprocess.default_crop(H)``.
         seed: seeds the kernel initializers and RReLU. Defaults to `None`.
+        outputs: the heads, from ``("steering", "throttle")``: ``("steering",)`` is the single-output model
+            (a ``(B, 1)`` tensor out, exactly as before); ``("steering", "throttle")`` adds a float32
+            ``throttle`` Dense(1) head beside ``steering`` and the model returns a dict
+            ``{"steering": (B, 1), "throttle": (B, 1)}``, so ``model.fit(x, {"steering": s, "throttle": t})``
+            and ``loss={"steering": "mse", "throttle": "mse"}`` work as Keras documents. Defaults to
+            `("steering",)`.
 
     Returns:
-        a ``keras.Model`` mapping ``(B, H, W, 3)`` frames to ``(B, 1)`` float32 steering.
+        a ``keras.Model`` mapping ``(B, H, W, 3)`` frames to ``(B, 1)`` float32 steering (or the dict above).
 
     Example:
         >>> model = pilotnet((160, 320, 3), activation="prelu")
@@ -92,6 +102,7 @@ def pilotnet(
 
     check_activation(activation)
     check_conv(conv)
+    heads = check_outputs(outputs)
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"Expected 0 <= dropout < 1. Received: dropout={dropout}")
     input_shape = tuple(int(d) for d in input_shape)
@@ -130,9 +141,38 @@ def pilotnet(
         x = activate(x, units, f"dense{i}_{activation}", spatial=False)
         if dropout:
             x = keras.layers.Dropout(dropout, seed=seed, name=f"dense{i}_dropout")(x)
-    # float32 output even under mixed precision: the loss is computed on it.
-    outputs = keras.layers.Dense(1, dtype="float32", kernel_initializer=initializer(), name="steering")(x)
-    return keras.Model(inputs, outputs, name=f"pilotnet_{activation}_{conv}")
+    # float32 outputs even under mixed precision: the loss is computed on them. Each head draws its own
+    # initializer seed in OUTPUTS order, so the steering head of a two-head model equals the one-head model's.
+    dense = {name: keras.layers.Dense(1, dtype="float32", kernel_initializer=initializer(), name=name)
+             for name in OUTPUTS if name in heads}
+    if heads == ("steering",):
+        return keras.Model(inputs, dense["steering"](x), name=f"pilotnet_{activation}_{conv}")
+    return keras.Model(inputs, {name: dense[name](x) for name in heads}, name=f"pilotnet_{activation}_{conv}")
+
+
+def check_outputs(outputs: Sequence[str]) -> tuple[str, ...]:
+    """``outputs`` as a tuple in ``OUTPUTS`` order; a ValueError for an unknown, repeated or missing head."""
+    if isinstance(outputs, str):
+        outputs = (outputs,)
+    outputs = tuple(outputs)
+    unknown = [name for name in outputs if name not in OUTPUTS]
+    if unknown or len(set(outputs)) != len(outputs) or "steering" not in outputs:
+        raise ValueError(f"Expected outputs from {OUTPUTS}, each once, steering included. "
+                         f"Received: outputs={outputs}")
+    return tuple(name for name in OUTPUTS if name in outputs)
+
+
+def output_names(model) -> tuple[str, ...]:
+    """The names of a model's outputs, steering first: ``("steering",)`` for a single-output model, else the
+    keys of its output dict (or its output layers' names)."""
+    structure = model.output
+    if isinstance(structure, dict):
+        names = list(structure)
+    elif isinstance(structure, (list, tuple)) and len(structure) > 1:
+        names = list(model.output_names)
+    else:
+        return ("steering",)
+    return tuple(sorted(names, key=lambda name: (name != "steering", names.index(name))))
 
 
 def conv_layers(model) -> list:

@@ -9,7 +9,6 @@ back through the resize onto the crop area of the original frame.
 
 from __future__ import annotations
 
-import io
 from typing import Sequence
 
 import numpy as np
@@ -121,14 +120,14 @@ def overlay(frame: np.ndarray, mask: np.ndarray, alpha: float = 0.6) -> np.ndarr
 
 def saliency_image(model_path: str, image_path: str, out: str) -> dict:
     """``e2e-drive saliency``: VisualBackProp of one frame, written as frame | overlay | mask PNG."""
-    import matplotlib
+    import matplotlib  # heavy: only when a picture is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from data_tools.frames import read_frame
+    from data_tools.io import save_figure
     from e2e_drive.models import check_fits, load_model
-    from e2e_drive.train import write_atomic
 
     model = load_model(model_path)
     frame = read_frame(image_path, where=image_path)
@@ -141,9 +140,6 @@ def saliency_image(model_path: str, image_path: str, out: str) -> dict:
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1 if image.ndim == 2 else None)
         ax.set_title(title)
         ax.axis("off")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    write_atomic(out, buffer.getvalue())
+    save_figure(fig, out, dpi=100)
     return {"model": model_path, "image": image_path, "out": out, "steering": steering,
             "mask_mean": float(mask.mean())}

@@ -1,227 +1,94 @@
 """Train PilotNet on driving logs: ``e2e_drive.train.train`` (what ``e2e-drive train`` calls).
 
-A run directory holds ``config.json``, ``best.keras`` (best validation loss),
-``last.keras`` (with optimizer state, for ``resume``), ``state.json`` (epoch,
-early-stopping counters), ``history.csv``, ``loss.png`` and TensorBoard logs
-under ``logs/``. Every file is written to a temporary name and moved into place
-with ``os.replace``, so a run killed at any moment leaves only complete files.
+One trainer for every strategy. ``train`` validates the options (``TrainConfig``), takes the run folder's
+lock (``RunDir``), reads the data, builds the datasets, the model and the callbacks once; the strategy only
+changes how a step runs:
+
+* one device and ``MirroredStrategy`` (``strategy="auto"``/``"mirrored"``): Keras' ``model.fit``;
+* ``MultiWorkerMirroredStrategy`` (``strategy="multiworker"``, configured by ``TF_CONFIG``): a custom
+  ``strategy.run`` step with the same loss, optimizer and callbacks, because Keras 3's ``fit`` fails under it
+  ("Attempt to convert a value (PerReplica...)", keras-team/keras#20585). Worker ``k`` of ``n`` trains on
+  rows ``k::n`` of the training split (and decodes only those), ``batch_size`` rows per step; gradients are
+  summed over the workers and scaled by the global batch. Worker 0 (the chief) writes the run folder.
+
+Run a multi-worker job with one command per machine (the same DATA on each, the same --out on a shared
+file system when resuming):
+
+    TF_CONFIG='{"cluster": {"worker": ["host0:2222", "host1:2222"]}, "task": {"type": "worker", "index": 0}}' \\
+        e2e-drive train DATA --out runs/mw --strategy multiworker
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
+import logging
+import math
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from data_tools.log import DrivingLog
+from e2e_drive.run_dir import BEST, LAST, STATE, RunDir, RunDirError
+from e2e_drive.train_config import RESUMABLE_CHANGES, STRATEGIES, TrainConfig, flag
 
-STRATEGIES = ("auto", "mirrored", "multiworker")
+log = logging.getLogger(__name__)
+
+__all__ = ["STRATEGIES", "TrainResult", "TrainingDiverged", "make_strategy", "mixed_precision_policy", "train",
+           "worker_info"]
+
+
+class TrainingDiverged(ValueError):
+    """The training loss became NaN or infinite; the run keeps its last good checkpoint."""
 
 
 @dataclass
 class TrainResult:
-    """What a training run produced."""
+    """What a training run produced (``model``: the trained model, on every worker; not in ``to_dict``)."""
 
     run_dir: str
     best_model_path: str
     last_model_path: str
     history: dict[str, list[float]] = field(default_factory=dict)
-    val_rmse: float = float("nan")
+    val_rmse: float | None = None
     train_seconds: float = 0.0
     num_train: int = 0
     num_val: int = 0
     epochs_run: int = 0
     stopped_early: bool = False
+    cache: str = "none"
+    model: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# ----------------------------------------------------------------------------- atomic files
-
-def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode() if isinstance(data, str) else data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def save_model_atomic(model, path: str | os.PathLike) -> None:
-    """``model.save`` (with optimizer state) to a temporary ``.keras`` file, then ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def history_csv(history: dict[str, list[float]]) -> str:
-    keys = ["epoch", *sorted(history)]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(keys)
-    n = max((len(v) for v in history.values()), default=0)
-    for i in range(n):
-        writer.writerow([i + 1, *(history[k][i] if i < len(history[k]) else "" for k in keys[1:])])
-    return buffer.getvalue()
-
-
-def read_history_csv(path: str | os.PathLike) -> dict[str, list[float]]:
-    """``history.csv`` back into ``{metric: [value per epoch]}``."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    keys = [k for k in (rows[0] if rows else {}) if k != "epoch"]
-    return {k: [float(r[k]) for r in rows] for k in keys}
-
-
-def plot_history(history: dict[str, list[float]], path: str | os.PathLike) -> None:
-    """Training and validation loss per epoch as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key in ("loss", "val_loss"):
-        if history.get(key):
-            ax.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=key)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("MSE")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    write_atomic(path, buffer.getvalue())
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-def _checkpoint_callback_class():
-    import keras
-
-    class RunCheckpoint(keras.callbacks.Callback):
-        """Each epoch: ``last.keras`` (with optimizer), ``best.keras`` on improvement,
-        ``history.csv``, ``loss.png`` and ``state.json`` (early stopping included), all atomic.
-
-        Early stopping lives here (not in ``keras.callbacks.EarlyStopping``) so its
-        counters survive a resume.
-        """
-
-        def __init__(self, run_dir: Path, history: dict[str, list[float]], state: dict[str, Any], patience: int):
-            super().__init__()
-            self.run_dir = run_dir
-            self.history = history
-            self.state = state
-            self.patience = int(patience)
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            logs = dict(logs or {})
-            for key, value in logs.items():
-                self.history.setdefault(key, []).append(float(value))
-            monitor = "val_loss" if "val_loss" in logs else "loss"
-            value = float(logs[monitor])
-            improved = value < self.state.get("best", float("inf"))
-            if improved:
-                self.state.update(best=value, best_epoch=epoch + 1, wait=0)
-            if improved or not (self.run_dir / "best.keras").exists():
-                # A first epoch with a NaN loss still leaves a best.keras (the only model there is).
-                save_model_atomic(self.model, self.run_dir / "best.keras")
-            if not improved:
-                self.state["wait"] = self.state.get("wait", 0) + 1
-            save_model_atomic(self.model, self.run_dir / "last.keras")
-            write_atomic(self.run_dir / "history.csv", history_csv(self.history))
-            plot_history(self.history, self.run_dir / "loss.png")
-            self.state["epoch"] = epoch + 1
-            if self.patience and self.state["wait"] >= self.patience:
-                self.state["stopped_early"] = True
-                self.model.stop_training = True
-            # state.json last: it says "everything of this epoch is on disk".
-            write_atomic(self.run_dir / "state.json", json.dumps(self.state, indent=2))
-
-    return RunCheckpoint
-
-
-# ----------------------------------------------------------------------------- data
-
-def load_log(data: Sequence[str] | str | DrivingLog, on_error: str = "raise") -> DrivingLog:
-    """A ``DrivingLog`` from paths (Udacity folders/CSVs, tubs, recordings) or a log as is."""
-    if isinstance(data, DrivingLog):
-        log = data
-    else:
-        import data_tools
-
-        paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
-        if not paths:
-            raise ValueError("no data given: pass at least one Udacity folder, tub or recording")
-        log = data_tools.read_log([os.fspath(p) for p in paths], on_error=on_error)
-        where = ", ".join(os.fspath(p) for p in paths)
-        if len(log) == 0:
-            raise ValueError(f"no usable rows in {where}")
-    if len(log) == 0:
-        raise ValueError("the driving log is empty: nothing to train on")
-    return log
-
-
-def smooth(log: DrivingLog, sigma: float) -> DrivingLog:
-    """Gaussian-smoothed steering labels (``data_tools.smooth_steering``)."""
-    if not sigma:
-        return log
-    import data_tools
-
-    return data_tools.smooth_steering(log, sigma)
-
-
-def _parse_crop(crop: Sequence[int] | str | None) -> tuple[int, int] | None:
-    if crop is None or isinstance(crop, tuple) and not crop:
-        return None
-    if isinstance(crop, str):
-        try:
-            top, bottom = (int(v) for v in crop.split(","))
-        except ValueError:
-            raise ValueError(f"Expected --crop TOP,BOTTOM (two integers). Received: {crop!r}") from None
-        return top, bottom
-    return int(crop[0]), int(crop[1])
+        return {k: v for k, v in asdict(self).items() if k != "model"}
 
 
 # ----------------------------------------------------------------------------- strategy / precision
 
 def make_strategy(strategy: str):
-    """``auto``: MirroredStrategy when several GPUs are visible, else the default strategy."""
+    """``auto``: MirroredStrategy when several GPUs are visible, else the default strategy;
+    ``mirrored``: MirroredStrategy over the local devices; ``multiworker``: MultiWorkerMirroredStrategy
+    (``TF_CONFIG``; created before any other TensorFlow work, as it requires)."""
     import tensorflow as tf
 
     if strategy not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {strategy!r}; expected one of: {', '.join(STRATEGIES)}")
+        raise ValueError(f"--strategy: expected one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if strategy == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if strategy == "mirrored":
         return tf.distribute.MirroredStrategy()
-    if strategy == "auto":
-        gpus = tf.config.list_logical_devices("GPU")
-        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    raise ValueError("strategy='multiworker' runs the custom training loop of e2e_drive.distribute")
+    gpus = tf.config.list_logical_devices("GPU")
+    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+
+
+def worker_info(strategy) -> tuple[int, int]:
+    """``(worker index, number of workers)`` of this process (``(0, 1)`` outside a multi-worker cluster)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return 0, 1
+    return int(resolver.task_id or 0), int(resolver.cluster_spec().num_tasks("worker"))
 
 
 def mixed_precision_policy() -> str:
@@ -231,214 +98,438 @@ def mixed_precision_policy() -> str:
     return "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
 
 
-def _augmentation(augment):
-    from data_tools.augment import default_augmentation
+# ----------------------------------------------------------------------------- options
 
-    if augment is True:
-        return default_augmentation()
-    return augment or None
+def data_paths(data: Sequence[str] | str | os.PathLike | DrivingLog) -> tuple[str, ...]:
+    """What ``config.json`` records as the data: the paths, or a ``DrivingLog``'s source files."""
+    if isinstance(data, DrivingLog):
+        return tuple(dict.fromkeys(str(s) for s in data.source))
+    if isinstance(data, (str, os.PathLike)):
+        return (os.fspath(data),)
+    return tuple(os.fspath(p) for p in data)
 
 
-def tensorboard(run_dir: Path) -> list:
-    """A TensorBoard callback writing to ``run_dir/logs``, or none when the tensorboard package is absent."""
+def _resolve_config(run: RunDir, data, resume: bool, overwrite: bool, options: dict[str, Any]):
+    """The run's ``TrainConfig`` and the augmentation transform (``None``: none)."""
+    unknown = sorted(set(options) - set(TrainConfig.option_names()))
+    if unknown:
+        raise TypeError(f"train() got unknown option(s) {', '.join(unknown)}; expected some of "
+                        f"{', '.join(n for n in TrainConfig.option_names() if n != 'data')}")
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite: choose one (continue the run, or replace it)")
+    given = dict(options)
+    transform = None
+    if "augment" in given and not isinstance(given["augment"], (bool, str)):
+        transform = given["augment"]
+        given["augment"] = repr(transform)
+    if data is not None:
+        given["data"] = data_paths(data)
+    if resume:
+        run.check_resumable()
+        saved = run.read_config()
+        differences = saved.resume_differences(given)
+        if differences:
+            raise RunDirError(f"{run}: cannot resume with options other than the run's ({run.file('config.json')}):"
+                              "\n  " + "\n  ".join(differences) +
+                              f"\nonly {', '.join(flag(n) for n in RESUMABLE_CHANGES)} may change on resume; "
+                              "drop the others, or start a new --out")
+        config = saved.replace(**{k: v for k, v in given.items() if k in RESUMABLE_CHANGES})
+    else:
+        config = TrainConfig(**given)
+    if transform is None and isinstance(config.augment, str):
+        raise ValueError(f"{flag('augment')}: the run was trained with the custom transform {config.augment}; "
+                         "pass the same transform again (augment=...)")
+    if transform is None and config.augment is True:
+        from data_tools.augment import default_augmentation
+
+        transform = default_augmentation()
+    return config, transform
+
+
+def _refuse_unsupported(config: TrainConfig, strategy, num_workers: int) -> None:
+    """Every option works under every strategy, except these (refused with the option and the strategy)."""
+    if config.strategy != "multiworker":
+        return
+    if config.worker_processes:
+        raise ValueError(f"{flag('worker_processes')}: not supported with --strategy multiworker (its training "
+                         "loop reads batches through tf.data in threads; use --workers N)")
+    local = strategy.num_replicas_in_sync // max(1, num_workers)
+    if local != 1:
+        raise ValueError(f"--strategy multiworker: each worker must train on one device, this one has {local} "
+                         "(give each worker process one GPU with CUDA_VISIBLE_DEVICES)")
+
+
+# ----------------------------------------------------------------------------- data
+
+def _split(config: TrainConfig, data_log: DrivingLog) -> tuple[DrivingLog, DrivingLog]:
+    import data_tools
+
+    if config.smooth_steering:
+        data_log = data_tools.smooth_steering(data_log, config.smooth_steering)
+    train_log, val_log = data_log.split(config.val_fraction)
+    if config.val_fraction > 0 and len(val_log) == 0:
+        recordings = len(data_log.recordings)
+        raise ValueError(
+            f"{flag('val_fraction')}: {config.val_fraction:g} of {len(data_log)} rows "
+            f"({recordings} recording{'s' if recordings != 1 else ''}) leaves no validation rows (each recording "
+            "holds out round(rows x fraction)); give more data, a larger --val-fraction, or --val-fraction 0 to "
+            "train without validation")
+    if config.balance:
+        # Only the training part: validation keeps the true distribution.
+        train_log = data_tools.balance(train_log, seed=config.seed)
+    if len(train_log) == 0:
+        raise ValueError(f"{flag('val_fraction')}: {config.val_fraction:g} leaves no training rows of {len(data_log)}")
+    return train_log, val_log
+
+
+def _cache_mode(config: TrainConfig, logs: Sequence[DrivingLog], cameras, memory_budget: int | None) -> str:
+    if config.cache != "auto":
+        return config.cache
+    from data_tools.frame_cache import choose_cache_mode, default_cache_dir
+
+    mode, why = choose_cache_mode(DrivingLog.concat([lg for lg in logs if len(lg)]), cameras, memory_budget)
+    where = "memory" if mode == "memory" else f"disk under {config.cache_dir or default_cache_dir()}"
+    log.info("frame cache: %s (%s)", where, why)
+    return mode
+
+
+# ----------------------------------------------------------------------------- progress and checkpoints
+
+def progress_state(history: dict[str, list[float]], monitor: str, patience: int, epochs: int) -> dict[str, Any]:
+    """``state.json``: the last finished epoch and the early-stopping counters, all derived from the history
+    (so they are right after any resume)."""
+    values = history.get(monitor, [])
+    state: dict[str, Any] = {"epoch": len(values), "epochs": epochs, "monitor": monitor}
+    if values:
+        best = int(np.argmin(values))
+        state.update(best=float(values[best]), best_epoch=best + 1, wait=len(values) - best - 1)
+    state["stopped_early"] = bool(patience and state.get("wait", 0) >= patience)
+    return state
+
+
+def _checkpoint_callback(run: RunDir, history: dict[str, list[float]], monitor: str, config: TrainConfig,
+                         writes: bool):
+    import keras
+
+    class RunCheckpoint(keras.callbacks.Callback):
+        """Stops on a NaN/inf loss before it reaches a checkpoint; each epoch writes (on the chief)
+        ``history.csv``, ``loss.png``, ``best.keras`` on improvement, ``last.keras`` and ``state.json``
+        (in that order: ``state.json`` says the epoch is complete), and stops early after ``patience``
+        epochs without improvement. Early stopping lives here, not in ``keras.callbacks.EarlyStopping``,
+        so its counters survive a resume."""
+
+        def __init__(self):
+            super().__init__()
+            self.saved_epoch = len(history.get(monitor, []))
+            self.epoch = self.saved_epoch
+
+        def on_epoch_begin(self, epoch: int, logs=None) -> None:
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch: int, logs=None) -> None:
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                self._diverged("training loss", float(loss), f"epoch {self.epoch + 1}, step {batch + 1}")
+
+        def on_epoch_end(self, epoch: int, logs=None) -> None:
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            for key, value in logs.items():
+                if not math.isfinite(value):
+                    self._diverged(key.replace("_", " "), value, f"the end of epoch {epoch + 1}")
+            if not all(np.isfinite(w).all() for w in self.model.get_weights()):
+                self._diverged("a weight", float("nan"), f"the end of epoch {epoch + 1}")
+            for key, value in logs.items():
+                history.setdefault(key, []).append(value)
+            state = progress_state(history, monitor, config.early_stopping, config.epochs)
+            if writes:
+                run.write_history(history)
+                if state["best_epoch"] == epoch + 1 or not run.best_path.exists():
+                    run.save_model(self.model, BEST)
+                run.save_model(self.model, LAST)
+                run.write_state(state)
+            self.saved_epoch = epoch + 1
+            if state["stopped_early"]:
+                log.info("%s: no %s improvement for %d epochs: stopping early after epoch %d", run, monitor,
+                         config.early_stopping, epoch + 1)
+                self.model.stop_training = True
+
+        def _diverged(self, what: str, value: float, when: str) -> None:
+            kept = (f"kept best.keras/last.keras of epoch {self.saved_epoch}" if self.saved_epoch
+                    else "no epoch finished, so no checkpoint was written")
+            raise TrainingDiverged(f"{run}: {what} became {value} at {when}; {kept} (try a lower --lr than "
+                                   f"{config.learning_rate:g})")
+
+    return RunCheckpoint()
+
+
+def _tensorboard(run: RunDir) -> list:
+    """A TensorBoard callback writing to ``run/logs``, or none when the tensorboard package is absent."""
     import importlib.util
 
     import keras
 
     if importlib.util.find_spec("tensorboard") is None:
-        from e2e_drive.cli import log
-
-        log("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
+        log.info("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
         return []
-    return [keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0)]
+    return [keras.callbacks.TensorBoard(str(run.logs_path), write_graph=False, profile_batch=0)]
+
+
+# ----------------------------------------------------------------------------- steps
+
+def _fit(model, train_ds, val_ds, config: TrainConfig, initial_epoch: int, callbacks: list, verbose: int) -> None:
+    # The dataset serves epoch ``e`` of its seed during fit's epoch ``e``, also after a resume. fit's own shuffle
+    # would reorder the batches with Python's unseeded global `random`: the dataset orders them from the seed.
+    train_ds.set_epoch(initial_epoch)
+    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=initial_epoch,
+              callbacks=callbacks, verbose=verbose, shuffle=False)
+
+
+def _custom_loop(model, strategy, train_ds, val_ds, steps: int, config: TrainConfig, initial_epoch: int,
+                 callbacks: list, verbose: int, validate: bool) -> None:
+    """The ``strategy.run`` step for MultiWorkerMirroredStrategy, driving the same callbacks as ``fit``."""
+    import keras
+    import tensorflow as tf
+
+    optimizer = model.optimizer
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
+
+    def replica_step(frames, steering):
+        with tf.GradientTape() as tape:
+            prediction = tf.reshape(tf.cast(model(frames, training=True), tf.float32), [-1])
+            loss = tf.nn.compute_average_loss(tf.square(prediction - steering), global_batch_size=global_batch)
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            scaled = optimizer.scale_loss(loss)  # loss scaling under mixed_float16; the loss itself otherwise
+        gradients = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply(gradients, model.trainable_variables)
+        return loss
+
+    @tf.function
+    def train_step(frames, steering):
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_step, args=(frames, steering)),
+                               axis=None)
+
+    @tf.function
+    def all_reduce_sum(values):
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(values,)), axis=None)
+
+    callback_list = keras.callbacks.CallbackList(callbacks, add_progbar=verbose > 0, model=model, verbose=verbose,
+                                                 epochs=config.epochs, steps=steps)
+    model.stop_training = False
+    callback_list.on_train_begin()
+    for epoch in range(initial_epoch, config.epochs):
+        callback_list.on_epoch_begin(epoch)
+        total = 0.0
+        batches = train_ds.to_tf_dataset(epochs=1, first_epoch=epoch, parallel_calls=config.workers).take(steps)
+        for step, (frames, steering) in enumerate(batches):
+            callback_list.on_train_batch_begin(step)
+            total += float(train_step(frames, steering))
+            mean = total / (step + 1)
+            callback_list.on_train_batch_end(step, {"loss": mean, "rmse": math.sqrt(max(mean, 0.0))})
+        logs = {"loss": total / steps, "rmse": math.sqrt(max(total / steps, 0.0))}
+        if validate:
+            # Each worker scores its own validation rows with its (identical) weights; one all-reduce sums them
+            # (every worker takes part, also one whose share of the rows is empty).
+            local = np.zeros(2, np.float64)
+            for i in range(len(val_ds) if val_ds is not None else 0):
+                frames, steering = val_ds[i]
+                prediction = np.asarray(model(frames, training=False), np.float64).reshape(-1)
+                local += (np.sum(np.square(prediction - steering)), len(steering))
+            squared, count = np.asarray(all_reduce_sum(tf.constant(local)))
+            logs["val_loss"] = float(squared / count)
+            logs["val_rmse"] = math.sqrt(logs["val_loss"])
+        callback_list.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    callback_list.on_train_end()
 
 
 # ----------------------------------------------------------------------------- train
 
 def train(
-    data: Sequence[str] | DrivingLog,
-    out: str,
+    data: Sequence[str] | str | os.PathLike | DrivingLog | None,
+    out: str | os.PathLike,
     *,
-    epochs: int = 10,
-    batch_size: int = 64,
-    learning_rate: float = 1e-3,
-    activation: str = "elu",
-    conv: str = "keras",
-    augment: bool | Any = True,
-    balance: bool = False,
-    seed: int = 0,
-    val_fraction: float = 0.2,
-    workers: int = 1,
-    worker_processes: bool = False,
-    crop: Sequence[int] | str | None = None,
-    smooth_steering: float = 0.0,
     resume: bool = False,
-    early_stopping: int = 5,
-    strategy: str = "auto",
-    mixed_precision: bool = False,
-    verbose: int = 1,
-    dropout: float = 0.0,
-    cache: str | None = "memory",
+    overwrite: bool = False,
     callbacks: Sequence[Any] = (),
+    memory_budget: int | None = None,
+    **options: Any,
 ) -> TrainResult:
     """Train PilotNet on ``data`` and write the run to ``out``.
 
     Args:
-        data: paths read with ``data_tools.read_log`` or a ``DrivingLog``.
-        out: the run directory (created; must not hold a run unless ``resume``).
-        epochs: total epochs (a resumed run continues up to this number). Defaults to `10`.
-        batch_size: samples per step. Defaults to `64`.
-        learning_rate: Adam's learning rate. Defaults to `1e-3`.
-        activation, conv: the PilotNet variant (see ``e2e_drive.models.pilotnet``).
-        augment: ``True`` for ``data_tools.augment.default_augmentation()`` on training batches,
-            ``False`` for none, or a transform of ``data_tools.augment`` (e.g. ``Compose([ChooseCamera()])``).
-            Defaults to `True`.
-        balance: flatten the steering histogram (``data_tools.balance``). Defaults to `False`.
-        seed: the one seed of weights, order and augmentation. Defaults to `0`.
-        val_fraction: last fraction of each recording held out (time-ordered). Defaults to `0.2`.
-        workers: ``PyDataset`` workers. Defaults to `1`.
-        worker_processes: the workers are processes (batches come back through shared memory)
-            instead of threads, which share one interpreter lock. Defaults to `False`.
-        crop: rows ``(top, bottom)`` (or ``"TOP,BOTTOM"``); defaults to ``default_crop(H)``.
-        smooth_steering: Gaussian sigma in frames for the labels; `0` keeps them. Defaults to `0.0`.
-        resume: continue the run in ``out`` from ``last.keras``. Defaults to `False`.
-        early_stopping: patience in epochs on validation loss; `0` disables. Defaults to `5`.
-        strategy: ``auto``, ``mirrored`` or ``multiworker`` (custom loop). Defaults to `"auto"`.
-        mixed_precision: ``mixed_float16`` on GPU, ``mixed_bfloat16`` on CPU. Defaults to `False`.
-        verbose: Keras progress bars (1), one line per epoch (2) or silent (0). Defaults to `1`.
-        dropout: PilotNet's dropout rate. Defaults to `0.0`.
-        cache: ``DrivingDataset`` frame cache (``"memory"``, ``"disk"``, ``None``). Defaults to `"memory"`.
+        data: paths read with ``data_tools.load_log`` or a ``DrivingLog``; ``None`` on resume reads the
+            saved config's paths.
+        out: the run folder. It must hold no run unless ``resume`` or ``overwrite``.
+        resume: continue the run in ``out`` from ``last.keras``. Options not given come from its
+            ``config.json``; given options that would change what is trained are refused (only ``epochs``,
+            ``verbose``, ``workers``, ``worker_processes``, ``cache``, ``cache_dir`` may change). Defaults to `False`.
+        overwrite: replace the run in ``out``. Defaults to `False`.
         callbacks: extra Keras callbacks, run after the checkpoint. Defaults to `()`.
+        memory_budget: bytes ``cache="auto"`` may keep in memory. Defaults to half the available memory.
+        **options: ``TrainConfig`` fields; defaults from ``TrainConfig``:
+            epochs (10, a resumed run continues up to it), batch_size (64, per worker under multiworker),
+            learning_rate (1e-3, Adam), activation ("elu"), conv ("keras"), dropout (0.0),
+            augment (True: ``default_augmentation()``; False; or a ``data_tools.augment`` transform),
+            balance (False), seed (0, the one seed of weights, order and augmentation),
+            val_fraction (0.2, the last fraction of each recording, time-ordered; 0: no validation),
+            crop (None: ``default_crop(H)``; ``(top, bottom)`` or ``"TOP,BOTTOM"``), smooth_steering (0.0,
+            Gaussian sigma in frames), early_stopping (5, patience in epochs; 0 disables),
+            strategy ("auto", "mirrored", "multiworker"), mixed_precision (False: ``mixed_float16`` on GPU,
+            ``mixed_bfloat16`` on CPU), workers (1), worker_processes (False), cache ("auto", "memory",
+            "disk", "none"), cache_dir (None: ``default_cache_dir()``), verbose (1).
 
     Returns:
         a ``TrainResult``.
+
+    Raises:
+        TrainConfigError: an invalid option (the message names the flag).
+        RunDirError: ``out`` holds a run, holds none to resume, is locked, or has a damaged file.
+        TrainingDiverged: the loss became NaN/inf (the last good checkpoint is kept).
 
     Example:
         >>> result = train(["../shared/data/udacity_sim_a"], "runs/udacity", epochs=5)
         >>> result.val_rmse
     """
+    run = RunDir(out)
+    config, transform = _resolve_config(run, data, resume, overwrite, options)
+
     import keras
 
+    from data_tools import load_log
     from data_tools.dataset import DrivingDataset
     from e2e_drive import models
 
-    if strategy == "multiworker":
-        from e2e_drive.distribute import train_multiworker
+    strategy = make_strategy(config.strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
+    worker, num_workers = worker_info(strategy)
+    chief = worker == 0
+    _refuse_unsupported(config, strategy, num_workers)
+    verbose = config.verbose if chief else 0
 
-        return train_multiworker(
-            data, out, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, activation=activation,
-            conv=conv, augment=augment, balance=balance, seed=seed, val_fraction=val_fraction, crop=crop,
-            smooth_steering=smooth_steering, resume=resume, verbose=verbose,
-        )
-    models.check_activation(activation)
-    models.check_conv(conv)
-    if epochs < 1:
-        raise ValueError(f"Expected epochs >= 1. Received: epochs={epochs}")
-    crop = _parse_crop(crop)
-    run_dir = Path(out)
-    if resume:
-        if not (run_dir / "state.json").is_file() or not (run_dir / "last.keras").is_file():
-            raise ValueError(f"cannot resume: {run_dir} holds no checkpoint (state.json + last.keras)")
-    elif (run_dir / "state.json").exists() or (run_dir / "last.keras").exists():
-        raise ValueError(f"{run_dir} already holds a run; pass resume=True (--resume) or choose another --out")
-
-    keras.utils.set_random_seed(seed)
-    log = smooth(load_log(data), smooth_steering)
-    train_log, val_log = log.split(val_fraction)
-    if balance:
-        # Only the training part: validation keeps the true distribution.
-        import data_tools
-
-        train_log = data_tools.balance(train_log, seed=seed)
-    if len(train_log) == 0:
-        raise ValueError(f"val_fraction={val_fraction} leaves no training rows of {len(log)}")
-
-    dist = make_strategy(strategy)
-    replicas = dist.num_replicas_in_sync
-    # Several replicas split each batch; a last batch smaller than the replica count breaks Keras' fit,
-    # so a distributed run keeps whole batches only (the validation batch shrinks to fit the rows).
-    train_ds = DrivingDataset(train_log, batch_size, augment=_augmentation(augment),
-                              shuffle=True, seed=seed, cache=cache, workers=workers,
-                              use_multiprocessing=worker_processes, progress=verbose > 0,
-                              drop_remainder=replicas > 1 and len(train_log) >= batch_size)
-    val_ds = None
-    val_batch = batch_size if replicas == 1 else max(replicas, min(batch_size, len(val_log)) // replicas * replicas)
-    if len(val_log) >= replicas:
-        val_ds = DrivingDataset(val_log, val_batch, augment=None, shuffle=False, seed=seed, cache=cache,
-                                workers=workers, use_multiprocessing=worker_processes, progress=verbose > 0,
-                                drop_remainder=replicas > 1)
-    frame_shape = train_ds.frame_shape
-    where = f"the training data ({train_log.describe(0)})"
-
+    created = chief and not run.path.exists()
+    held = False
     previous_policy = keras.mixed_precision.global_policy().name
-    if mixed_precision:
-        keras.mixed_precision.set_global_policy(mixed_precision_policy())
-    created_dir = not run_dir.exists()
     try:
-        with dist.scope():
+        if chief:
+            run.acquire()
+            held = True
             if resume:
-                model = models.load_model(str(run_dir / "last.keras"), compile=True)
-                models.check_fits(model, frame_shape, where)
-                state = json.loads((run_dir / "state.json").read_text())
-                history = read_history_csv(run_dir / "history.csv")
+                run.check_resumable()
             else:
-                model = models.pilotnet(frame_shape, activation=activation, conv=conv, dropout=dropout, crop=crop,
-                                        seed=seed)
-                model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse",
+                run.check_new(overwrite)
+        elif resume:
+            run.check_resumable()
+
+        keras.utils.set_random_seed(config.seed)  # the same initial weights on every worker
+        full_train, full_val = _split(config, load_log(data if data is not None else list(config.data)))
+        train_log, val_log = full_train, full_val
+        if num_workers > 1:
+            # Each worker trains on (and decodes) its own rows; the smallest share sets the steps of all.
+            train_log, val_log = full_train[worker::num_workers], full_val[worker::num_workers]
+        cameras = full_train.cameras if getattr(transform, "chooses_camera", False) else ("center",)
+        cache = _cache_mode(config, (train_log, val_log), cameras, memory_budget)
+
+        replicas = strategy.num_replicas_in_sync
+        custom_loop = config.strategy == "multiworker"
+        drop_remainder = replicas > 1
+        if drop_remainder and len(train_log) < config.batch_size * (num_workers if custom_loop else 1):
+            raise ValueError(f"{flag('batch_size')}: {len(full_train)} training rows make no full batch of "
+                             f"{config.batch_size} per worker for {num_workers} worker(s) x "
+                             f"{replicas // num_workers} device(s); lower --batch-size")
+        seed = config.seed if worker == 0 else int(np.random.SeedSequence([config.seed, worker]).generate_state(1)[0])
+        dataset_args = dict(seed=seed, cache=cache, cache_dir=config.cache_dir, workers=config.workers,
+                            use_multiprocessing=config.worker_processes, progress=verbose > 0)
+        train_ds = DrivingDataset(train_log, config.batch_size, augment=transform, shuffle=True,
+                                  drop_remainder=drop_remainder, **dataset_args)
+        val_ds = None
+        if len(full_val):
+            if custom_loop:
+                val_batch = config.batch_size
+            elif len(val_log) < replicas:
+                raise ValueError(f"{flag('val_fraction')}: {len(val_log)} validation rows cannot feed {replicas} "
+                                 "replicas; give more data or a larger --val-fraction")
+            else:
+                # Several replicas split each batch: whole batches only, shrunk to fit the validation rows.
+                val_batch = config.batch_size if replicas == 1 else \
+                    max(replicas, min(config.batch_size, len(val_log)) // replicas * replicas)
+            if len(val_log):
+                val_ds = DrivingDataset(val_log, val_batch, augment=None, shuffle=False,
+                                        drop_remainder=drop_remainder and not custom_loop, **dataset_args)
+        frame_shape = train_ds.frame_shape
+        steps = (len(full_train) // num_workers) // config.batch_size if custom_loop else len(train_ds)
+        if steps < 1:
+            raise ValueError(f"{flag('batch_size')}: {len(full_train)} training rows make no full batch of "
+                             f"{config.batch_size} for each of {num_workers} workers; lower --batch-size")
+
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy(mixed_precision_policy())
+        where = f"the training data ({train_log.describe(0)})"
+        with strategy.scope():
+            if resume:
+                model = models.load_model(run.last_path, compile=True)
+                models.check_fits(model, frame_shape, where)
+            else:
+                model = models.pilotnet(frame_shape, activation=config.activation, conv=config.conv,
+                                        dropout=config.dropout, crop=config.crop, seed=config.seed)
+                model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse",
                               metrics=[keras.metrics.RootMeanSquaredError(name="rmse")])
-                state, history = {"epoch": 0}, {}
-        initial_epoch = int(state.get("epoch", 0))
-        saved_config = json.loads((run_dir / "config.json").read_text()) if resume else {}
-        if resume and saved_config.get("batch_size") == batch_size and saved_config.get("num_train") == len(train_log):
-            # last.keras is the truth: a kill between its replace and state.json's leaves state one epoch behind.
-            initial_epoch = max(initial_epoch, int(model.optimizer.iterations.numpy()) // len(train_ds))
+            if custom_loop and not model.optimizer.built:
+                model.optimizer.build(model.trainable_variables)
+
+        monitor = "val_loss" if val_ds is not None or (custom_loop and len(full_val)) else "loss"
+        history: dict[str, list[float]] = {}
+        initial_epoch = 0
+        if resume:
+            history = run.read_history()
+            run.read_state()  # a damaged state.json is an error; its counters are derived from the history
+            # last.keras is the truth: a run killed between its files has trained as many epochs as its optimizer.
+            initial_epoch = int(model.optimizer.iterations.numpy()) // steps
+            if any(len(v) < initial_epoch for v in history.values()) or not history:
+                raise RunDirError(f"{run.file('history.csv')}: holds fewer epochs than last.keras has trained "
+                                  f"({initial_epoch}); the run folder is damaged: start a new --out")
             history = {k: v[:initial_epoch] for k, v in history.items()}
-            state["epoch"] = initial_epoch
-        config = dict(
-            data=[str(train_log.source[0])] if isinstance(data, DrivingLog) else [os.fspath(p) for p in data],
-            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, activation=activation, conv=conv,
-            augment=augment if isinstance(augment, bool) else repr(augment), balance=balance, seed=seed,
-            val_fraction=val_fraction, workers=workers, worker_processes=worker_processes,
-            crop=list(model.get_layer("preprocess").crop) if "preprocess" in [l.name for l in model.layers] else None,
-            smooth_steering=smooth_steering, early_stopping=early_stopping, strategy=strategy,
-            mixed_precision=mixed_precision, policy=keras.mixed_precision.global_policy().name,
-            frame_shape=list(frame_shape), num_train=len(train_log), num_val=len(val_log),
-            num_params=int(model.count_params()),
-        )
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            write_atomic(run_dir / "config.json", json.dumps(config, indent=2))
-        if initial_epoch >= epochs or state.get("stopped_early"):
-            seconds = 0.0
-        else:
-            callbacks = [_checkpoint_callback_class()(run_dir, history, state, early_stopping), *tensorboard(run_dir),
-                         *callbacks]
-            # The dataset serves epoch ``e`` of its seed during fit's epoch ``e``, also after a resume.
-            train_ds.set_epoch(initial_epoch)
+        state = progress_state(history, monitor, config.early_stopping, config.epochs)
+        config = config.replace(frame_shape=frame_shape, num_train=len(full_train), num_val=len(full_val))
+        if chief:
+            run.write_config(config)
+
+        seconds = 0.0
+        if initial_epoch < config.epochs and not state["stopped_early"]:
+            checkpoint = _checkpoint_callback(run, history, monitor, config, writes=chief)
+            all_callbacks = [checkpoint, *(_tensorboard(run) if chief else []), *callbacks]
             start = time.perf_counter()
-            # The dataset orders its rows per epoch from the seed; fit's own shuffle would reorder the
-            # batches with Python's unseeded global `random`, and the same seed would train differently.
-            model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-                      callbacks=callbacks, verbose=verbose, shuffle=False)
+            if custom_loop:
+                _custom_loop(model, strategy, train_ds, val_ds, steps, config, initial_epoch, all_callbacks,
+                             verbose, validate=monitor == "val_loss")
+            else:
+                _fit(model, train_ds, val_ds, config, initial_epoch, all_callbacks, verbose)
             seconds = time.perf_counter() - start
+            state = progress_state(history, monitor, config.early_stopping, config.epochs)
     except BaseException:
-        # A run that failed before its first checkpoint leaves nothing half-written behind.
-        if created_dir and run_dir.exists() and not (run_dir / "state.json").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if held:
+            run.release()
+            held = False
+            if created and not (run.path / STATE).exists():
+                # A run that failed before its first checkpoint leaves nothing behind.
+                shutil.rmtree(run.path, ignore_errors=True)
         raise
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+        if held:
+            run.release()
 
-    val_rmse = float(np.sqrt(state["best"])) if "val_loss" in history and "best" in state else float("nan")
     return TrainResult(
-        run_dir=str(run_dir),
-        best_model_path=str(run_dir / "best.keras"),
-        last_model_path=str(run_dir / "last.keras"),
+        run_dir=str(run.path),
+        best_model_path=str(run.best_path),
+        last_model_path=str(run.last_path),
         history=history,
-        val_rmse=val_rmse,
+        val_rmse=math.sqrt(state["best"]) if monitor == "val_loss" and "best" in state else None,
         train_seconds=seconds,
-        num_train=len(train_log),
-        num_val=len(val_log),
-        epochs_run=int(state.get("epoch", 0)),
-        stopped_early=bool(state.get("stopped_early", False)),
+        num_train=len(full_train),
+        num_val=len(full_val),
+        epochs_run=int(state["epoch"]),
+        stopped_early=bool(state["stopped_early"]),
+        cache=cache,
+        model=model,
     )

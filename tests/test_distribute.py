@@ -1,4 +1,8 @@
-"""Beyond one device: MirroredStrategy with model.fit, and the multi-worker custom step on 127.0.0.1."""
+"""Beyond one device: MirroredStrategy with model.fit, and the multi-worker custom step on 127.0.0.1.
+
+The multi-worker runs are two real processes joined by TF_CONFIG on local ports; they go through the same
+``train`` as one device, so the same options work and the same run files come out.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.builders import synthetic_log
 
@@ -21,13 +26,14 @@ import json, sys
 import numpy as np
 from pathlib import Path
 from tests.builders import synthetic_log
-from e2e_drive.distribute import train_multiworker
+from e2e_drive.train import train
 
-index, frames, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+index, frames, out, options = int(sys.argv[1]), sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 log = synthetic_log(Path(frames), n=40)
-result = train_multiworker(log, out, epochs=2, batch_size=4, crop=(4, 4), seed=5, verbose=0, steps_per_epoch=3)
-np.savez(f"{out}/weights_{index}.npz", *result.model.get_weights())
-Path(f"{out}/history_{index}.json").write_text(json.dumps(result.history))
+result = train(log, out, **options)
+tag = options.get("epochs", 10)
+np.savez(Path(out).parent / f"weights_{index}_{tag}.npz", *result.model.get_weights())
+(Path(out).parent / f"result_{index}_{tag}.json").write_text(json.dumps(result.to_dict()))
 """
 
 
@@ -41,35 +47,97 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def test_two_workers_train_together_and_agree(tmp_path):
-    synthetic_log(tmp_path / "frames", n=40)  # written once, read by both workers
-    out = tmp_path / "run"
-    out.mkdir()
+def _run_workers(tmp_path: Path, out: Path, **options) -> list[dict]:
+    """Two workers on 127.0.0.1 training ``train(log, out, strategy="multiworker", **options)``."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER_SCRIPT)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
     processes = []
     for index in range(2):
         env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        processes.append(subprocess.Popen([sys.executable, str(script), str(index), str(tmp_path / "frames"), str(out)],
-                                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        processes.append(subprocess.Popen(
+            [sys.executable, str(script), str(index), str(tmp_path / "frames"), str(out),
+             json.dumps({"strategy": "multiworker", "verbose": 0, **options})],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
     for process in processes:
         output, _ = process.communicate(timeout=240)
         assert process.returncode == 0, output.decode()[-3000:]
-    w0, w1 = np.load(out / "weights_0.npz"), np.load(out / "weights_1.npz")
-    assert len(w0.files) == len(w1.files) > 10
+    tag = options.get("epochs", 10)
+    return [json.loads((out.parent / f"result_{i}_{tag}.json").read_text()) for i in range(2)]
+
+
+def _weights(out: Path, index: int, tag: int):
+    return np.load(out.parent / f"weights_{index}_{tag}.npz")
+
+
+OPTIONS = dict(epochs=4, batch_size=4, crop=[4, 4], seed=5, dropout=0.3, mixed_precision=True, early_stopping=1,
+               augment=False, learning_rate=1e-30)
+
+
+def test_one_device_and_two_workers_honour_the_same_options(tmp_path):
+    """Early stopping, dropout and mixed precision (bfloat16 on CPU) under both; the same config schema."""
+    from e2e_drive.models import load_model
+    from e2e_drive.train import train
+
+    log = synthetic_log(tmp_path / "frames", n=40)
+    single = train(log, tmp_path / "single", verbose=0, **OPTIONS)
+    results = _run_workers(tmp_path, tmp_path / "multi", **OPTIONS)
+    # A learning rate of 1e-30 leaves the weights where they start: the validation loss never improves after
+    # epoch 1, and patience 1 stops both runs after epoch 2 of 4.
+    for result in (single.to_dict(), *results):
+        assert result["stopped_early"] and result["epochs_run"] == 2, result
+        assert sorted(result["history"]) == ["loss", "rmse", "val_loss", "val_rmse"]
+    assert results[0]["history"] == results[1]["history"]  # all-reduced: the same on both workers
+    single_config = json.loads((tmp_path / "single" / "config.json").read_text())
+    multi_config = json.loads((tmp_path / "multi" / "config.json").read_text())
+    assert list(single_config) == list(multi_config)
+    differing = {k for k in single_config if single_config[k] != multi_config[k]}
+    assert differing == {"strategy"}, differing
+    for run in ("single", "multi"):
+        state = json.loads((tmp_path / run / "state.json").read_text())
+        assert state["epoch"] == 2 and state["stopped_early"], state
+        model = load_model(tmp_path / run / "last.keras")
+        assert model.get_layer("conv1").dtype_policy.name == "mixed_bfloat16"
+        assert model.get_layer("steering").dtype_policy.name == "float32"
+        assert [layer.rate for layer in model.layers if "dropout" in layer.name] == [0.3] * 4
+    w0, w1 = _weights(tmp_path / "multi", 0, 4), _weights(tmp_path / "multi", 1, 4)
     for key in w0.files:
         np.testing.assert_array_equal(w0[key], w1[key])
-    h0 = json.loads((out / "history_0.json").read_text())
-    h1 = json.loads((out / "history_1.json").read_text())
-    assert h0["loss"] == h1["loss"] and len(h0["loss"]) == 2  # the all-reduced loss, the same on both
-    # The chief (worker 0) wrote the run; the weights moved from their seeded start.
-    for name in ("best.keras", "last.keras", "history.csv", "state.json", "config.json"):
-        assert (out / name).is_file(), name
-    from e2e_drive.models import pilotnet
+
+
+def test_two_workers_train_and_resume_from_the_chiefs_checkpoint(tmp_path):
+    synthetic_log(tmp_path / "frames", n=40)  # written once, read by both workers
+    out = tmp_path / "run"
+    options = dict(batch_size=4, crop=[4, 4], seed=5, early_stopping=0, workers=2)
+    first = _run_workers(tmp_path, out, epochs=1, **options)
+    assert first[0]["num_train"] == 32 and first[0]["num_val"] == 8
+    second = _run_workers(tmp_path, out, epochs=2, resume=True)
+    h0, h1 = second[0]["history"], second[1]["history"]
+    # The second run continued: epoch 1 comes from the checkpoint's history, only epoch 2 was trained.
+    assert h0 == h1 and len(h0["loss"]) == 2 and h0["loss"][0] == pytest.approx(first[0]["history"]["loss"][0])
+    w0, w1 = _weights(out, 0, 2), _weights(out, 1, 2)
+    for key in w0.files:
+        np.testing.assert_array_equal(w0[key], w1[key])
+    after_first = _weights(out, 0, 1)
+    assert any(not np.array_equal(after_first[k], w0[k]) for k in w0.files)  # epoch 2 moved the weights
+    from e2e_drive.models import load_model, pilotnet
 
     start = pilotnet((40, 80, 3), crop=(4, 4), seed=5).get_weights()
-    assert any(not np.allclose(a, w0[k]) for a, k in zip(start, w0.files))
+    assert any(not np.allclose(a, after_first[k]) for a, k in zip(start, after_first.files))
+    # 32 training rows, 16 per worker: 4 steps of 4 rows per epoch, 2 epochs.
+    assert int(load_model(out / "last.keras", compile=True).optimizer.iterations.numpy()) == 8
+    assert len((out / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+    assert json.loads((out / "config.json").read_text())["epochs"] == 2
+
+
+def test_two_workers_refuse_worker_processes(tmp_path):
+    from e2e_drive.train import train
+
+    log = synthetic_log(tmp_path / "frames", n=8)
+    # Without TF_CONFIG, MultiWorkerMirroredStrategy is one local worker: the same refusal.
+    with pytest.raises(ValueError, match="--worker-processes: not supported with --strategy multiworker"):
+        train(log, tmp_path / "run", strategy="multiworker", worker_processes=True, workers=2, verbose=0)
+    assert not (tmp_path / "run").exists()
 
 
 MIRRORED_SCRIPT = """
@@ -84,7 +152,7 @@ from e2e_drive.train import train, make_strategy
 strategy = make_strategy("mirrored")
 assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
 log = synthetic_log(Path(sys.argv[1]), n=24)
-result = train(log, sys.argv[2], epochs=2, batch_size=8, crop=(4, 4), strategy="mirrored", verbose=0)
+result = train(log, sys.argv[2], epochs=2, batch_size=8, crop=(4, 4), strategy="mirrored", verbose=0, dropout=0.2)
 print(json.dumps({"replicas": strategy.num_replicas_in_sync, "loss": result.history["loss"]}))
 """
 
@@ -98,54 +166,3 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
     report = json.loads(done.stdout.decode().strip().splitlines()[-1])
     assert report["replicas"] == 2 and len(report["loss"]) == 2 and np.isfinite(report["loss"]).all()
     assert (tmp_path / "run" / "last.keras").is_file()
-
-
-RESUME_SCRIPT = """
-import json, sys
-import numpy as np
-from pathlib import Path
-from tests.builders import synthetic_log
-from e2e_drive.distribute import train_multiworker
-
-index, frames, out, epochs, resume = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1"
-log = synthetic_log(Path(frames), n=40)
-result = train_multiworker(log, out, epochs=epochs, batch_size=4, crop=(4, 4), seed=5, verbose=0, steps_per_epoch=3,
-                           resume=resume)
-np.savez(f"{out}/weights_{index}_{epochs}.npz", *result.model.get_weights())
-Path(f"{out}/history_{index}_{epochs}.json").write_text(json.dumps(result.history))
-"""
-
-
-def _run_workers(script: Path, frames: Path, out: Path, epochs: int, resume: bool) -> None:
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
-    processes = []
-    for index in range(2):
-        env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        processes.append(subprocess.Popen(
-            [sys.executable, str(script), str(index), str(frames), str(out), str(epochs), "1" if resume else "0"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    for process in processes:
-        output, _ = process.communicate(timeout=240)
-        assert process.returncode == 0, output.decode()[-3000:]
-
-
-def test_two_workers_resume_from_the_chiefs_checkpoint(tmp_path):
-    synthetic_log(tmp_path / "frames", n=40)
-    out = tmp_path / "run"
-    out.mkdir()
-    script = tmp_path / "resume_worker.py"
-    script.write_text(RESUME_SCRIPT)
-    _run_workers(script, tmp_path / "frames", out, epochs=1, resume=False)
-    first = json.loads((out / "history_0_1.json").read_text())
-    _run_workers(script, tmp_path / "frames", out, epochs=2, resume=True)
-    h0 = json.loads((out / "history_0_2.json").read_text())
-    h1 = json.loads((out / "history_1_2.json").read_text())
-    # The second run continued: epoch 1 comes from the checkpoint's history, only epoch 2 was trained.
-    assert h0 == h1 and len(h0["loss"]) == 2 and h0["loss"][0] == first["loss"][0]
-    w0, w1 = np.load(out / "weights_0_2.npz"), np.load(out / "weights_1_2.npz")
-    for key in w0.files:
-        np.testing.assert_array_equal(w0[key], w1[key])
-    after_first = np.load(out / "weights_0_1.npz")
-    assert any(not np.array_equal(after_first[k], w0[k]) for k in w0.files)  # epoch 2 moved the weights
-    rows = (out / "history.csv").read_text().strip().splitlines()
-    assert len(rows) == 3  # header + 2 epochs

@@ -1,4 +1,4 @@
-"""deploy.latency: MAC counting against hand-computed values, and the side-by-side benchmark."""
+"""e2e_drive.bench.latency: MAC counting against hand-computed values, and the side-by-side benchmark."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from deploy import export
-from deploy.latency import bench_latency, format_latency, matmul_rate, onnx_macs
+from e2e_drive.bench.latency import bench_latency, format_latency, matmul_rate, onnx_macs
 from tests.builders import tiny_model
 
 

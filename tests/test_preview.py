@@ -1,4 +1,4 @@
-"""Preview grid and the pipeline commands: real PNGs, real CLI runs."""
+"""Preview grid, ``data preview`` and ``bench pipeline``: real PNGs, real CLI runs."""
 
 from __future__ import annotations
 
@@ -68,15 +68,9 @@ def test_preview_writes_a_png_atomically(log, tmp_path):
 
 
 def run_cli(argv, capsys):
-    import e2e_drive.cli as cli
+    from e2e_drive.cli import main
 
-    modules = cli.COMMAND_MODULES
-    if "e2e_drive.cli_pipeline" not in modules:  # until the lead registers the module
-        cli.COMMAND_MODULES = modules + ("e2e_drive.cli_pipeline",)
-    try:
-        code = cli.main(argv)
-    finally:
-        cli.COMMAND_MODULES = modules
+    code = main(argv)
     return code, capsys.readouterr()
 
 
@@ -101,6 +95,12 @@ def test_cli_bench_pipeline_json(udacity_sim_a, capsys):
     assert result["speedup_vs_naive"]["ours_1_worker"] == pytest.approx(
         result["img_per_s"]["ours_1_worker"] / result["img_per_s"]["naive"], rel=0.01)
     assert result["model_train_img_per_s"] is None and "n/a" in result["model_train_note"]
+    # The baseline is the usual generator: it yields whole batches of frames and labels.
+    from e2e_drive.bench.pipeline import naive_batches
+    from data_tools import load_log
+
+    frames, labels = next(naive_batches(load_log(udacity_sim_a), 4, np.random.default_rng(0)))
+    assert frames.shape == (4, 160, 320, 3) and frames.dtype == np.uint8 and labels.shape == (4,)
 
 
 def test_cli_help_has_examples(capsys):

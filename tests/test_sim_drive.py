@@ -14,7 +14,8 @@ import pytest
 from data_tools import read_log, read_udacity
 from data_tools.frames import read_frame
 from e2e_drive.cli import main
-from e2e_drive.sim import Camera, autonomy, drive, load_predictor, make_track, record
+from deploy import load_predictor
+from e2e_drive.sim import Camera, autonomy, drive, make_track, record
 
 
 @pytest.fixture(scope="module")

@@ -46,13 +46,6 @@ class DriveResult:
                                               "laps_completed", "mean_abs_offset", "max_abs_offset")}
 
 
-def load_predictor(path: str | os.PathLike) -> Predictor:
-    """A predictor for a model file (``.keras``, ``.onnx``, ``.tflite``, ...): ``deploy.load_predictor``."""
-    from deploy import load_predictor as deploy_load_predictor
-
-    return deploy_load_predictor(os.fspath(path))
-
-
 def drive(
     predictor: Predictor,
     tracks: Sequence[Track | int],
@@ -69,7 +62,8 @@ def drive(
 
     Args:
         predictor: callable on uint8 frames ``(B, 160, 320, 3)`` returning steering ``(B,)``
-            in [-1, 1] (positive = right).
+            in [-1, 1] (positive = right); for a model file, ``deploy.load_predictor(path)`` makes one
+            (deploy sits above the simulator, so the simulator never imports it).
         tracks: tracks (or their seeds); all cars step together so the network runs batched.
         laps: laps each car drives.
         params: car limits and speed.

@@ -13,8 +13,8 @@ from typing import Any
 
 import cv2
 
-from e2e_drive.sim.render import CAMERAS, Camera
-from e2e_drive.sim.track import make_track
+from e2e_drive.sim import Camera, make_track
+from e2e_drive.sim.render import CAMERAS
 
 
 def bench_sim(frames: int = 2000, baseline_frames: int = 20, track_seed: int = 0) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""``bench latency``: batch-1 p50/p99 and batch-32 throughput per artifact, side by side, against a CPU floor.
+"""``e2e-drive bench latency``: batch-1 p50/p99 and batch-32 throughput per artifact, side by side, against a CPU floor.
 
 The floor is the model's multiply-accumulates (Conv/ConvTranspose/MatMul/Gemm of the ONNX graph, shapes from ONNX
 shape inference at batch 1) divided by a float32 matmul rate measured in the same run on onnxruntime (a square
@@ -7,12 +7,14 @@ MatMul), so the ONNX batch-1 latency reads as a multiple of what the arithmetic 
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import time
 from typing import Any, Sequence
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def bench_frames(shape: Sequence[int], count: int, seed: int = 0) -> np.ndarray:
@@ -117,7 +119,7 @@ def bench_latency(artifacts: Sequence[str], runs: int = 50, batch: int = 32, see
 
     When no ONNX artifact is given but a .keras one is, an ONNX export of it (temporary) provides the MAC count.
     """
-    from deploy.predictor import load_predictor
+    from deploy import load_predictor
 
     predictors = [load_predictor(a) for a in artifacts]
     shapes = {p.input_shape for p in predictors}
@@ -126,7 +128,7 @@ def bench_latency(artifacts: Sequence[str], runs: int = 50, batch: int = 32, see
     frames = bench_frames(next(iter(shapes)), count=max(batch, 8), seed=seed)
     rows = []
     for artifact, predictor in zip(artifacts, predictors):
-        print(f"bench latency: {artifact} ({predictor.runtime}) ...", file=sys.stderr, flush=True)
+        log.info("bench latency: %s (%s) ...", artifact, predictor.runtime)
         rows.append({"artifact": os.fspath(artifact), "runtime": predictor.runtime,
                      **time_predictor(predictor, frames, runs=runs, batch=batch)})
     rate = matmul_rate()
@@ -138,9 +140,9 @@ def bench_latency(artifacts: Sequence[str], runs: int = 50, batch: int = 32, see
         keras_path = next((a for a in artifacts if os.fspath(a).endswith(".keras")), None)
         if keras_path is not None:
             from deploy.export import export_onnx_proto
-            from deploy.predictor import load_keras_model
+            from e2e_drive.models import load_model
 
-            macs = onnx_macs(export_onnx_proto(load_keras_model(os.fspath(keras_path))))
+            macs = onnx_macs(export_onnx_proto(load_model(keras_path)))
     floor = None
     if macs is not None:
         floor_ms = macs["flops"] / (rate["onnxruntime_gflops"] * 1e9) * 1e3

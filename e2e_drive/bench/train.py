@@ -12,6 +12,7 @@ temporary folder, so the dataset decodes and caches real files.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Any
 import numpy as np
 
 FRAME_SHAPE = (160, 320, 3)
+
+log = logging.getLogger(__name__)
 
 
 def _synthetic_log(folder: Path, n: int, seed: int = 0):
@@ -68,25 +71,24 @@ def bench_train(batch_size: int = 32, steps: int = 10, variants: str = "all", ep
     """Run both benchmarks; return the figures (see the module docstring)."""
     import keras
 
+    from data_tools import DrivingDataset, read_frame
     from data_tools.augment import default_augmentation
-    from data_tools.dataset import DrivingDataset
-    from e2e_drive.cli import log
-    from e2e_drive.models import ACTIVATIONS
     from data_tools.progress import progress
+    from e2e_drive.models import ACTIVATIONS
 
     keras.utils.set_random_seed(0)
     n = batch_size * steps
     report: dict[str, Any] = {"batch_size": batch_size, "steps": steps, "frame_shape": list(FRAME_SHAPE)}
     with tempfile.TemporaryDirectory(prefix="bench_train_") as folder:
-        log(f"writing {n} x 3 synthetic {FRAME_SHAPE[1]}x{FRAME_SHAPE[0]} JPEG frames")
+        log.info("writing %d x 3 synthetic %dx%d JPEG frames", n, FRAME_SHAPE[1], FRAME_SHAPE[0])
         driving_log = _synthetic_log(Path(folder), n)
         dataset = DrivingDataset(driving_log, batch_size, augment=default_augmentation(), cache="memory", seed=0,
                                  drop_remainder=True, progress=False)
-        frames = np.stack([dataset.cache.get("center", i) for i in range(n)])
+        frames = np.stack([read_frame(path) for path in driving_log.images["center"]])
         steering = driving_log.steering
-        log("timing: in-memory tensors")
+        log.info("timing: in-memory tensors")
         tensor_s = _epoch_seconds(_compiled(), frames, epochs, y=steering, batch_size=batch_size, shuffle=True)
-        log("timing: DrivingDataset (memory cache, default augmentation)")
+        log.info("timing: DrivingDataset (memory cache, default augmentation)")
         dataset_s = _epoch_seconds(_compiled(), dataset, epochs)
     report["input_pipeline"] = {
         "tensors_images_per_s": n / tensor_s,

@@ -1,0 +1,191 @@
+"""``e2e-drive bench ...``: every benchmark, each against a baseline measured in the same run.
+
+The benchmark code lives in ``e2e_drive.bench``; each handler imports its module itself, so a benchmark whose
+optional dependency is missing fails alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+
+from e2e_drive.cli import add_command
+from e2e_drive.cli.output import emit
+from e2e_drive.cli.types import positive_int
+
+
+def _bench(commands, common, name: str, handler, **text) -> argparse.ArgumentParser:
+    return add_command(commands, name, group_name="bench", common=common, handler=handler, **text)
+
+
+def register(commands, common: argparse.ArgumentParser) -> None:
+    layers = _bench(
+        commands, common, "layers", run_layers,
+        help="train-step time of each custom layer vs its Keras built-in",
+        description="Forward+backward step time of Maxout, PReLU, ELU and ReferenceConv2D inside a small "
+        "conv net, against the built-in (or equivalent composition) measured in the same run.",
+        epilog="example:\n  e2e-drive bench layers --batch 64 --steps 10 --json",
+    )
+    layers.add_argument("--batch", type=positive_int, default=64, help="batch size (default 64)")
+    layers.add_argument("--steps", type=positive_int, default=10, help="timed steps per model (default 10)")
+
+    train = _bench(
+        commands, common, "train", run_train,
+        help="training throughput: DrivingDataset vs in-memory tensors, and each PilotNet variant",
+        description="Training images/s fed from DrivingDataset (memory cache + augmentation) vs from in-memory "
+        "tensors, and the train-step time of every activation/conv variant relative to ELU + Keras conv, "
+        "all measured in the same run on synthetic 160x320 frames.",
+        epilog="example:\n  e2e-drive bench train --steps 10 --batch 32 --json",
+    )
+    train.add_argument("--batch", type=positive_int, default=32, help="batch size (default 32)")
+    train.add_argument("--steps", type=positive_int, default=10, help="timed steps per measurement (default 10)")
+    train.add_argument("--variants", default="all", help="comma-separated activation[:conv] list, or 'all'")
+
+    pipeline = _bench(
+        commands, common, "pipeline", run_pipeline,
+        help="augmented images/s of DrivingDataset vs the naive imread-per-sample generator",
+        description="Augmented images per second: the usual single-process imread-and-augment generator "
+        "(baseline, measured in the same run) against DrivingDataset with its frame cache, with 1 worker and with "
+        "worker threads and processes; plus PilotNet's in-memory training img/s.",
+        epilog="examples:\n  e2e-drive bench pipeline ../shared/data/udacity_sim_a --batches 40 --workers 2\n"
+        "  e2e-drive bench pipeline ../shared/data/udacity_sim_a --json > pipeline.json",
+    )
+    pipeline.add_argument("paths", nargs="+", metavar="PATH", help="driving log folders, CSV files or tubs")
+    pipeline.add_argument("--batches", type=positive_int, default=40,
+                          help="batches per measurement, one epoch; a smaller log is tiled (default 40)")
+    pipeline.add_argument("--batch-size", type=positive_int, default=64, help="samples per batch (default 64)")
+    pipeline.add_argument("--workers", type=positive_int, default=2, help="worker threads/processes (default 2)")
+    pipeline.add_argument("--repeats", type=positive_int, default=3,
+                          help="interleaved repetitions, median reported (default 3)")
+    pipeline.add_argument("--no-processes", action="store_true", help="skip the worker-process measurement")
+    pipeline.add_argument("--no-model", action="store_true", help="skip the PilotNet training measurement")
+    pipeline.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+
+    sim = _bench(
+        commands, common, "sim", run_sim,
+        help="simulator rendering frames/s vs a per-pixel ray cast",
+        description="Render frames along a track with the homography renderer and with the naive per-pixel "
+        "NumPy ray cast (the baseline), on one core, in the same run.",
+        epilog="example:\n  e2e-drive bench sim --frames 2000 --json",
+    )
+    sim.add_argument("--frames", type=positive_int, default=2000, help="frames for the renderer (default 2000)")
+    sim.add_argument("--baseline-frames", type=positive_int, default=20, help="frames for the ray cast (default 20)")
+    sim.add_argument("--track", type=int, default=0, metavar="SEED", help="track seed (default 0)")
+
+    latency = _bench(
+        commands, common, "latency", run_latency,
+        help="batch-1 p50/p99 and batch-32 throughput per artifact, against a CPU floor",
+        description="Time each ARTIFACT on the same frames in one run: batch-1 latency p50/p99, throughput at "
+        "batch 32, ratio to the first artifact, and the ONNX latency as a multiple of the CPU floor "
+        "(model MACs / onnxruntime matmul rate measured in the same run).",
+        epilog="example:\n  e2e-drive bench latency best.keras pilotnet.onnx pilotnet.tflite pilotnet_int8.tflite --json",
+    )
+    latency.add_argument("artifacts", nargs="+", metavar="ARTIFACT")
+    latency.add_argument("--runs", type=positive_int, default=200, help="batch-1 calls per artifact (default 200)")
+    latency.add_argument("--batch", type=positive_int, default=32, help="throughput batch size (default 32)")
+
+    serve = _bench(
+        commands, common, "serve", run_serve,
+        help="load-test the drive server: several socket.io clients, a fixed number of frames each",
+        description="Start the drive server with MODEL on a free local port and drive it with --clients real "
+        "socket.io clients sending --frames telemetry messages each (simulator frames); round-trip p50/p99 "
+        "and frames/s, next to the model's own batch-1 latency measured in the same run.",
+        epilog="example:\n  e2e-drive bench serve pilotnet.onnx --clients 4 --frames 100 --json",
+    )
+    serve.add_argument("model")
+    serve.add_argument("--clients", type=positive_int, default=4, help="parallel clients (default 4)")
+    serve.add_argument("--frames", type=positive_int, default=50, help="frames per client (default 50)")
+    serve.add_argument("--transport", choices=("websocket", "polling"), default="websocket",
+                       help="socket.io transport (default websocket)")
+
+    replay = _bench(
+        commands, common, "replay", run_replay,
+        help="replay throughput: time steps/s of driving a recorded log, against its baseline",
+        description="Time the replay of recorded driving (e2e_drive.replay) against the baseline measured in "
+        "the same run; see e2e-drive replay --help.",
+        epilog="example:\n  e2e-drive bench replay --steps 2000 --json",
+    )
+    replay.add_argument("--steps", type=positive_int, default=2000, help="time steps to replay (default 2000)")
+
+    gpu = _bench(
+        commands, common, "gpu", run_gpu,
+        help="GPU figures (training and inference) against the CPU in the same run",
+        description="Time training steps and inference on the GPU found by TensorFlow against the same work on "
+        "the CPU, in one run; says so and exits 2 when no GPU is visible.",
+        epilog="example:\n  e2e-drive bench gpu --json",
+    )
+    del gpu
+
+
+def run_layers(args: argparse.Namespace) -> int:
+    from e2e_drive.bench.layers import bench_layers, format_layers_report
+
+    report = bench_layers(batch_size=args.batch, steps=args.steps)
+    emit(args, report, format_layers_report(report))
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from e2e_drive.bench.train import bench_train, format_train_report
+
+    with contextlib.redirect_stdout(sys.stderr):  # Keras writes to stdout
+        report = bench_train(batch_size=args.batch, steps=args.steps, variants=args.variants)
+    emit(args, report, format_train_report(report))
+    return 0
+
+
+def run_pipeline(args: argparse.Namespace) -> int:
+    from e2e_drive.bench.pipeline import bench_pipeline, format_pipeline_report
+
+    report = bench_pipeline(args.paths, batches=args.batches, batch_size=args.batch_size, workers=args.workers,
+                            repeats=args.repeats, processes=not args.no_processes, model=not args.no_model,
+                            seed=args.seed)
+    emit(args, report, format_pipeline_report(report))
+    return 0
+
+
+def run_sim(args: argparse.Namespace) -> int:
+    from e2e_drive.bench.sim import bench_sim, format_sim_report
+
+    report = bench_sim(frames=args.frames, baseline_frames=args.baseline_frames, track_seed=args.track)
+    emit(args, report, format_sim_report(report))
+    return 0
+
+
+def run_latency(args: argparse.Namespace) -> int:
+    from e2e_drive.bench.latency import bench_latency, format_latency
+
+    report = bench_latency(args.artifacts, runs=args.runs, batch=args.batch)
+    emit(args, report, format_latency(report))
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from e2e_drive.bench.serve import bench_serve
+
+    result = bench_serve(args.model, clients=args.clients, frames=args.frames, transport=args.transport)
+    lines = [f"{args.clients} clients x {args.frames} frames ({args.transport}): {result['answered']} answered"]
+    if result.get("p50_ms") is not None:
+        lines[0] += (f", round trip p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, "
+                     f"{result['frames_per_second']:.1f} frames/s; model alone p50 {result['model_p50_ms']:.3f} ms "
+                     f"(round trip = {result['overhead_x']:.1f}x the model)")
+    lines += [f"  failure: {failure}" for failure in result["failures"]]
+    emit(args, result, "\n".join(lines))
+    return 0 if not result["failures"] else 1
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    from e2e_drive.bench.replay import bench_replay, format_replay_report
+
+    report = bench_replay(steps=args.steps)
+    emit(args, report, format_replay_report(report))
+    return 0
+
+
+def run_gpu(args: argparse.Namespace) -> int:
+    from e2e_drive.bench.gpu import bench_gpu, format_gpu_report
+
+    report = bench_gpu()
+    emit(args, report, format_gpu_report(report))
+    return 0

@@ -1,0 +1,153 @@
+"""``e2e-drive train``, ``e2e-drive evaluate`` and ``e2e-drive saliency``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from typing import Any
+
+from e2e_drive.cli import add_command
+from e2e_drive.cli.output import emit
+from e2e_drive.cli.types import crop, fraction, nonnegative_float, nonnegative_int, positive_float, positive_int
+from e2e_drive.models import ACTIVATIONS, CONVS
+
+log = logging.getLogger(__name__)
+
+TRAIN_EPILOG = """examples:
+  e2e-drive train ../shared/data/udacity_sim_a --out runs/udacity --epochs 10
+  e2e-drive train tub_a tub_b --out runs/donkey --activation prelu --smooth-steering 2 --json
+  e2e-drive train ../shared/data/udacity_sim_a --out runs/udacity --epochs 20 --resume
+
+multi-worker (one command per machine; worker 0 is the chief and writes the run):
+  TF_CONFIG='{"cluster":{"worker":["host0:2222","host1:2222"]},"task":{"type":"worker","index":0}}' \\
+    e2e-drive train DATA --out runs/mw --strategy multiworker
+"""
+
+# Flag destination -> e2e_drive.train.train keyword. Flags default to None: only the flags the user gave are
+# passed on, so a resumed run can tell a changed setting from a default.
+TRAIN_OPTIONS = {
+    "epochs": "epochs", "batch_size": "batch_size", "lr": "learning_rate", "activation": "activation",
+    "conv": "conv", "dropout": "dropout", "balance": "balance", "seed": "seed", "val_fraction": "val_fraction",
+    "workers": "workers", "worker_processes": "worker_processes", "crop": "crop",
+    "smooth_steering": "smooth_steering", "resume": "resume", "early_stopping": "early_stopping",
+    "strategy": "strategy", "mixed_precision": "mixed_precision", "cache": "cache", "cache_dir": "cache_dir",
+    "overwrite": "overwrite",
+}
+
+
+def register(commands, common: argparse.ArgumentParser) -> None:
+    train = add_command(
+        commands, "train", common=common, handler=run_train,
+        help="train PilotNet on driving logs",
+        description="Train PilotNet on Udacity folders, donkeycar tubs or simulator recordings. Writes "
+        "config.json, best.keras, last.keras, history.csv, loss.png and TensorBoard logs to --out.",
+        epilog=TRAIN_EPILOG,
+    )
+    train.add_argument("data", nargs="+", metavar="DATA", help="Udacity folders/CSVs, tubs or recordings")
+    train.add_argument("--out", required=True, help="run directory, e.g. runs/NAME")
+    train.add_argument("--epochs", type=positive_int, default=None,
+                       help="total epochs; a resumed run continues up to this number (default 10)")
+    train.add_argument("--batch-size", type=positive_int, default=None, help="samples per step (default 64)")
+    train.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate (default 1e-3)")
+    train.add_argument("--activation", choices=ACTIVATIONS, default=None, help="activation layers (default elu)")
+    train.add_argument("--conv", choices=CONVS, default=None, help="convolution layers (default keras)")
+    train.add_argument("--dropout", type=fraction, default=None,
+                       help="dropout rate after flatten and dense layers, in [0, 1) (default 0)")
+    train.add_argument("--no-augment", dest="augment", action="store_false", default=None,
+                       help="train on the centre frames as they are (default: augment)")
+    train.add_argument("--balance", action="store_true", default=None, help="flatten the steering histogram")
+    train.add_argument("--seed", type=int, default=None, help="the one seed of the run (default 0)")
+    train.add_argument("--val-fraction", type=fraction, default=None,
+                       help="last fraction of each recording held out, time-ordered, in [0, 1) (default 0.2)")
+    train.add_argument("--workers", type=positive_int, default=None, help="batch loader workers (default 1)")
+    train.add_argument("--worker-processes", action="store_true", default=None,
+                       help="run the --workers as processes (batches through shared memory) instead of threads")
+    train.add_argument("--crop", type=crop, default=None, metavar="TOP,BOTTOM",
+                       help="rows cut from the frame (default: 60,25 for 160-row frames)")
+    train.add_argument("--smooth-steering", type=nonnegative_float, default=None, metavar="SIGMA",
+                       help="Gaussian-smooth the labels over SIGMA frames (default 0: off)")
+    train.add_argument("--cache", choices=("auto", "memory", "disk", "none"), default=None,
+                       help="decoded-frame cache: memory, disk (memory-mapped under --cache-dir), none, or auto "
+                       "(memory when the frames fit, else disk) (default auto)")
+    train.add_argument("--cache-dir", metavar="DIR", default=None, help="folder of the disk cache")
+    train.add_argument("--resume", action="store_true", default=None,
+                       help="continue the run in --out from last.keras")
+    train.add_argument("--overwrite", action="store_true", default=None,
+                       help="replace a finished run in --out instead of refusing")
+    train.add_argument("--early-stopping", type=nonnegative_int, default=None, metavar="PATIENCE",
+                       help="stop after PATIENCE epochs without val loss improvement; 0 disables (default 5)")
+    train.add_argument("--strategy", choices=("auto", "mirrored", "multiworker"), default=None,
+                       help="auto (mirrored when several GPUs), mirrored, or multiworker (TF_CONFIG) (default auto)")
+    train.add_argument("--mixed-precision", action="store_true", default=None,
+                       help="mixed_float16 on GPU, mixed_bfloat16 on CPU; the output layer stays float32")
+
+    evaluate = add_command(
+        commands, "evaluate", common=common, handler=run_evaluate,
+        help="RMSE/MAE/correlation of a model on driving logs, next to a mean baseline",
+        description="Evaluate a .keras model on driving logs: RMSE, MAE and Pearson correlation against raw and "
+        "Gaussian-smoothed labels, error by steering bin, each next to a predict-the-mean baseline.",
+        epilog="example:\n  e2e-drive evaluate runs/udacity/best.keras ../shared/data/udacity_sim_a --plot eval.png",
+    )
+    evaluate.add_argument("model", metavar="MODEL", help=".keras model file")
+    evaluate.add_argument("data", nargs="+", metavar="DATA", help="Udacity folders/CSVs, tubs or recordings")
+    evaluate.add_argument("--smooth-sigma", type=nonnegative_float, default=4.0,
+                          help="sigma (frames) of the smoothed labels (default 4)")
+    evaluate.add_argument("--batch-size", type=positive_int, default=64, help="prediction batch size (default 64)")
+    evaluate.add_argument("--plot", default=None, metavar="OUT.png", help="PNG of predicted vs true steering")
+
+    saliency = add_command(
+        commands, "saliency", common=common, handler=run_saliency,
+        help="VisualBackProp saliency of one frame",
+        description="VisualBackProp (Bojarski et al. 2017): which pixels of the frame drive the steering.",
+        epilog="example:\n  e2e-drive saliency runs/udacity/best.keras IMG/center_2016_12_01.jpg --out sal.png",
+    )
+    saliency.add_argument("model", metavar="MODEL", help=".keras model file")
+    saliency.add_argument("image", metavar="IMAGE", help="a camera frame (JPEG/PNG)")
+    saliency.add_argument("--out", required=True, help="output PNG (frame | overlay | mask)")
+
+
+def keras_verbosity(args: argparse.Namespace) -> int:
+    """Keras' ``verbose``: silent with --quiet, one line per epoch with --json, else progress bars."""
+    return 0 if args.quiet else 2 if args.json else 1
+
+
+def train_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords of ``e2e_drive.train.train`` for the flags the user gave (and only those)."""
+    options = {keyword: getattr(args, dest) for dest, keyword in TRAIN_OPTIONS.items()
+               if getattr(args, dest) is not None}
+    if args.augment is False:
+        options["augment"] = False
+    options["verbose"] = keras_verbosity(args)
+    return options
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from e2e_drive.train import train
+
+    # Keras prints its progress bars on stdout; stdout is reserved for the result (the --json object).
+    with contextlib.redirect_stdout(sys.stderr):
+        result = train(args.data, args.out, **train_options(args))
+    emit(args, result.to_dict(),
+         f"run {result.run_dir}: {result.epochs_run} epochs, best val RMSE {result.val_rmse:.4f}, "
+         f"{result.train_seconds:.1f} s; best model {result.best_model_path}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from e2e_drive.evaluate import evaluate, format_report
+
+    with contextlib.redirect_stdout(sys.stderr):
+        report = evaluate(args.model, args.data, smooth_sigma=args.smooth_sigma, batch_size=args.batch_size,
+                          plot=args.plot)
+    emit(args, report, format_report(report))
+    return 0
+
+
+def run_saliency(args: argparse.Namespace) -> int:
+    from e2e_drive.saliency import saliency_image
+
+    report = saliency_image(args.model, args.image, args.out)
+    emit(args, report, f"wrote {report['out']} (steering {report['steering']:+.3f})")
+    return 0

@@ -1,0 +1,105 @@
+"""Argparse ``type=`` functions for numeric flags: a bad value is refused at parse time with a clear message.
+
+Each raises ``argparse.ArgumentTypeError`` (argparse prints ``argument --lr: ...`` and exits 2) for text that is
+not a number, NaN, infinity where a finite value is needed, or a value out of range.
+
+Example:
+    >>> parser.add_argument("--lr", type=positive_float, default=None)
+    >>> parser.add_argument("--port", type=port, default=4567)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Callable
+
+
+def _number(text: str, kind: type = float) -> float:
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        expected = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """Any finite number (no NaN, no infinity)."""
+    return _number(text)
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite number >= 0."""
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    value = int(_number(text, int))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0."""
+    value = int(_number(text, int))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A finite number in [0, 1) (a held-out fraction, a dropout rate)."""
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port, 1..65535."""
+    value = int(_number(text, int))
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in 1..65535, got {text!r}")
+    return value
+
+
+def int_range(low: int, high: int) -> Callable[[str], int]:
+    """An integer in [low, high] (an ONNX opset, ...)."""
+
+    def parse(text: str) -> int:
+        value = int(_number(text, int))
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer in {low}..{high}, got {text!r}")
+        return value
+
+    parse.__name__ = f"integer in {low}..{high}"
+    return parse
+
+
+def crop(text: str) -> str:
+    """``TOP,BOTTOM`` rows cut from the frame, two integers >= 0 (checked here, kept as text for the library)."""
+    from data_tools.preprocess import parse_crop
+
+    try:
+        top, bottom = parse_crop(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected TOP,BOTTOM (two integers, e.g. 60,25), got {text!r}") from None
+    if top < 0 or bottom < 0:
+        raise argparse.ArgumentTypeError(f"expected rows >= 0, got {text!r}")
+    return f"{top},{bottom}"

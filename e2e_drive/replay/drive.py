@@ -1,0 +1,351 @@
+"""Closed-loop replay of recorded logs (NVIDIA's PilotNet evaluation, Bojarski et al. 2016, section 6).
+
+A virtual car starts on the recorded pose and is steered by a driver; after
+every frame its offset and heading error from the recorded path follow from
+the same kinematic model that reconstructed the path, and the driver sees the
+next recorded frame warped to that viewpoint (``ViewWarp``). Farther than
+``max_offset`` from the path is an intervention: counted, the car is put back
+on the recorded pose, driving goes on. Scored with the simulator's
+``autonomy`` (six seconds per intervention).
+
+All segments of all logs drive together, so a model runs on one batch per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Sequence, Union
+
+import cv2
+import numpy as np
+
+from data_tools.errors import DataError
+from data_tools.frames import read_frame
+from data_tools.io import atomic_path
+from data_tools.log import DrivingLog
+from data_tools.progress import progress as progress_bar
+from data_tools.read import load_log
+from e2e_drive.replay.camera import load_camera
+from e2e_drive.replay.profiles import CarProfile, camera_for_size, get_profile
+from e2e_drive.replay.trajectory import reconstruct
+from e2e_drive.replay.warp import ViewWarp
+from e2e_drive.sim.autonomy import autonomy
+from e2e_drive.sim.car import CarState, step
+from e2e_drive.sim.render import CameraRig
+
+log = logging.getLogger(__name__)
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+Driver = Union[Predictor, str, float]
+"""A predictor (uint8 frames ``(B, H, W, 3)`` -> steering ``(B,)``), ``"recorded"`` or a constant steering."""
+
+
+@dataclass
+class ReplayResult:
+    """One log's (or all logs') replay score and what it is made of."""
+
+    source: str
+    autonomy: float
+    interventions: int
+    elapsed_seconds: float
+    mean_abs_offset: float
+    max_abs_offset: float
+    frames: int
+    segments: int = 1
+    standing_frames: int = 0
+    offsets: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    steering: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+
+    def summary(self) -> dict:
+        """The scalar fields, for JSON."""
+        return {k: getattr(self, k) for k in ("source", "autonomy", "interventions", "elapsed_seconds",
+                                              "mean_abs_offset", "max_abs_offset", "frames", "segments",
+                                              "standing_frames")}
+
+
+@dataclass
+class ReplayReport:
+    """All logs together (``total``) and each log (``logs``)."""
+
+    total: ReplayResult
+    logs: list[ReplayResult]
+    max_offset: float
+    camera: CameraRig | None
+
+    def summary(self) -> dict:
+        """JSON: the total's fields at the top level, and per log under ``logs`` when there are several."""
+        payload = self.total.summary()
+        payload.pop("source")
+        payload["max_offset_threshold"] = self.max_offset
+        if len(self.logs) > 1:
+            payload["logs"] = [result.summary() for result in self.logs]
+        else:
+            payload["source"] = self.logs[0].source
+        return payload
+
+
+def parse_driver(text: str) -> Driver:
+    """``"recorded"`` or ``"constant:X"`` as a driver; any other text is returned as is (a model path)."""
+    if text == "recorded":
+        return "recorded"
+    if text.startswith("constant:"):
+        try:
+            value = float(text.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"DRIVER: constant:X needs a number in [-1, 1], got {text!r}") from None
+        if not (math.isfinite(value) and -1.0 <= value <= 1.0):
+            raise ValueError(f"DRIVER: constant steering must be in [-1, 1], got {value}")
+        return value
+    return text
+
+
+def _camera_for(rig: CameraRig | str | os.PathLike | None, profile: CarProfile, frame_size: tuple[int, int],
+                source: str, needed: bool) -> CameraRig | None:
+    if not needed:
+        return None
+    if rig is None:
+        log.warning("%s: no camera calibration given: using the %s profile's camera (run e2e-drive calibrate on a "
+                    "log with side cameras, or pass --camera CAMERA.json)", source, profile.name)
+        return camera_for_size(profile.camera, frame_size)
+    where = None
+    if not isinstance(rig, CameraRig):
+        where = os.fspath(rig)
+        rig = load_camera(where)
+    if tuple(rig.size) != tuple(frame_size):
+        raise DataError(f"the camera calibration is for {rig.size[1]}x{rig.size[0]} frames, {source} has "
+                        f"{frame_size[1]}x{frame_size[0]} frames", path=where or "camera")
+    return rig
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(f"--{name}: expected a fraction in [0, 1]. Received: {value}")
+
+
+def replay(
+    logs: DrivingLog | str | os.PathLike | Sequence[DrivingLog | str | os.PathLike],
+    driver: Driver,
+    *,
+    start: float = 0.0,
+    end: float = 1.0,
+    camera: CameraRig | str | os.PathLike | None = None,
+    profile: str | CarProfile = "udacity",
+    speed: float | None = None,
+    max_offset: float | None = None,
+    video: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> ReplayReport:
+    """Drive ``driver`` through the recorded logs and score it with NVIDIA's autonomy metric.
+
+    Args:
+        logs: one log or several (``DrivingLog`` objects or paths); each is scored on its own and in the total.
+        driver: a predictor on uint8 frames, ``"recorded"`` (the log's own steering: zero offset by
+            construction) or a number (constant steering).
+        start, end: score rows ``[start * n, end * n)`` of each log (the path before is still reconstructed).
+        camera: the camera (a ``CameraRig`` or a calibration JSON); default: the profile's, with a warning.
+        profile: car profile (``udacity``, ``donkey``, ``sim`` or a ``CarProfile``).
+        speed: metres per second for logs without speed (tubs).
+        max_offset: metres off the recorded path that make an intervention. Defaults to the profile's.
+        video: write an mp4 of the driver's view with its steering and the offset (segments one after another).
+        progress: draw a progress bar on stderr.
+
+    Raises:
+        DataError: a log without time stamps or speed, with one row, or a calibration of another frame size.
+    """
+    _check_fraction("start", start)
+    _check_fraction("end", end)
+    if end <= start:
+        raise ValueError(f"--end must be greater than --start. Received: start={start}, end={end}")
+    profile = get_profile(profile)
+    max_offset = profile.intervention_offset if max_offset is None else float(max_offset)
+    if not (math.isfinite(max_offset) and max_offset > 0):
+        raise ValueError(f"--max-offset: expected metres > 0. Received: {max_offset}")
+    if isinstance(driver, str) and driver != "recorded":
+        raise ValueError(f"DRIVER: expected a predictor, 'recorded' or a number; got {driver!r} (the CLI loads "
+                         "model files)")
+    if isinstance(logs, (DrivingLog, str, os.PathLike)):
+        logs = [logs]
+    loaded = [load_log(item) for item in logs]
+    if not loaded:
+        raise DataError("no log given", path="LOG")
+    sees_frames = callable(driver) or video is not None
+    trajectories = [reconstruct(driving_log, profile, speed=speed) for driving_log in loaded]
+    rig = None
+    if sees_frames:
+        first = read_frame(loaded[0].images["center"][0], where=loaded[0].describe(0))
+        rig = _camera_for(camera, profile, first.shape[:2], trajectories[0].source, True)
+    # Lanes: (log, rows driven) per segment, within each log's scored span.
+    lanes: list[tuple[int, np.ndarray]] = []
+    standing = [0] * len(loaded)
+    for k, path in enumerate(trajectories):
+        n = len(path)
+        first_row, last_row = int(math.floor(start * n)), int(math.ceil(end * n))
+        span = np.zeros(n, bool)
+        span[first_row:last_row] = True
+        if np.count_nonzero(span) < 2:
+            raise DataError(f"--start {start} --end {end} leaves {np.count_nonzero(span)} of {n} rows: nothing to "
+                            "drive", path=path.source)
+        standing[k] = int(np.count_nonzero(span & ~path.moving & (path.dt > 0)))
+        for segment in np.unique(path.segment[span]):
+            # Drive from a row to the next: the last row of the span (or segment) only ends the drive.
+            rows = np.flatnonzero(span & (path.segment == segment) & path.moving)
+            rows = rows[rows + 1 < last_row]
+            if len(rows):
+                lanes.append((k, rows))
+    if not lanes:
+        raise DataError("the car stands still in the whole scored span: nothing to drive",
+                        path=trajectories[0].source)
+    warp = {name: ViewWarp(rig, name) for name in ("center", "left", "right")} if rig is not None else None
+    runs = _drive_lanes(lanes, loaded, trajectories, driver, warp, profile.car, max_offset, video, progress)
+    results = []
+    for k, path in enumerate(trajectories):
+        mine = [run for (owner, _), run in zip(lanes, runs) if owner == k]
+        results.append(_result(path.source, mine, standing[k]))
+    total = _result("all", runs, sum(standing))
+    total.segments = len(lanes)
+    return ReplayReport(total, results, max_offset, rig)
+
+
+def _nearest_camera(driving_log: DrivingLog, row: int, lateral: float, side_offset: float) -> str:
+    """The recorded camera nearest the virtual one: a side camera once the car is past half its offset.
+
+    Warping from the nearer viewpoint reveals less of the world the centre camera never saw.
+    """
+    if side_offset > 0 and abs(lateral) > side_offset / 2:
+        side = "left" if lateral > 0 else "right"  # lateral is positive to the left
+        column = driving_log.images.get(side)
+        if column is not None and column[row]:
+            return side
+    return "center"
+
+
+@dataclass
+class _Run:
+    rows: np.ndarray
+    offsets: np.ndarray
+    steering: np.ndarray
+    interventions: int
+    elapsed: float
+
+
+def _result(source: str, runs: list[_Run], standing: int) -> ReplayResult:
+    offsets = np.concatenate([r.offsets for r in runs]) if runs else np.zeros(0)
+    elapsed = float(sum(r.elapsed for r in runs))
+    interventions = int(sum(r.interventions for r in runs))
+    if elapsed <= 0:
+        raise DataError("no time driven in the scored span", path=source)
+    return ReplayResult(
+        source=source, autonomy=autonomy(interventions, elapsed), interventions=interventions,
+        elapsed_seconds=elapsed, mean_abs_offset=float(np.mean(np.abs(offsets))),
+        max_abs_offset=float(np.max(np.abs(offsets))), frames=int(len(offsets)), segments=len(runs),
+        standing_frames=standing, offsets=offsets,
+        steering=np.concatenate([r.steering for r in runs]) if runs else np.zeros(0),
+        rows=np.concatenate([r.rows for r in runs]) if runs else np.zeros(0, np.int64),
+    )
+
+
+def _drive_lanes(lanes, logs, paths, driver, warp, car_params, max_offset, video, progress) -> list[_Run]:
+    """Step every lane (or one lane at a time when writing a video) to its end."""
+    if video is None:
+        return _drive_batch(lanes, logs, paths, driver, warp, car_params, max_offset, None, progress)
+    with atomic_path(video) as tmp:
+        writer = _VideoWriter(tmp)
+        try:
+            runs = [_drive_batch([lane], logs, paths, driver, warp, car_params, max_offset, writer, progress)[0]
+                    for lane in lanes]
+        finally:
+            writer.release()
+    return runs
+
+
+def _drive_batch(lanes, logs, paths, driver, warp, car_params, max_offset, writer, progress) -> list[_Run]:
+    count = len(lanes)
+    lengths = np.array([len(rows) for _, rows in lanes])
+    lateral, error = np.zeros(count), np.zeros(count)
+    wheel = np.array([paths[k].wheel[rows[0]] for k, rows in lanes])
+    interventions = np.zeros(count, int)
+    elapsed = np.zeros(count)
+    offsets = [np.zeros(n) for n in lengths]
+    commands = [np.zeros(n) for n in lengths]
+    pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) if warp is not None else None
+    try:
+        for t in progress_bar(range(int(lengths.max())), label="replay", enabled=progress):
+            live = np.flatnonzero(lengths > t)
+            rows = np.array([lanes[i][1][t] for i in live])
+            owners = [lanes[i][0] for i in live]
+            views = None
+            if warp is not None:
+                def view(j: int) -> np.ndarray:
+                    i, k, row = live[j], owners[j], rows[j]
+                    source = _nearest_camera(logs[k], row, lateral[i], warp["center"].rig.side_offset)
+                    frame = read_frame(logs[k].images[source][row], where=logs[k].describe(row))
+                    return warp[source](frame, lateral[i], error[i])
+                views = np.stack(list(pool.map(view, range(len(live)))))
+            if callable(driver):
+                command = np.asarray(driver(views), np.float64).reshape(-1)
+                if command.shape != (len(live),) or not np.all(np.isfinite(command)):
+                    raise ValueError(f"the driver returned {command.shape} steering values for {len(live)} frames "
+                                     "(or non-finite ones); expected one finite value per frame")
+            elif isinstance(driver, str):
+                command = np.array([paths[k].steering[row] for k, row in zip(owners, rows)])
+            else:
+                command = np.full(len(live), float(driver))
+            command = np.clip(command, -1.0, 1.0)
+            # The virtual car: the recorded pose displaced by (lateral, error), stepped like the recorded one.
+            x, y, h, dt, v = (np.array([getattr(paths[k], name)[row] for k, row in zip(owners, rows)])
+                              for name in ("x", "y", "heading", "dt", "speed"))
+            car = CarState(x - np.sin(h) * lateral[live], y + np.cos(h) * lateral[live], h + error[live],
+                           wheel[live].copy(), v)
+            car = step(car, command, dt, car_params)
+            # Its offset and heading error from the recorded pose at the next frame.
+            x, y, h = (np.array([getattr(paths[k], name)[row + 1] for k, row in zip(owners, rows)])
+                       for name in ("x", "y", "heading"))
+            new_lateral = -np.sin(h) * (car.x - x) + np.cos(h) * (car.y - y)
+            new_error = np.mod(car.heading - h + np.pi, 2 * np.pi) - np.pi
+            for j, i in enumerate(live):
+                k, row = owners[j], rows[j]
+                offsets[i][t] = new_lateral[j]
+                commands[i][t] = command[j]
+                elapsed[i] += dt[j]
+                if writer is not None:
+                    writer.write(views[j], command[j], lateral[i], paths[k].steering[row])
+                if abs(new_lateral[j]) > max_offset:
+                    interventions[i] += 1
+                    lateral[i], error[i], wheel[i] = 0.0, 0.0, paths[k].wheel[row + 1]
+                else:
+                    lateral[i], error[i], wheel[i] = new_lateral[j], new_error[j], car.steering[j]
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return [_Run(rows, offsets[i], commands[i], int(interventions[i]), float(elapsed[i]))
+            for i, (_, rows) in enumerate(lanes)]
+
+
+class _VideoWriter:
+    """mp4 of the driver's view: steering bar (driver yellow, recorded grey) and the offset from the path."""
+
+    def __init__(self, path: str, fps: float = 10.0):
+        self.path, self.fps, self.writer = path, fps, None
+
+    def write(self, view: np.ndarray, command: float, lateral: float, recorded: float) -> None:
+        height, width = view.shape[:2]
+        if self.writer is None:
+            self.writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
+            if not self.writer.isOpened():
+                raise ValueError(f"--video: cannot open a video writer for {self.path}")
+        canvas = np.ascontiguousarray(view).copy()
+        centre = width // 2
+        for value, colour, row in ((recorded, (160, 160, 160), height - 20), (command, (255, 255, 0), height - 10)):
+            cv2.line(canvas, (centre, row), (int(centre + value * (width // 2 - 10)), row), colour, 4)
+        cv2.putText(canvas, f"steer {command:+.2f}  offset {lateral:+.2f} m", (6, 16), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        self.writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+
+    def release(self) -> None:
+        if self.writer is not None:
+            self.writer.release()

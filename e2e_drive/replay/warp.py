@@ -1,0 +1,89 @@
+"""Viewpoint synthesis: the recorded frame as a camera moved sideways and turned would see it.
+
+Below the horizon the world is taken to be the flat ground plane, so a camera
+displaced by ``(lateral, heading error)`` sees each ground point through the
+plane-induced homography ``G_new @ inv(G_recorded)``, where ``G`` is the
+simulator's own ground-to-image map (``CameraRig.ground_homography``). Rows
+above the horizon are far away: they get the rotation only (``K R_new
+R_recorded^T K^-1``), which is exact for points at infinity. The bonnet rows
+belong to the car and move with the camera, so they are kept as recorded.
+
+Geometry follows ``e2e_drive.sim``: the car frame has x forward, y left; the
+lateral offset is positive to the left, the heading error positive
+counter-clockwise (to the left).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from e2e_drive.sim.render import CameraRig
+
+
+class ViewWarp:
+    """Warps frames of one camera geometry to displaced viewpoints.
+
+    Args:
+        rig: camera geometry (its ``size`` must be the frames' size).
+        source: which camera of the rig took the frames (``center``; ``left``/``right`` when replay
+            borrows a side frame for a car far off the path).
+
+    Example:
+        >>> warp = ViewWarp(CameraRig())
+        >>> view = warp(frame, lateral=0.5, heading=0.02)   # 0.5 m left, turned 1.1 degrees left
+    """
+
+    def __init__(self, rig: CameraRig, source: str = "center"):
+        self.rig = rig
+        self.source = source
+        rows, cols = rig.size
+        self.size = (int(rows), int(cols))
+        # First destination row that shows ground; rows above get the rotation-only homography.
+        self.split = int(np.clip(np.floor(rig.horizon_row) + 1, 0, rows))
+        self.bonnet_top = int(rows - max(int(rig.bonnet_rows), 0))
+        self._inverse_source = np.linalg.inv(rig.ground_homography(0.0, 0.0, 0.0, source))
+        self._source_rotation = rig.pose(0.0, 0.0, 0.0, source)[0]
+        k = rig.intrinsics
+        self._k, self._k_inv = k, np.linalg.inv(k)
+        self._to_band = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, -self.split], [0.0, 0.0, 1.0]])
+        self._from_band = np.linalg.inv(self._to_band)
+
+    def homographies(self, lateral: float, heading: float, target: str = "center") -> tuple[np.ndarray, np.ndarray]:
+        """``(ground, rotation)``: 3x3 maps from source pixels to pixels of the displaced camera.
+
+        The displaced camera is the rig's ``target`` camera on a car moved ``lateral`` metres left and
+        turned ``heading`` radians left of the recording car (``target="left"`` with no displacement:
+        what the left camera saw, for calibration).
+        """
+        ground = self.rig.ground_homography(0.0, float(lateral), float(heading), target) @ self._inverse_source
+        rotation = self.rig.pose(0.0, float(lateral), float(heading), target)[0]
+        sky = self._k @ rotation @ self._source_rotation.T @ self._k_inv
+        return ground, sky
+
+    def __call__(self, frame: np.ndarray, lateral: float = 0.0, heading: float = 0.0, target: str = "center",
+                 out: np.ndarray | None = None) -> np.ndarray:
+        """The frame as seen from the displaced viewpoint (same shape and dtype; borders replicated).
+
+        For the driver's view (``target="center"``) the bonnet rows are kept as recorded.
+        """
+        rows, cols = self.size
+        if frame.shape[:2] != (rows, cols):
+            raise ValueError(f"frame is {frame.shape[1]}x{frame.shape[0]}, the camera calibration is for "
+                             f"{cols}x{rows}")
+        if out is None:
+            out = np.empty_like(frame)
+        ground, sky = self.homographies(lateral, heading, target)
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        if self.split > 0:
+            cv2.warpPerspective(frame, np.linalg.inv(sky), (cols, self.split), dst=out[: self.split], flags=flags,
+                                borderMode=cv2.BORDER_REPLICATE)
+        bottom = self.bonnet_top if target == "center" else rows
+        if bottom > self.split:
+            # Destination band rows start at 0: map band -> image -> source.
+            band_to_source = np.linalg.inv(ground) @ self._from_band
+            cv2.warpPerspective(frame, band_to_source, (cols, bottom - self.split), dst=out[self.split : bottom],
+                                flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        if bottom < rows:
+            out[bottom:] = frame[bottom:]
+        return out

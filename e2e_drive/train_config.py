@@ -1,0 +1,271 @@
+"""``TrainConfig``: every option of a training run, validated, and the schema of the run's ``config.json``.
+
+``e2e_drive.train.train`` builds one from the options it is given (defaults come from here), records the
+data it read (``frame_shape``, ``num_train``, ``num_val``) and writes it to ``config.json``. A resumed run
+reads it back: options not given come from it, and options that would change what is trained are refused
+(``resume_differences``).
+
+Every validation error names the command-line flag, e.g. ``--lr: expected a finite number > 0, got nan``.
+
+Example:
+    >>> config = TrainConfig(data=("../shared/data/udacity_sim_a",), epochs=5)
+    >>> TrainConfig.from_dict(config.to_dict()) == config
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import numbers
+import os
+from dataclasses import dataclass, fields
+from typing import Any, Sequence
+
+CONFIG_VERSION = 1
+STRATEGIES = ("auto", "mirrored", "multiworker")
+CACHE_MODES = ("auto", "memory", "disk", "none")
+VERBOSITY = (0, 1, 2)
+
+# What may change when a run is resumed: how long it trains, how it talks, and how its frames are read.
+# Everything else changes what is trained and is refused.
+RESUMABLE_CHANGES = ("epochs", "verbose", "workers", "worker_processes", "cache", "cache_dir")
+# Recorded from the data when the run starts, not options.
+RECORDED = ("version", "frame_shape", "num_train", "num_val")
+
+# The command-line flag of each option (error messages name the flag the user typed).
+FLAGS = {
+    "data": "DATA", "learning_rate": "--lr", "augment": "--no-augment", "version": "config.json version",
+    "frame_shape": "config.json frame_shape", "num_train": "config.json num_train",
+    "num_val": "config.json num_val",
+}
+
+
+def flag(name: str) -> str:
+    """The command-line flag of option ``name`` (``learning_rate`` -> ``--lr``, ``batch_size`` -> ``--batch-size``)."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+class TrainConfigError(ValueError):
+    """An option of a training run is invalid, or a saved config.json cannot be used."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The options of a training run (see ``e2e_drive.train.train`` for what each does).
+
+    ``frame_shape``, ``num_train`` and ``num_val`` are recorded once the data is read (``None`` before).
+    ``augment`` is ``True`` (``default_augmentation()``), ``False``, or the ``repr`` of a custom transform.
+    ``cache_dir`` ``None`` is ``data_tools.frame_cache.default_cache_dir()``.
+    """
+
+    data: tuple[str, ...] = ()
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    activation: str = "elu"
+    conv: str = "keras"
+    dropout: float = 0.0
+    augment: bool | str = True
+    balance: bool = False
+    seed: int = 0
+    val_fraction: float = 0.2
+    crop: tuple[int, int] | None = None
+    smooth_steering: float = 0.0
+    early_stopping: int = 5
+    strategy: str = "auto"
+    mixed_precision: bool = False
+    workers: int = 1
+    worker_processes: bool = False
+    cache: str = "auto"
+    cache_dir: str | None = None
+    verbose: int = 1
+    frame_shape: tuple[int, int, int] | None = None
+    num_train: int | None = None
+    num_val: int | None = None
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731  (frozen: normalise in place)
+        set_("data", _data(self.data))
+        for name in ("epochs", "batch_size", "workers"):
+            set_(name, _integer(name, getattr(self, name), minimum=1))
+        for name in ("seed", "early_stopping"):
+            set_(name, _integer(name, getattr(self, name), minimum=0))
+        set_("learning_rate", _number("learning_rate", self.learning_rate, above=0.0))
+        set_("dropout", _number("dropout", self.dropout, minimum=0.0, below=1.0))
+        set_("val_fraction", _number("val_fraction", self.val_fraction, minimum=0.0, below=1.0))
+        set_("smooth_steering", _number("smooth_steering", self.smooth_steering, minimum=0.0))
+        for name in ("balance", "mixed_precision", "worker_processes"):
+            _boolean(name, getattr(self, name))
+        if not isinstance(self.augment, (bool, str)):
+            raise TrainConfigError(f"{flag('augment')}: expected true, false or a transform's repr, "
+                                   f"got {self.augment!r}")
+        from e2e_drive.models import ACTIVATIONS, CONVS  # light: models imports Keras only inside functions
+
+        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("conv", self.conv, CONVS)
+        _choice("strategy", self.strategy, STRATEGIES)
+        set_("cache", "none" if self.cache is None else self.cache)
+        _choice("cache", self.cache, CACHE_MODES)
+        if self.verbose not in VERBOSITY or isinstance(self.verbose, bool):
+            raise TrainConfigError(f"--verbose: expected 0, 1 or 2, got {self.verbose!r}")
+        set_("verbose", int(self.verbose))
+        if self.cache_dir is not None:
+            if not isinstance(self.cache_dir, (str, os.PathLike)) or not os.fspath(self.cache_dir):
+                raise TrainConfigError(f"--cache-dir: expected a folder path, got {self.cache_dir!r}")
+            set_("cache_dir", os.fspath(self.cache_dir))
+        set_("crop", _crop(self.crop))
+        if self.frame_shape is not None:
+            shape = tuple(_integer("frame_shape", d, minimum=1) for d in self.frame_shape)
+            if len(shape) != 3 or shape[2] != 3:
+                raise TrainConfigError(f"{flag('frame_shape')}: expected [H, W, 3], got {list(self.frame_shape)}")
+            set_("frame_shape", shape)
+        for name in ("num_train", "num_val"):
+            if getattr(self, name) is not None:
+                set_(name, _integer(name, getattr(self, name), minimum=0))
+        if self.version != CONFIG_VERSION:
+            raise TrainConfigError(f"{flag('version')}: this e2e-drive reads config version {CONFIG_VERSION}, "
+                                   f"got {self.version!r}")
+
+    # ------------------------------------------------------------------ serialisation
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples as lists); ``from_dict`` reads it back to an equal config."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any], where: str = "config.json") -> "TrainConfig":
+        """A config from ``to_dict``'s output; unknown or missing fields are errors naming ``where``."""
+        if not isinstance(payload, dict):
+            raise TrainConfigError(f"{where}: expected a JSON object, got {type(payload).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(payload) - names)
+        if unknown:
+            raise TrainConfigError(f"{where}: unknown field(s) {', '.join(unknown)} (written by another version?)")
+        if "version" not in payload:
+            raise TrainConfigError(f"{where}: no version field: not a config.json e2e-drive train wrote")
+        try:
+            return cls(**payload)
+        except TrainConfigError as error:
+            raise TrainConfigError(f"{where}: {error}") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "config.json") -> "TrainConfig":
+        try:
+            payload = json.loads(text)
+        except ValueError as error:
+            raise TrainConfigError(f"{where}: not valid JSON (half-written or damaged?): {error}") from None
+        return cls.from_dict(payload, where)
+
+    # ------------------------------------------------------------------ options
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The options a user gives (every field but the recorded ones)."""
+        return tuple(f.name for f in fields(cls) if f.name not in RECORDED)
+
+    def resume_differences(self, given: dict[str, Any]) -> list[str]:
+        """Lines ``--activation: saved elu, given relu`` for each given option that a resume may not change."""
+        normalised = dataclasses.asdict(self.replace(**given)) if given else {}
+        lines = []
+        for name in given:
+            if name in RESUMABLE_CHANGES:
+                continue
+            saved, new = getattr(self, name), normalised[name]
+            if name == "data":
+                saved, new = tuple(map(_same_path, saved)), tuple(map(_same_path, new))
+            if saved != new:
+                lines.append(f"{flag(name)}: saved {_show(getattr(self, name))}, given {_show(normalised[name])}")
+        return lines
+
+
+# ---------------------------------------------------------------------- field checks
+
+def _data(data: Any) -> tuple[str, ...]:
+    if isinstance(data, (str, os.PathLike)):
+        data = (data,)
+    try:
+        paths = tuple(os.fspath(p) for p in data)
+    except TypeError:
+        raise TrainConfigError(f"DATA: expected paths of driving logs, got {data!r}") from None
+    return paths
+
+
+def _integer(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise TrainConfigError(f"{flag(name)}: expected an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise TrainConfigError(f"{flag(name)}: expected an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def _number(name: str, value: Any, *, minimum: float | None = None, above: float | None = None,
+            below: float | None = None) -> float:
+    bounds = []
+    if minimum is not None:
+        bounds.append(f">= {minimum:g}")
+    if above is not None:
+        bounds.append(f"> {above:g}")
+    if below is not None:
+        bounds.append(f"< {below:g}")
+    expected = f"expected a finite number {' and '.join(bounds)}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TrainConfigError(f"{flag(name)}: {expected}, got {value!r}")
+    value = float(value)
+    if (not math.isfinite(value) or (minimum is not None and value < minimum) or (above is not None and value <= above)
+            or (below is not None and value >= below)):
+        raise TrainConfigError(f"{flag(name)}: {expected}, got {value:g}")
+    return value
+
+
+def _boolean(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TrainConfigError(f"{flag(name)}: expected true or false, got {value!r}")
+
+
+def _choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+    if value not in choices:
+        raise TrainConfigError(f"{flag(name)}: expected one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def _crop(crop: Any) -> tuple[int, int] | None:
+    from data_tools.preprocess import parse_crop
+
+    try:
+        parsed = parse_crop(list(crop) if isinstance(crop, tuple) else crop)
+    except (ValueError, TypeError):
+        raise TrainConfigError(f"--crop: expected TOP,BOTTOM (two integers, e.g. 60,25), got {crop!r}") from None
+    if parsed is None:
+        return None
+    if any(v < 0 for v in parsed):
+        raise TrainConfigError(f"--crop: expected TOP,BOTTOM rows >= 0, got {parsed[0]},{parsed[1]}")
+    return parsed
+
+
+def _same_path(path: str) -> str:
+    return os.path.normpath(os.path.abspath(path))
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) if value else "(none)"
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+__all__ = ["CACHE_MODES", "CONFIG_VERSION", "RESUMABLE_CHANGES", "STRATEGIES", "TrainConfig", "TrainConfigError",
+           "flag"]
