@@ -90,7 +90,8 @@ class CheckReport:
         for lo, hi, n in zip(self.histogram_edges[:-1], self.histogram_edges[1:], self.histogram_counts):
             lines.append(f"  [{lo:+.3f}, {hi:+.3f})  {n:6d}  {'#' * int(round(40 * n / peak))}")
         if self.problems:
-            lines.append(f"problems ({self.problem_count}{', first ' + str(MAX_LISTED) if self.problem_count > MAX_LISTED else ''}):")
+            first = f", first {MAX_LISTED}" if self.problem_count > MAX_LISTED else ""
+            lines.append(f"problems ({self.problem_count}{first}):")
             lines += [f"  - {p}" for p in self.problems]
         lines.append("OK" if self.ok else f"FAILED: {self.problem_count} problem(s)")
         return "\n".join(lines)

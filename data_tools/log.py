@@ -191,6 +191,6 @@ class DrivingLog:
         return self[~is_val], self[is_val]
 
     def describe(self, i: int) -> str:
-        """Where row ``i`` came from, for error messages: ``"driving_log.csv, row 3"``, ``"catalog_0.catalog, record 7"``."""
+        """Where row ``i`` came from, for messages: ``"driving_log.csv, row 3"``, ``"catalog_0.catalog, record 7"``."""
         source = str(self.source[i])
         return f"{source}, {'record' if source.endswith('.catalog') else 'row'} {int(self.row[i])}"

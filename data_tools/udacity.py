@@ -119,7 +119,8 @@ def _header_columns(cells: Sequence[str], csv_path: Path, line: int) -> dict[str
             positions[column] = position
     missing = [c for c in REQUIRED if c not in positions]
     if missing:
-        raise DataError(f"the header lacks the column(s) {', '.join(missing)} (header: {', '.join(c.strip() for c in cells)}; "
+        header = ", ".join(c.strip() for c in cells)
+        raise DataError(f"the header lacks the column(s) {', '.join(missing)} (header: {header}; "
                         f"expected names like {', '.join(COLUMNS)})", path=str(csv_path), line=line)
     if unknown:
         log.warning("%s, line %d: header columns ignored (not known): %s", csv_path, line, ", ".join(unknown))

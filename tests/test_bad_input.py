@@ -114,7 +114,8 @@ def test_unclosed_quote_names_the_line_and_swallows_nothing(tmp_path):
 
 def test_huge_field_is_a_data_error_naming_file_and_row(tmp_path):
     make_log(tmp_path, n=3)
-    write_lines(tmp_path, data_lines(tmp_path)[:1] + ["x" * 200_000 + ", a, b, 0, 0, 0, 1"] + data_lines(tmp_path)[1:])
+    lines = data_lines(tmp_path)
+    write_lines(tmp_path, lines[:1] + ["x" * 200_000 + ", a, b, 0, 0, 0, 1"] + lines[1:])
     with pytest.raises(DataError, match=r"driving_log\.csv, row 2: a field of 200000 characters is longer than "
                                         r"the CSV field limit"):
         read_udacity(tmp_path)
@@ -204,9 +205,9 @@ def test_huge_image_in_a_log_is_named_by_check(tmp_path):
 
 def test_image_size_matches_the_decoder(tmp_path):
     rng = np.random.default_rng(0)
-    for (height, width), suffix, params in [((16, 32), ".jpg", []), ((37, 53), ".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),
-                                           ((5, 700), ".png", []), ((37, 53), ".bmp", []), ((37, 53), ".webp", []),
-                                           ((9, 11), ".webp", [cv2.IMWRITE_WEBP_QUALITY, 101])]:
+    cases = [((16, 32), ".jpg", []), ((37, 53), ".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]), ((5, 700), ".png", []),
+             ((37, 53), ".bmp", []), ((37, 53), ".webp", []), ((9, 11), ".webp", [cv2.IMWRITE_WEBP_QUALITY, 101])]
+    for (height, width), suffix, params in cases:
         ok, encoded = cv2.imencode(suffix, rng.integers(0, 255, (height, width, 3), dtype=np.uint8), params)
         assert ok
         decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
@@ -222,7 +223,7 @@ def test_image_size_matches_the_decoder(tmp_path):
             assert read_frame(path).shape == (2, width, 3)
     ok, tiff = cv2.imencode(".tiff", np.zeros((4, 4, 3), np.uint8))
     (tmp_path / "a.tiff").write_bytes(tiff.tobytes())
-    with pytest.raises(DataError, match=r"not a decodable image \(corrupt or wrong format: not a JPEG, PNG, BMP or WebP"):
+    with pytest.raises(DataError, match=r"not a decodable image \(corrupt or wrong format: not a JPEG, PNG, BMP or Web"):
         read_frame(tmp_path / "a.tiff")
 
 

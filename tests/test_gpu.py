@@ -49,14 +49,13 @@ def _gpu_reason() -> str | None:
 
 
 def _tensorrt_reason() -> str | None:
-    for package in ("tensorrt", "pycuda"):
-        if importlib.util.find_spec(package) is None:
-            return f"{package} is not installed ({INSTALL_TENSORRT})"
+    if importlib.util.find_spec("tensorrt") is None:
+        return f"tensorrt is not installed ({INSTALL_TENSORRT})"
     if GPU_REASON is not None:
         return GPU_REASON
     from deploy import tensorrt
 
-    return tensorrt.unavailable_reason()
+    return tensorrt.unavailable_reason()  # its GPU-buffer library, the CUDA driver
 
 
 GPU_REASON = _gpu_reason()
@@ -117,7 +116,7 @@ def test_tensorrt_engine_matches_keras(keras_file, tmp_path, precision, record_p
     record_property(f"tensorrt_{precision}_max_abs_diff", diff)
     print(f"TensorRT {precision}: max |engine - Keras| = {diff:.3g} on 17 frames")
     if TOLERANCE[precision] is None:
-        assert diff <= INT8_SANITY, f"int8 engine off by {diff} (Keras outputs {expected.min():.3f}..{expected.max():.3f})"
+        assert diff <= INT8_SANITY, f"int8 engine off by {diff} (Keras: {expected.min():.3f}..{expected.max():.3f})"
         assert report.parity["tolerance"] is None
     else:
         assert diff <= TOLERANCE[precision]

@@ -123,3 +123,24 @@ def test_load_model_errors_name_the_file(tmp_path):
         load_model(str(other))
     with pytest.raises(ValueError, match="is a folder, expected a .keras model file"):
         load_model(str(tmp_path))
+
+
+def test_pilotnet_throttle_head_beside_steering_and_dict_targets_train():
+    import keras
+
+    one = pilotnet((66, 200, 3), seed=3)
+    two = pilotnet((66, 200, 3), seed=3, outputs=("steering", "throttle"))
+    assert not isinstance(one.output, dict) and one.output_names == ["steering"]  # single-output: as before
+    assert list(two.output) == ["steering", "throttle"]
+    frames = np.random.default_rng(0).integers(0, 256, (4, 66, 200, 3), dtype=np.uint8)
+    both = two.predict(frames, verbose=0)
+    assert both["throttle"].shape == (4, 1) and both["throttle"].dtype == np.float32
+    # Same seed, same initializers in the same order: the steering head equals the one-head model's.
+    np.testing.assert_allclose(both["steering"], one.predict(frames, verbose=0), atol=1e-6)
+    two.compile(keras.optimizers.SGD(1e-3), loss={"steering": "mse", "throttle": "mse"})
+    history = two.fit(frames, {"steering": np.zeros((4, 1)), "throttle": np.full((4, 1), 0.3)}, epochs=1, verbose=0)
+    assert {"steering_loss", "throttle_loss"} <= set(history.history)
+    with pytest.raises(ValueError, match="steering included"):
+        pilotnet((66, 200, 3), outputs=("throttle",))
+    with pytest.raises(ValueError, match="outputs from"):
+        pilotnet((66, 200, 3), outputs=("steering", "brake"))

@@ -1,10 +1,13 @@
-"""Training: run files, checkpoints, resume after SIGKILL, early stopping, bad input."""
+"""Training: run files, checkpoints, the lock, resume (after SIGKILL, refused differences), early stopping,
+NaN stops, the frame cache choice and bad input."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,9 +19,11 @@ import pytest
 
 from data_tools.frames import read_frame, write_frame
 from data_tools.log import DrivingLog
+from tests.builders import CROP, LOG_FRAME as FRAME, synthetic_log
 
 REPO = Path(__file__).resolve().parents[1]
-from tests.builders import CROP, LOG_FRAME as FRAME, synthetic_log  # noqa: E402
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
+ARTIFACTS = ("config.json", "state.json", "history.csv", "loss.png", "best.keras", "last.keras")
 
 
 @pytest.fixture(scope="module")
@@ -26,24 +31,46 @@ def tiny_log(tmp_path_factory) -> DrivingLog:
     return synthetic_log(tmp_path_factory.mktemp("frames"))
 
 
+@pytest.fixture(scope="module")
+def finished_run(tiny_log, tmp_path_factory) -> Path:
+    """A one-epoch run, copied by tests that damage or resume it."""
+    from e2e_drive.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "run"
+    train(tiny_log, out, epochs=1, batch_size=16, crop=CROP, verbose=0)
+    return out
+
+
+def copy_run(finished_run: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "run"
+    shutil.copytree(finished_run, target)
+    return target
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def test_train_writes_a_complete_run(tiny_log, tmp_path):
     from e2e_drive.models import load_model
-    from e2e_drive.train import read_history_csv, train
+    from e2e_drive.run_dir import read_history_csv
+    from e2e_drive.train import train
+    from e2e_drive.train_config import TrainConfig
 
-    result = train(tiny_log, str(tmp_path / "run"), epochs=2, batch_size=16, crop=CROP, early_stopping=0,
-                   verbose=0)
+    result = train(tiny_log, tmp_path / "run", epochs=2, batch_size=16, crop=CROP, early_stopping=0, verbose=0)
     run = Path(result.run_dir)
-    for name in ("config.json", "best.keras", "last.keras", "history.csv", "loss.png", "state.json"):
+    for name in ARTIFACTS:
         assert (run / name).is_file(), name
     if importlib.util.find_spec("tensorboard"):
         assert list(run.glob("logs/**/events.out.tfevents.*")), "TensorBoard logs missing"
-    assert not list(run.glob(".*.tmp")) and not list(run.glob(".*.keras")), "temporary files left behind"
+    assert not list(run.glob(".*")), "temporary files or the lock left behind"
     assert (result.num_train, result.num_val) == (38, 10)
     history = read_history_csv(run / "history.csv")
     assert len(history["loss"]) == len(history["val_loss"]) == 2
     assert history == result.history
-    config = json.loads((run / "config.json").read_text())
-    assert config["crop"] == list(CROP) and config["frame_shape"] == [*FRAME, 3]
+    config = TrainConfig.from_json((run / "config.json").read_text())
+    assert config.crop == CROP and config.frame_shape == (*FRAME, 3) and config.epochs == 2
+    assert (config.num_train, config.num_val, config.cache) == (38, 10, "auto") and result.cache == "memory"
 
     # best.keras is the epoch with the lowest val loss: re-evaluating it on the validation rows
     # (Keras' own evaluate, on frames read independently) gives the recorded figure.
@@ -62,24 +89,23 @@ def test_train_writes_a_complete_run(tiny_log, tmp_path):
 def test_same_seed_same_first_epoch(tiny_log, tmp_path):
     from e2e_drive.train import train
 
-    a = train(tiny_log, str(tmp_path / "a"), epochs=1, batch_size=16, crop=CROP, seed=3, verbose=0)
+    a = train(tiny_log, tmp_path / "a", epochs=1, batch_size=16, crop=CROP, seed=3, verbose=0)
     # Same batches from two worker processes (through shared memory) as from the main thread.
-    b = train(tiny_log, str(tmp_path / "b"), epochs=1, batch_size=16, crop=CROP, seed=3, verbose=0,
+    b = train(tiny_log, tmp_path / "b", epochs=1, batch_size=16, crop=CROP, seed=3, verbose=0,
               workers=2, worker_processes=True)
     assert a.history["loss"] == pytest.approx(b.history["loss"], rel=1e-4)
 
 
 RESUME_SCRIPT = """
 import sys, time, keras
-sys.path.insert(0, {repo!r})
 from pathlib import Path
 from tests.builders import synthetic_log
 from e2e_drive.train import train
 
 class SlowEpochs(keras.callbacks.Callback):
-    # Gives the test time to kill the run between epochs' checkpoints.
+    # Gives the test time to try a second run and to kill this one between epochs' checkpoints.
     def on_epoch_end(self, epoch, logs=None):
-        time.sleep(30)
+        time.sleep(60)
 
 log = synthetic_log(Path({frames!r}))
 extra = [SlowEpochs()] if sys.argv[1] == "slow" else []
@@ -88,45 +114,157 @@ train(log, {out!r}, epochs=3, batch_size=16, crop=(4, 4), early_stopping=0, verb
 """
 
 
-def test_resume_after_sigkill_finishes_all_epochs(tmp_path):
+def test_lock_and_resume_after_sigkill(tiny_log, tmp_path):
+    """A live run holds the folder (a second run fails at once); killed, its lock is stale and a resume
+    takes it over and finishes every epoch."""
     from e2e_drive.models import load_model
-    from e2e_drive.train import read_history_csv
+    from e2e_drive.run_dir import RunLockedError, read_history_csv
+    from e2e_drive.train import train
 
     out = tmp_path / "run"
     script = tmp_path / "run_train.py"
-    script.write_text(RESUME_SCRIPT.format(repo=str(REPO), frames=str(tmp_path / "frames"), out=str(out)))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    process = subprocess.Popen([sys.executable, str(script), "slow", "fresh"], env=env,
+    script.write_text(RESUME_SCRIPT.format(frames=str(tmp_path / "frames"), out=str(out)))
+    process = subprocess.Popen([sys.executable, str(script), "slow", "fresh"], env=ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not (out / "state.json").exists():
-        assert process.poll() is None, process.stderr.read().decode()[-2000:]
-        assert time.monotonic() < deadline, "no checkpoint within 120 s"
-        time.sleep(0.1)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "state.json").exists():
+            assert process.poll() is None, process.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.1)
+        before = snapshot(out)
+        start = time.monotonic()
+        with pytest.raises(RunLockedError, match=rf"run: locked by another e2e-drive train \(pid {process.pid} on "):
+            train(None, out, epochs=3, verbose=0, resume=True)  # the data of the saved config
+        with pytest.raises(RunLockedError, match=f"pid {process.pid}"):
+            train(tiny_log, out, epochs=3, batch_size=16, crop=CROP, verbose=0, overwrite=True)
+        assert time.monotonic() - start < 10 and snapshot(out) == before
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
     state = json.loads((out / "state.json").read_text())
     assert state["epoch"] == 1
     killed_history = read_history_csv(out / "history.csv")
     assert len(killed_history["loss"]) == 1
+    assert (out / "train.lock").exists()  # SIGKILL: no chance to release it
 
-    done = subprocess.run([sys.executable, str(script), "fast", "resume"], env=env, capture_output=True, timeout=180)
+    done = subprocess.run([sys.executable, str(script), "fast", "resume"], env=ENV, capture_output=True, timeout=180)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert f"taking over a stale lock (pid {process.pid}" in done.stderr.decode()
     history = read_history_csv(out / "history.csv")
     assert len(history["loss"]) == 3
     assert history["loss"][0] == killed_history["loss"][0]
     assert json.loads((out / "state.json").read_text())["epoch"] == 3
+    assert not (out / "train.lock").exists()
     # Same optimizer carried on: Adam's step counter covers all 3 epochs of 3 steps each.
-    last = load_model(str(out / "last.keras"), compile=True)
+    last = load_model(out / "last.keras", compile=True)
     assert int(last.optimizer.iterations.numpy()) == 9
+
+
+@pytest.mark.parametrize("artifact", ARTIFACTS + ("logs",))
+def test_a_folder_holding_any_run_file_is_refused(tiny_log, tmp_path, artifact):
+    from e2e_drive.run_dir import RunDirError
+    from e2e_drive.train import train
+
+    out = tmp_path / "run"
+    out.mkdir()
+    if artifact == "logs":
+        (out / "logs").mkdir()
+        (out / "logs" / "events").write_bytes(b"old events")
+    else:
+        (out / artifact).write_bytes(b"an earlier run's " + artifact.encode())
+    before = snapshot(out)
+    with pytest.raises(RunDirError, match=rf"run: already holds a run \({artifact}\); pass --resume .* --overwrite"):
+        train(tiny_log, out, epochs=1, batch_size=16, crop=CROP, verbose=0)
+    assert snapshot(out) == before and sorted(p.name for p in out.iterdir()) == [artifact]
+
+
+def test_overwrite_replaces_the_run(finished_run, tiny_log, tmp_path):
+    from e2e_drive.train import train
+
+    out = copy_run(finished_run, tmp_path)
+    (out / "notes.txt").write_text("mine")  # not a run file: kept
+    result = train(tiny_log, out, epochs=2, batch_size=16, crop=(5, 5), verbose=0, overwrite=True)
+    config = json.loads((out / "config.json").read_text())
+    assert config["crop"] == [5, 5] and config["epochs"] == 2 and len(result.history["loss"]) == 2
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_resume_refuses_other_options_and_keeps_the_run(finished_run, tiny_log, tmp_path):
+    from e2e_drive.run_dir import RunDirError
+    from e2e_drive.train import train
+
+    out = copy_run(finished_run, tmp_path)
+    before = snapshot(out)
+    other = synthetic_log(tmp_path / "other", n=8)
+    with pytest.raises(RunDirError) as error:
+        train(other, out, resume=True, epochs=3, activation="relu", learning_rate=0.01, batch_size=8,
+              crop=(2, 2), seed=1, dropout=0.5, smooth_steering=2, augment=False, workers=2, verbose=0)
+    message = str(error.value)
+    for line in ("--activation: saved elu, given relu", "--lr: saved 0.001, given 0.01",
+                 "--batch-size: saved 16, given 8", "--crop: saved 4,4, given 2,2", "--seed: saved 0, given 1",
+                 "--dropout: saved 0, given 0.5", "--smooth-steering: saved 0, given 2",
+                 "--no-augment: saved true, given false", "DATA: saved "):
+        assert line in message, message
+    assert "--epochs" not in message.split("only")[0] and "--workers" not in message.split("only")[0]
+    assert snapshot(out) == before
+
+
+def test_resume_takes_unspecified_options_from_the_saved_config(finished_run, tiny_log, tmp_path):
+    from e2e_drive.train import train
+
+    out = copy_run(finished_run, tmp_path)
+    result = train(tiny_log, out, resume=True, epochs=2, verbose=0, cache="none")
+    config = json.loads((out / "config.json").read_text())
+    assert config["crop"] == list(CROP) and config["batch_size"] == 16  # from the saved run
+    assert config["epochs"] == 2 and config["cache"] == "none" and config["verbose"] == 0  # may change
+    assert len(result.history["loss"]) == 2 and result.cache == "none"
+    assert json.loads((out / "state.json").read_text())["epoch"] == 2
+
+
+@pytest.mark.parametrize("damaged", ["state.json", "config.json"])
+def test_resume_from_a_damaged_file_names_it(finished_run, tiny_log, tmp_path, damaged):
+    from e2e_drive.run_dir import RunDirError
+    from e2e_drive.train import train
+
+    out = copy_run(finished_run, tmp_path)
+    text = (out / damaged).read_text()
+    (out / damaged).write_text(text[: len(text) // 2])  # half-written
+    with pytest.raises(RunDirError, match=rf"run/{damaged}: not valid JSON \(half-written or damaged\?\)"):
+        train(tiny_log, out, resume=True, epochs=2, verbose=0)
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tiny_log, tmp_path):
+    import keras
+
+    from e2e_drive.models import load_model
+    from e2e_drive.train import TrainingDiverged, train
+
+    class BlowUp(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:  # after a good first epoch, a learning rate no training survives
+                self.model.optimizer.learning_rate.assign(1e8)
+
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"run: training loss became nan at epoch 2, step \d; kept "
+                                               r"best.keras/last.keras of epoch 1 \(try a lower --lr"):
+        train(tiny_log, out, epochs=3, batch_size=16, crop=CROP, augment=False, early_stopping=0, verbose=0,
+              callbacks=[BlowUp()])
+    assert json.loads((out / "state.json").read_text())["epoch"] == 1
+    assert len((out / "history.csv").read_text().strip().splitlines()) == 2
+    for name in ("best.keras", "last.keras"):
+        weights = load_model(out / name).get_weights()
+        assert all(np.isfinite(w).all() for w in weights), name
+    assert not (out / "train.lock").exists()
+    assert issubclass(TrainingDiverged, ValueError)  # the CLI's exit code 2
 
 
 def test_early_stopping_stops_on_val_loss(tiny_log, tmp_path):
     from e2e_drive.train import train
 
-    # Learning rate 0 and no augmentation: the val loss never improves after epoch 1,
-    # so patience 2 stops the run after epoch 3 of 8.
-    result = train(tiny_log, str(tmp_path / "run"), epochs=8, batch_size=16, crop=CROP, learning_rate=0.0,
+    # A learning rate of 1e-30 and no augmentation: the weights stay where they start (the update is below
+    # float32 resolution), the val loss never improves after epoch 1, so patience 2 stops after epoch 3 of 8.
+    result = train(tiny_log, tmp_path / "run", epochs=8, batch_size=16, crop=CROP, learning_rate=1e-30,
                    early_stopping=2, augment=False, verbose=0)
     losses = result.history["val_loss"]
     assert result.stopped_early and result.epochs_run == 3 and len(losses) == 3
@@ -134,34 +272,51 @@ def test_early_stopping_stops_on_val_loss(tiny_log, tmp_path):
 
 
 def test_bad_inputs_give_clear_errors_and_leave_no_run(tiny_log, tmp_path):
+    from data_tools import DataError
     from e2e_drive.train import train
+    from e2e_drive.train_config import TrainConfigError
 
-    with pytest.raises(ValueError, match="expected one of: elu, relu, prelu, maxout, rrelu, apl"):
-        train(tiny_log, str(tmp_path / "a"), activation="swish", verbose=0)
-    with pytest.raises(ValueError, match="empty"):
-        train(tiny_log[np.zeros(len(tiny_log), bool)], str(tmp_path / "b"), verbose=0)
+    with pytest.raises(TrainConfigError, match="--activation: expected one of elu, relu, prelu, maxout, rrelu, apl"):
+        train(tiny_log, tmp_path / "a", activation="swish", verbose=0)
+    with pytest.raises(DataError, match="no usable rows"):
+        train(tiny_log[np.zeros(len(tiny_log), bool)], tmp_path / "b", verbose=0)
     with pytest.raises(ValueError, match="leaves 0 rows"):
-        train(tiny_log, str(tmp_path / "c"), crop=(30, 10), verbose=0)
-    with pytest.raises(ValueError, match="holds no checkpoint"):
-        train(tiny_log, str(tmp_path / "d"), resume=True, verbose=0)
-    for name in "abcd":
+        train(tiny_log, tmp_path / "c", crop=(30, 10), verbose=0)
+    with pytest.raises(ValueError, match=r"d: cannot resume: no checkpoint here \(config.json, state.json"):
+        train(tiny_log, tmp_path / "d", resume=True, verbose=0)
+    with pytest.raises(TrainConfigError, match="--lr: expected a finite number > 0, got nan"):
+        train(tiny_log, tmp_path / "e", learning_rate=float("nan"), verbose=0)
+    with pytest.raises(TypeError, match="unknown option.*learning_rat"):
+        train(tiny_log, tmp_path / "f", learning_rat=0.1)
+    for name in "abcdef":
         assert not (tmp_path / name).exists(), f"failed run left {name}/ behind"
 
 
-def test_resume_with_frames_of_another_size_fails_clearly(tiny_log, tmp_path):
+def test_a_log_too_small_for_validation_is_refused(tmp_path):
     from e2e_drive.train import train
 
-    out = str(tmp_path / "run")
-    train(tiny_log, out, epochs=1, batch_size=16, crop=CROP, verbose=0)
-    other = synthetic_log(tmp_path / "other", n=8)
-    other_big = other.with_steering(other.steering)
-    # Frames of another size: write 48x96 frames.
+    log = synthetic_log(tmp_path / "frames", n=2)
+    with pytest.raises(ValueError, match=r"--val-fraction: 0.2 of 2 rows \(1 recording\) leaves no validation rows"):
+        train(log, tmp_path / "run", batch_size=2, crop=CROP, verbose=0)
+    assert not (tmp_path / "run").exists()
+    # Without validation the run trains, and says it has no validation figure.
+    result = train(log, tmp_path / "run", epochs=1, batch_size=2, crop=CROP, val_fraction=0.0, verbose=0)
+    assert result.val_rmse is None and result.num_val == 0 and "val_loss" not in result.history
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["monitor"] == "loss"
+
+
+def test_resume_with_frames_of_another_size_fails_clearly(tmp_path):
     import cv2
 
-    for path in other_big.images["center"]:
+    from e2e_drive.train import train
+
+    log = synthetic_log(tmp_path / "frames", n=16)
+    out = tmp_path / "run"
+    train(log, out, epochs=1, batch_size=8, crop=CROP, verbose=0)
+    for path in log.images["center"]:  # the same files, now 96x48
         write_frame(path, cv2.resize(read_frame(path), (96, 48)))
     with pytest.raises(ValueError, match=r"takes frames of shape \(40, 80, 3\).*\(48, 96, 3\)"):
-        train(other_big, out, epochs=2, batch_size=4, resume=True, augment=False, verbose=0)
+        train(log, out, epochs=2, resume=True, cache="none", verbose=0)
 
 
 def test_mixed_precision_keeps_float32_output(tiny_log, tmp_path):
@@ -170,7 +325,7 @@ def test_mixed_precision_keeps_float32_output(tiny_log, tmp_path):
     from e2e_drive.models import load_model
     from e2e_drive.train import train
 
-    result = train(tiny_log, str(tmp_path / "run"), epochs=1, batch_size=16, crop=CROP, mixed_precision=True,
+    result = train(tiny_log, tmp_path / "run", epochs=1, batch_size=16, crop=CROP, mixed_precision=True,
                    verbose=0)
     model = load_model(result.last_model_path, compile=True)
     assert model.get_layer("conv1").dtype_policy.name == "mixed_bfloat16"  # CPU: bfloat16
@@ -180,33 +335,20 @@ def test_mixed_precision_keeps_float32_output(tiny_log, tmp_path):
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
 
 
-def test_cli_train_help_and_errors(tmp_path, capsys):
-    from e2e_drive.cli import main
-
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--help"])
-    assert exit_info.value.code == 0
-    assert "e2e-drive train ../shared/data/udacity_sim_a --out runs/udacity" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", str(tmp_path), "--out", str(tmp_path / "r"), "--activation", "swish"])
-    assert exit_info.value.code == 2
-    assert main(["train", str(tmp_path / "missing"), "--out", str(tmp_path / "r"), "--epochs", "1"]) == 2
-    assert "missing" in capsys.readouterr().err
-    assert not (tmp_path / "r").exists()
-
-
-def test_cli_train_on_a_udacity_folder(tmp_path, capsys):
-    """End to end through the real reader: a Udacity-format folder written here."""
-    from e2e_drive.cli import main
+def test_cache_auto_picks_disk_under_a_small_budget_on_a_udacity_folder(tmp_path, caplog):
+    """End to end through the real Udacity reader: frames larger than the budget go to the disk memmap."""
+    from e2e_drive.train import train
 
     log = synthetic_log(tmp_path / "sim" / "IMG", n=24)
     lines = [f"{log.images['center'][i]}, {log.images['left'][i]}, {log.images['right'][i]}, "
              f"{log.steering[i]}, 0.5, 0, 20.0" for i in range(len(log))]
     (tmp_path / "sim" / "driving_log.csv").write_text("\n".join(lines) + "\n")
-    out = tmp_path / "runs" / "cli"
-    code = main(["train", str(tmp_path / "sim"), "--out", str(out), "--epochs", "2", "--batch-size", "8",
-                 "--crop", "4,4", "--json"])
-    assert code == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["num_train"] + report["num_val"] == 24 and len(report["history"]["loss"]) == 2
-    assert (out / "best.keras").is_file()
+    caplog.set_level(logging.INFO, logger="e2e_drive.train")
+    # 24 centre frames of 40x80x3 bytes (the default augmentation uses the centre camera only).
+    result = train([tmp_path / "sim"], tmp_path / "run", epochs=1, batch_size=8, crop=CROP, verbose=0,
+                   cache_dir=tmp_path / "cache", memory_budget=24 * 40 * 80 * 3 - 1)
+    assert result.cache == "disk" and result.num_train + result.num_val == 24
+    assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".json", ".u8"]
+    assert "frame cache: disk under" in caplog.text and "exceed" in caplog.text
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["data"] == [str(tmp_path / "sim")] and config["cache_dir"] == str(tmp_path / "cache")

@@ -329,7 +329,7 @@ def format_gpu_report(report: dict[str, Any]) -> str:
         keras = trt["keras"]
         lines.append(f"{'engine':<8}{'p50 ms':>9}{'p99 ms':>9}{'fps@32':>9}{'max|diff|':>11}  parity")
         lines.append(f"{'keras':<8}{keras['p50_ms']:>9.3f}{keras['p99_ms']:>9.3f}{keras['throughput_fps']:>9.0f}"
-                     f"{'-':>11}  reference (GPU, float32)")
+                     f"{'-':>11}  reference (GPU, float32, TF32 off)")
         for precision in TRT_PRECISIONS:
             entry = trt[precision]
             if "error" in entry:

@@ -31,7 +31,7 @@ from data_tools.progress import progress as progress_bar
 from data_tools.read import load_log
 from e2e_drive.replay.camera import load_camera
 from e2e_drive.replay.profiles import CarProfile, camera_for_size, get_profile
-from e2e_drive.replay.trajectory import reconstruct
+from e2e_drive.replay.trajectory import Trajectory, reconstruct
 from e2e_drive.replay.warp import ViewWarp
 from e2e_drive.sim.autonomy import autonomy
 from e2e_drive.sim.car import CarState, step
@@ -192,11 +192,11 @@ def replay(
                             "drive", path=path.source)
         standing[k] = int(np.count_nonzero(span & ~path.moving & (path.dt > 0)))
         for segment in np.unique(path.segment[span]):
-            # Drive from a row to the next: the last row of the span (or segment) only ends the drive.
+            # Rows the car drives from, and the row each drive ends on: the path's nodes.
             rows = np.flatnonzero(span & (path.segment == segment) & path.moving)
             rows = rows[rows + 1 < last_row]
             if len(rows):
-                lanes.append((k, rows))
+                lanes.append((k, np.append(rows, rows[-1] + 1)))
     if not lanes:
         raise DataError("the car stands still in the whole scored span: nothing to drive",
                         path=trajectories[0].source)
@@ -263,28 +263,69 @@ def _drive_lanes(lanes, logs, paths, driver, warp, car_params, max_offset, video
     return runs
 
 
+class _Lane:
+    """One segment's recorded path as a polyline, and the virtual car driving along it."""
+
+    def __init__(self, path: Trajectory, nodes: np.ndarray):
+        self.path, self.nodes = path, nodes
+        self.x, self.y, self.heading = path.x[nodes], path.y[nodes], path.heading[nodes]
+        step_lengths = np.hypot(np.diff(self.x), np.diff(self.y))
+        self.arc = np.concatenate([[0.0], np.cumsum(step_lengths)])
+        self.node = 0  # the recorded row behind the car (its frame is the one warped)
+        self.car = path.state(nodes[:1])
+        self.offsets: list[float] = []
+        self.commands: list[float] = []
+        self.rows: list[int] = []
+        self.interventions = 0
+        self.elapsed = 0.0
+        self.done = len(nodes) < 2
+
+    @property
+    def row(self) -> int:
+        return int(self.nodes[self.node])
+
+    def relative(self) -> tuple[float, float, float]:
+        """The car's pose in the frame of the current node's recorded pose: (forward, lateral, heading error)."""
+        h = self.heading[self.node]
+        dx, dy = self.car.x[0] - self.x[self.node], self.car.y[0] - self.y[self.node]
+        error = float(np.mod(self.car.heading[0] - h + np.pi, 2 * np.pi) - np.pi)
+        return float(np.cos(h) * dx + np.sin(h) * dy), float(-np.sin(h) * dx + np.cos(h) * dy), error
+
+    def locate(self) -> tuple[int, float]:
+        """Project the car on the path near the current node: (segment index, signed offset, left positive)."""
+        first = max(self.node - 1, 0)
+        last = min(self.node + 8, len(self.nodes) - 1)
+        ax, ay = self.x[first:last], self.y[first:last]
+        bx, by = self.x[first + 1 : last + 1], self.y[first + 1 : last + 1]
+        px, py = self.car.x[0], self.car.y[0]
+        ux, uy = bx - ax, by - ay
+        length2 = np.maximum(ux * ux + uy * uy, 1e-12)
+        t = np.clip(((px - ax) * ux + (py - ay) * uy) / length2, 0.0, 1.0)
+        distance = np.hypot(ax + t * ux - px, ay + t * uy - py)
+        k = int(np.argmin(distance))
+        side = ux[k] * (py - ay[k]) - uy[k] * (px - ax[k])
+        return first + k, float(t[k]), float(np.copysign(distance[k], side))
+
+
 def _drive_batch(lanes, logs, paths, driver, warp, car_params, max_offset, writer, progress) -> list[_Run]:
-    count = len(lanes)
-    lengths = np.array([len(rows) for _, rows in lanes])
-    lateral, error = np.zeros(count), np.zeros(count)
-    wheel = np.array([paths[k].wheel[rows[0]] for k, rows in lanes])
-    interventions = np.zeros(count, int)
-    elapsed = np.zeros(count)
-    offsets = [np.zeros(n) for n in lengths]
-    commands = [np.zeros(n) for n in lengths]
+    state = [_Lane(paths[k], nodes) for k, nodes in lanes]
+    # A car on the inside of bends passes the nodes faster than the recording; 3x the rows bounds any run.
+    budget = 3 * max(len(nodes) for _, nodes in lanes)
     pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) if warp is not None else None
     try:
-        for t in progress_bar(range(int(lengths.max())), label="replay", enabled=progress):
-            live = np.flatnonzero(lengths > t)
-            rows = np.array([lanes[i][1][t] for i in live])
-            owners = [lanes[i][0] for i in live]
+        for _ in progress_bar(range(budget), label="replay", enabled=progress):
+            live = [lane for lane in state if not lane.done]
+            if not live:
+                break
+            owners = [lanes[state.index(lane)][0] for lane in live] if warp is not None else None
+            poses = [lane.relative() for lane in live]
             views = None
             if warp is not None:
                 def view(j: int) -> np.ndarray:
-                    i, k, row = live[j], owners[j], rows[j]
-                    source = _nearest_camera(logs[k], row, lateral[i], warp["center"].rig.side_offset)
-                    frame = read_frame(logs[k].images[source][row], where=logs[k].describe(row))
-                    return warp[source](frame, lateral[i], error[i])
+                    lane, k, (forward, lateral, error) = live[j], owners[j], poses[j]
+                    source = _nearest_camera(logs[k], lane.row, lateral, warp["center"].rig.side_offset)
+                    frame = read_frame(logs[k].images[source][lane.row], where=logs[k].describe(lane.row))
+                    return warp[source](frame, lateral, error, forward=forward)
                 views = np.stack(list(pool.map(view, range(len(live)))))
             if callable(driver):
                 command = np.asarray(driver(views), np.float64).reshape(-1)
@@ -292,38 +333,43 @@ def _drive_batch(lanes, logs, paths, driver, warp, car_params, max_offset, write
                     raise ValueError(f"the driver returned {command.shape} steering values for {len(live)} frames "
                                      "(or non-finite ones); expected one finite value per frame")
             elif isinstance(driver, str):
-                command = np.array([paths[k].steering[row] for k, row in zip(owners, rows)])
+                command = np.array([lane.path.steering[lane.row] for lane in live])
             else:
                 command = np.full(len(live), float(driver))
             command = np.clip(command, -1.0, 1.0)
-            # The virtual car: the recorded pose displaced by (lateral, error), stepped like the recorded one.
-            x, y, h, dt, v = (np.array([getattr(paths[k], name)[row] for k, row in zip(owners, rows)])
-                              for name in ("x", "y", "heading", "dt", "speed"))
-            car = CarState(x - np.sin(h) * lateral[live], y + np.cos(h) * lateral[live], h + error[live],
-                           wheel[live].copy(), v)
+            # All cars step together, at the recorded speed and frame interval of the row behind them.
+            rows = np.array([lane.row for lane in live])
+            car = CarState(*(np.concatenate([getattr(lane.car, name) for lane in live])
+                             for name in ("x", "y", "heading", "steering")),
+                           np.array([lane.path.speed[lane.row] for lane in live]))
+            dt = np.array([lane.path.dt[lane.row] for lane in live])
             car = step(car, command, dt, car_params)
-            # Its offset and heading error from the recorded pose at the next frame.
-            x, y, h = (np.array([getattr(paths[k], name)[row + 1] for k, row in zip(owners, rows)])
-                       for name in ("x", "y", "heading"))
-            new_lateral = -np.sin(h) * (car.x - x) + np.cos(h) * (car.y - y)
-            new_error = np.mod(car.heading - h + np.pi, 2 * np.pi) - np.pi
-            for j, i in enumerate(live):
-                k, row = owners[j], rows[j]
-                offsets[i][t] = new_lateral[j]
-                commands[i][t] = command[j]
-                elapsed[i] += dt[j]
+            for j, lane in enumerate(live):
                 if writer is not None:
-                    writer.write(views[j], command[j], lateral[i], paths[k].steering[row])
-                if abs(new_lateral[j]) > max_offset:
-                    interventions[i] += 1
-                    lateral[i], error[i], wheel[i] = 0.0, 0.0, paths[k].wheel[row + 1]
-                else:
-                    lateral[i], error[i], wheel[i] = new_lateral[j], new_error[j], car.steering[j]
+                    writer.write(views[j], command[j], poses[j][1], lane.path.steering[rows[j]])
+                lane.car = CarState(car.x[j : j + 1], car.y[j : j + 1], car.heading[j : j + 1],
+                                    car.steering[j : j + 1], car.speed[j : j + 1])
+                lane.elapsed += float(dt[j])
+                lane.commands.append(float(command[j]))
+                lane.rows.append(int(rows[j]))
+                segment, t, offset = lane.locate()
+                lane.offsets.append(offset)
+                # The node behind the car; t == 1 (up to rounding) is the next node itself.
+                lane.node = segment + 1 if t > 1.0 - 1e-9 else segment
+                if abs(offset) > max_offset:
+                    # The safety driver puts the car back on the recorded path, at the next recorded pose.
+                    lane.interventions += 1
+                    lane.node = min(segment + 1, len(lane.nodes) - 1)
+                    lane.car = lane.path.state(lane.nodes[lane.node : lane.node + 1])
+                lane.done = lane.node >= len(lane.nodes) - 1
     finally:
         if pool is not None:
             pool.shutdown()
-    return [_Run(rows, offsets[i], commands[i], int(interventions[i]), float(elapsed[i]))
-            for i, (_, rows) in enumerate(lanes)]
+    unfinished = [lane.path.source for lane in state if not lane.done]
+    if unfinished:
+        log.warning("%s: the car did not reach the end of the recorded path in %d steps", unfinished[0], budget)
+    return [_Run(np.asarray(lane.rows, np.int64), np.asarray(lane.offsets), np.asarray(lane.commands),
+                 lane.interventions, lane.elapsed) for lane in state]
 
 
 class _VideoWriter:

@@ -49,20 +49,22 @@ class ViewWarp:
         self._to_band = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, -self.split], [0.0, 0.0, 1.0]])
         self._from_band = np.linalg.inv(self._to_band)
 
-    def homographies(self, lateral: float, heading: float, target: str = "center") -> tuple[np.ndarray, np.ndarray]:
+    def homographies(self, lateral: float, heading: float, target: str = "center",
+                     forward: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """``(ground, rotation)``: 3x3 maps from source pixels to pixels of the displaced camera.
 
         The displaced camera is the rig's ``target`` camera on a car moved ``lateral`` metres left and
-        turned ``heading`` radians left of the recording car (``target="left"`` with no displacement:
-        what the left camera saw, for calibration).
+        turned ``heading`` radians left of the recording car, and ``forward`` metres ahead of it
+        (``target="left"`` with no displacement: what the left camera saw, for calibration).
         """
-        ground = self.rig.ground_homography(0.0, float(lateral), float(heading), target) @ self._inverse_source
-        rotation = self.rig.pose(0.0, float(lateral), float(heading), target)[0]
+        pose = (float(forward), float(lateral), float(heading), target)
+        ground = self.rig.ground_homography(*pose) @ self._inverse_source
+        rotation = self.rig.pose(*pose)[0]
         sky = self._k @ rotation @ self._source_rotation.T @ self._k_inv
         return ground, sky
 
     def __call__(self, frame: np.ndarray, lateral: float = 0.0, heading: float = 0.0, target: str = "center",
-                 out: np.ndarray | None = None) -> np.ndarray:
+                 forward: float = 0.0, out: np.ndarray | None = None) -> np.ndarray:
         """The frame as seen from the displaced viewpoint (same shape and dtype; borders replicated).
 
         For the driver's view (``target="center"``) the bonnet rows are kept as recorded.
@@ -73,7 +75,7 @@ class ViewWarp:
                              f"{cols}x{rows}")
         if out is None:
             out = np.empty_like(frame)
-        ground, sky = self.homographies(lateral, heading, target)
+        ground, sky = self.homographies(lateral, heading, target, forward)
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
         if self.split > 0:
             cv2.warpPerspective(frame, np.linalg.inv(sky), (cols, self.split), dst=out[: self.split], flags=flags,
