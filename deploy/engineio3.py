@@ -68,7 +68,7 @@ def _take_utf16_units(text: str, start: int, units: int) -> int:
     while units > 0 and index < len(text):
         units -= 2 if ord(text[index]) > 0xFFFF else 1
         index += 1
-    return index
+    return index + max(units, 0)  # past the end when the text is too short
 
 
 def _decode_text_packet(text: str) -> eio_packet.Packet:
@@ -111,6 +111,8 @@ def decode_payload(body: bytes) -> list[eio_packet.Packet]:
                 if colon < 0 or not text[i:colon].isdigit():
                     raise PayloadError(f"bad text payload length at character {i}")
                 end = _take_utf16_units(text, colon + 1, int(text[i:colon]))
+                if end > len(text):
+                    raise PayloadError(f"payload ends inside a {text[i:colon]}-character packet")
                 packets.append(_decode_text_packet(text[colon + 1:end]))
                 i = end
                 if len(packets) > _MAX_PACKETS_PER_PAYLOAD:
@@ -176,6 +178,15 @@ class _BoundedSocket(engineio.socket.Socket):
         return eio_payload.Payload(encoded_payload=body.decode("utf-8")).packets
 
     def handle_post_request(self, environ):
+        try:
+            self._handle_post_request(environ)
+        except eio_exceptions.EngineIOError:
+            # Closed here without waiting: python-engineio's own close() waits for a GET to collect the CLOSE
+            # packet, and holds this POST until then. The server then answers 400.
+            self.close(wait=False, reason=self.server.reason.TRANSPORT_ERROR)
+            raise
+
+    def _handle_post_request(self, environ):
         length = int(environ.get("CONTENT_LENGTH") or 0)
         limit = self.server.max_http_buffer_size
         if length > limit * HARD_LIMIT_FACTOR:

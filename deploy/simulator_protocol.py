@@ -23,10 +23,14 @@ The overrides use python-socketio's private dispatch methods, so pyproject.toml 
 
 from __future__ import annotations
 
+import logging
+
 import socketio
 from socketio import packet as sio_packet
 
 from deploy.engineio3 import EngineIOServer, protocol_of
+
+log = logging.getLogger(__name__)
 
 
 class SimulatorCompatibleServer(socketio.Server):
@@ -69,13 +73,18 @@ class SimulatorCompatibleServer(socketio.Server):
         return super()._send_packet(eio_sid, pkt)
 
     def _handle_eio_message(self, eio_sid, data):
-        if (eio_sid not in self._joined_default_namespace and eio_sid not in self._binary_packet
-                and isinstance(data, str) and data[:1] == str(sio_packet.EVENT)):
-            pkt = self.packet_class(encoded_packet=data)
-            if (pkt.namespace or "/") == "/":
-                # A Socket.IO 2 client: connected to "/" implicitly, as its servers did.
-                self._handle_connect(eio_sid, "/", None)
-        return super()._handle_eio_message(eio_sid, data)
+        try:
+            if (eio_sid not in self._joined_default_namespace and eio_sid not in self._binary_packet
+                    and isinstance(data, str) and data[:1] == str(sio_packet.EVENT)):
+                pkt = self.packet_class(encoded_packet=data)
+                if (pkt.namespace or "/") == "/":
+                    # A Socket.IO 2 client: connected to "/" implicitly, as its servers did.
+                    self._handle_connect(eio_sid, "/", None)
+            return super()._handle_eio_message(eio_sid, data)
+        except ValueError as error:  # malformed JSON or packet: tell the client, keep the session (no traceback)
+            log.warning("%s: malformed Socket.IO packet %.60r: %s", eio_sid, data, error)
+            self.send_to_session(eio_sid, "error", {"message": f"malformed Socket.IO packet {data!r:.60} ({error})"})
+            return None
 
     def _handle_eio_disconnect(self, eio_sid, *args):  # python-socketio >= 5.12 also passes a reason
         self._joined_default_namespace.discard(eio_sid)

@@ -185,6 +185,9 @@ def build_engine(onnx_path: str, engine_path: str, frame_shape: Sequence[int], p
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise ValueError(f"{onnx_path}: TensorRT cannot parse the ONNX: {errors}")
     config = builder.create_builder_config()
+    if precision == "fp32":
+        # TensorRT runs fp32 layers in TF32 by default on Ampere and newer, which misses the 1e-4 parity bound.
+        config.clear_flag(trt.BuilderFlag.TF32)
     if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
     if precision == "int8":
@@ -208,7 +211,9 @@ def load_engine(path: str):
     reason = unavailable_reason()
     if reason is not None:
         raise ValueError(f"{path}: cannot run a TensorRT engine here: {reason}")
-    import pycuda.autoinit  # noqa: F401 (creates the CUDA context)
+    # The primary context is the one TensorFlow uses too; pycuda.autoinit would make a second one, current
+    # only on the importing thread (the drive server calls predictors from its request threads).
+    import pycuda.autoprimaryctx
     import pycuda.driver as cuda
     import tensorrt as trt
 
@@ -225,11 +230,21 @@ def load_engine(path: str):
     (inp,) = inputs
     outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
     shape = tuple(int(d) for d in engine.get_tensor_shape(inp)[1:])
+    cuda_context = pycuda.autoprimaryctx.context
     stream = cuda.Stream()
+    max_batch = int(engine.get_tensor_profile_shape(inp, 0)[2][0])
 
     def run(frames: np.ndarray) -> dict[str, np.ndarray]:
+        cuda_context.push()
+        try:
+            return run_in_context(frames)
+        finally:
+            cuda_context.pop()
+
+    def run_in_context(frames: np.ndarray) -> dict[str, np.ndarray]:
         x = np.ascontiguousarray(frames, np.float32)  # the engine's input is the float32 ONNX's
-        context.set_input_shape(inp, x.shape)
+        if not context.set_input_shape(inp, x.shape):  # returns False (does not raise) outside the profile
+            raise ValueError(f"{path}: batch {len(x)} is outside the engine's optimization profile 1..{max_batch}")
         x_gpu = cuda.mem_alloc(x.nbytes)
         cuda.memcpy_htod_async(x_gpu, x, stream)
         context.set_tensor_address(inp, int(x_gpu))

@@ -7,7 +7,6 @@ noisy frame to frame, so a good model tracks the smoothed signal).
 
 from __future__ import annotations
 
-import io
 import os
 from typing import Any, Sequence
 
@@ -71,19 +70,19 @@ def predict(model, log: DrivingLog, batch_size: int = 64, verbose: int = 0) -> n
 
 
 def smoothed_labels(log: DrivingLog, sigma: float) -> np.ndarray:
-    from e2e_drive.train import smooth
+    from data_tools.smoothing import smooth_steering
 
-    return smooth(log, sigma).steering
+    return smooth_steering(log, sigma).steering
 
 
 def plot_predictions(label: np.ndarray, smoothed: np.ndarray, prediction: np.ndarray, path: str, title: str = "") -> None:
     """Predicted vs true steering over time as a PNG (written atomically)."""
-    import matplotlib
+    import matplotlib  # here: only plotting needs it, and importing it is slow
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from e2e_drive.train import write_atomic
+    from data_tools.io import save_figure
 
     fig, ax = plt.subplots(figsize=(10, 4))
     frames = np.arange(len(label))
@@ -95,10 +94,7 @@ def plot_predictions(label: np.ndarray, smoothed: np.ndarray, prediction: np.nda
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    write_atomic(path, buffer.getvalue())
+    save_figure(fig, path)
 
 
 def evaluate(
@@ -127,8 +123,8 @@ def evaluate(
         >>> report = evaluate("runs/udacity/best.keras", ["../shared/data/udacity_sim_a"])
         >>> report["smoothed"]["model"]["rmse"] < report["smoothed"]["mean_baseline"]["rmse"]
     """
+    from data_tools import load_log
     from e2e_drive.models import load_model
-    from e2e_drive.train import load_log
 
     name = os.fspath(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model_or_path.name
     model = load_model(name) if isinstance(model_or_path, (str, os.PathLike)) else model_or_path

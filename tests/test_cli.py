@@ -43,3 +43,85 @@ def test_missing_subcommand_is_a_usage_error(capsys):
         main([])
     assert exit_info.value.code == 2
     assert "required" in capsys.readouterr().err
+
+
+def _readme_commands() -> list[str]:
+    """``e2e-drive ...`` command lines of README.md: code blocks (continuations joined) and inline snippets."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    commands = []
+    for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
+        block = block.replace("\\\n", " ")
+        commands += [line.split("  #")[0].strip() for line in block.splitlines()]
+    commands += re.findall(r"`(e2e-drive [^`\n]*)`", text)
+    found = []
+    for command in commands:
+        command = re.sub(r"\[[^\]]*\]", "", command.split("e2e-drive ", 1)[-1] if "e2e-drive " in command else "")
+        if command.strip() and "..." not in command and "|" not in command:
+            found.append(command.strip())
+    return found
+
+
+README_COMMANDS = _readme_commands()
+
+
+def test_readme_lists_commands():
+    assert len(README_COMMANDS) > 15 and any(c.startswith("demo --quick") for c in README_COMMANDS)
+
+
+@pytest.mark.parametrize("command", README_COMMANDS)
+def test_every_readme_example_parses(command):
+    import shlex
+
+    argv = shlex.split(command)
+    if "--help" in argv:
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args(argv)
+        assert exit_info.value.code == 0
+        return
+    args = build_parser().parse_args(argv)
+    assert callable(args.handler)
+
+
+def test_help_states_what_the_code_does(capsys):
+    from e2e_drive.sim.track import INTERVENTION_FRACTION
+
+    with pytest.raises(SystemExit):
+        main(["sim", "drive", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"{INTERVENTION_FRACTION:g} x the road width" in text and "More than 1 m" not in text
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Engine.IO 3 clients" in text and "Engine.IO 4 clients" in text and "same port" in text
+    assert "gets a 400" not in text
+
+
+def test_train_passes_only_the_flags_given():
+    from e2e_drive.cli.train import train_options
+
+    parser = build_parser()
+    given = train_options(parser.parse_args(["train", "d", "--out", "r"]))
+    assert given == {"verbose": 1}
+    given = train_options(parser.parse_args(["train", "d", "--out", "r", "--epochs", "3", "--lr", "5e-4",
+                                             "--no-augment", "--crop", "50,20", "--cache", "disk", "--overwrite",
+                                             "--json"]))
+    assert given == {"epochs": 3, "learning_rate": 5e-4, "augment": False, "crop": "50,20", "cache": "disk",
+                     "overwrite": True, "verbose": 2}
+
+
+def test_json_is_one_object_and_logs_go_to_stderr(tmp_path, capsys):
+    import json
+
+    from tests.builders import make_udacity_log
+
+    folder = make_udacity_log(tmp_path / "log")
+    assert main(["data", "check", str(folder), "--plot", str(tmp_path / "h.png"), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["rows"] == 4
+    assert f"histogram written to {tmp_path / 'h.png'}" in captured.err
+    assert main(["data", "check", str(folder), "--plot", str(tmp_path / "h.png"), "--json", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["rows"] == 4 and "histogram written" not in captured.err

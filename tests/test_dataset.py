@@ -196,7 +196,7 @@ def test_bad_arguments(log):
 
 
 def test_real_udacity_log(udacity_sim_a):
-    from data_tools.pipeline_bench import load_log  # data_tools.read_log once it exists
+    from data_tools import load_log
 
     log = load_log([str(udacity_sim_a)])[:40]
     ds = DrivingDataset(log, 16, augment=default_augmentation(), progress=False)
@@ -207,3 +207,35 @@ def test_real_udacity_log(udacity_sim_a):
     first, _ = plain[0]
     for k, row in enumerate(plain.order(0)[:16]):
         np.testing.assert_array_equal(first[k], read_frame(log.images["center"][row]))
+
+
+def test_cache_auto_picks_memory_or_disk_by_the_budget(log, tmp_path, caplog):
+    import logging
+
+    from data_tools.frame_cache import choose_cache_mode, decoded_bytes
+
+    caplog.set_level(logging.INFO, logger="data_tools.dataset")
+    needed = decoded_bytes(log, ("center",))
+    assert needed == len(log) * H * W * 3  # distinct files x the frame size, independent of the cache
+    roomy = DrivingDataset(log, 8, cache="auto", cache_dir=tmp_path, memory_budget=needed + 1, progress=False)
+    tight = DrivingDataset(log, 8, cache="auto", cache_dir=tmp_path, memory_budget=needed, progress=False)
+    assert roomy.cache_mode == "memory" and not isinstance(roomy.cache.frames, np.memmap)
+    assert tight.cache_mode == "disk" and isinstance(tight.cache.frames, np.memmap)
+    assert tight.cache.path.startswith(str(tmp_path))
+    assert f"frame cache: disk under {tmp_path}" in caplog.text and "exceed" in caplog.text
+    assert_same(all_batches(roomy, 0), all_batches(tight, 0))
+    # Without a budget: half of what /proc/meminfo says is available; these few KB fit.
+    mode, why = choose_cache_mode(log, ("center",))
+    assert mode == "memory" and "50% of" in why and "available" in why
+    none = DrivingDataset(log, 8, cache="none")
+    assert none.cache is None and none.cache_mode == "none"
+    assert_same(all_batches(none, 0), all_batches(roomy, 0))
+
+
+def test_frame_cache_imports_no_e2e_drive():
+    import subprocess
+    import sys
+
+    code = "import sys, data_tools.frame_cache; print(any(m.startswith('e2e_drive') for m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr[-2000:]

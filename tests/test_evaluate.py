@@ -33,7 +33,7 @@ def test_metrics_known_values():
 def test_evaluate_matches_keras_predict_and_plots(tmp_path):
     from e2e_drive.evaluate import evaluate
     from e2e_drive.models import pilotnet
-    from e2e_drive.train import smooth
+    from data_tools import smooth_steering
 
     log = synthetic_log(tmp_path / "frames", n=20)
     model = pilotnet((40, 80, 3), crop=CROP, seed=0)
@@ -44,7 +44,7 @@ def test_evaluate_matches_keras_predict_and_plots(tmp_path):
     assert report["raw"]["model"]["rmse"] == pytest.approx(np.sqrt(np.mean((expected - log.steering) ** 2)), rel=1e-4)
     baseline = np.full(len(log), log.steering.mean())
     assert report["raw"]["mean_baseline"]["mae"] == pytest.approx(np.mean(np.abs(baseline - log.steering)), rel=1e-5)
-    smoothed = smooth(log, 2.0).steering
+    smoothed = smooth_steering(log, 2.0).steering
     assert not np.allclose(smoothed, log.steering)
     assert report["smoothed"]["model"]["mae"] == pytest.approx(np.mean(np.abs(expected - smoothed)), rel=1e-4)
     png = (tmp_path / "p.png").read_bytes()

@@ -1,4 +1,5 @@
-"""The drive server against real socket.io clients on 127.0.0.1: steering, malformed telemetry, load."""
+"""The drive server against real socket.io clients on 127.0.0.1: steering, malformed and oversized telemetry,
+bounded work for untrusted input, addresses, load. Engine.IO 3 clients: tests/test_server_eio3.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 import socketio
 
 from deploy import export, load_predictor
-from deploy.server import DriveServer, SpeedController, encode_image, load_test
+from deploy.server import DriveServer, ServerAddressError, SpeedController, encode_image, image_size
+from e2e_drive.bench.serve import format_serve_report, load_test
 from tests.builders import FRAME, tiny_model
 
 
@@ -80,16 +82,6 @@ def test_wrong_frame_size_is_named(client):
     client.emit("telemetry", {"speed": "3", "image": encode_image(small)})
     event, data = client.receive(timeout=10)
     assert event == "error" and "30x20" in data["message"] and "80x40" in data["message"]
-
-
-def test_engine_io_3_clients_are_told_why_they_are_refused(server):
-    import requests
-
-    running, _ = server
-    answer = requests.get(f"{running.url}/socket.io/", params={"EIO": "3", "transport": "polling"}, timeout=10)
-    assert answer.status_code == 400 and "speaks EIO=4" in answer.text
-    fine = requests.get(f"{running.url}/socket.io/", params={"EIO": "4", "transport": "polling"}, timeout=10)
-    assert fine.status_code == 200 and fine.text.startswith("0{")  # an engine.io v4 OPEN packet
 
 
 def _unity_receive(ws, wanted: str) -> str:
@@ -232,3 +224,119 @@ def test_cli_bench_serve_json(server, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["answered"] == 10 and result["failures"] == [] and result["transport"] == "websocket"
     assert result["model_p50_ms"] > 0 and result["overhead_x"] > 0
+
+
+def test_bench_report_text():
+    report = {"clients": 2, "frames_per_client": 5, "transport": "polling", "answered": 10, "failures": [],
+              "p50_ms": 3.0, "p99_ms": 9.5, "frames_per_second": 300.0, "model_p50_ms": 1.5, "overhead_x": 2.0}
+    text = format_serve_report(report)
+    assert "2 clients x 5 frames, 10 answered" in text and "p50 3.00 ms" in text and "x2.0" in text
+
+
+# Issue 11: bounded work for untrusted input.
+
+def _huge_png(width: int = 10_000, height: int = 10_000) -> bytes:
+    """A valid 1-bit grey PNG of width x height pixels in ~12 KB: decoding it to BGR takes width*height*3 bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer, row = zlib.compressobj(9), b"\x00" * (1 + (width + 7) // 8)  # filter byte + 1 bit per pixel
+    idat = b"".join(packer.compress(row * 100) for _ in range(height // 100)) + packer.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_image_size_reads_headers_as_opencv_decodes_them():
+    rng = np.random.default_rng(0)
+    for height, width in [(40, 80), (160, 320), (7, 3)]:
+        frame = rng.integers(0, 255, (height, width, 3), np.uint8)
+        for ext, params in [(".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]), (".png", [])]:
+            data = cv2.imencode(ext, frame, params)[1].tobytes()
+            decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            assert image_size(data) == (decoded.shape[1], decoded.shape[0]) == (width, height)
+    assert image_size(_huge_png(10_000, 10_000)) == (10_000, 10_000)
+
+
+def test_a_huge_png_is_refused_from_its_header_with_bounded_memory(server, client):
+    import tracemalloc
+
+    png = _huge_png()
+    assert len(png) < 50_000  # under the base64 bound for an 80x40 frame: the header check refuses it
+    # Calibration: tracemalloc sees OpenCV's decoded frames (numpy buffers), so a decode would show up.
+    small = cv2.imencode(".png", np.zeros((1000, 1000, 3), np.uint8))[1].tobytes()
+    tracemalloc.start()
+    try:
+        cv2.imdecode(np.frombuffer(small, np.uint8), cv2.IMREAD_COLOR)
+        assert tracemalloc.get_traced_memory()[1] >= 3_000_000
+        tracemalloc.reset_peak()
+        client.emit("telemetry", {"speed": "3", "image": base64.b64encode(png).decode()})
+        event, data = client.receive(timeout=10)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert event == "error" and "10000x10000" in data["message"] and "80x40" in data["message"]
+    assert peak < 30_000_000, f"{peak / 1e6:.0f} MB traced while refusing the PNG (a decode takes 300 MB)"
+    client.emit("telemetry", {"speed": "3", "image": encode_image(_frames(1)[0])})
+    assert client.receive(timeout=10)[0] == "steer"
+
+
+def test_an_overlong_base64_image_is_refused_before_decoding(client):
+    client.emit("telemetry", {"speed": "3", "image": "A" * 500_000})
+    event, data = client.receive(timeout=10)
+    assert event == "error" and "500000 base64 characters" in data["message"] and "80x40" in data["message"]
+
+
+@pytest.mark.parametrize("arguments,count", [((), 0), (({"speed": "3"}, {"speed": "4"}), 2)])
+def test_telemetry_with_no_or_extra_arguments_gets_an_error(server, client, arguments, count):
+    client.client.emit("telemetry", arguments)  # a tuple: one Socket.IO argument per item
+    event, data = client.receive(timeout=10)
+    assert event == "error" and f"telemetry takes one argument (the telemetry object), got {count}" in data["message"]
+    client.emit("telemetry", {"speed": "3", "image": encode_image(_frames(1)[0])})
+    assert client.receive(timeout=10)[0] == "steer"
+
+
+def test_an_oversized_message_gets_an_error_and_the_connection_goes_on(server, client):
+    running, _ = server
+    client.emit("telemetry", {"speed": "3", "image": "A" * 1_500_000})
+    event, data = client.receive(timeout=10)
+    assert event == "error" and "over the drive server's 1000000-byte limit" in data["message"]
+    client.emit("telemetry", {"speed": "3", "image": encode_image(_frames(1)[0])})
+    assert client.receive(timeout=10)[0] == "steer"
+
+
+def test_a_malformed_socketio_packet_gets_an_error(server):
+    import json
+
+    import websocket
+
+    running, _ = server
+    ws = websocket.create_connection(f"ws://127.0.0.1:{running.port}/socket.io/?EIO=4&transport=websocket",
+                                     timeout=10)
+    try:
+        assert ws.recv().startswith("0")
+        ws.send('42["telemetry",{"speed":')
+        event, data = json.loads(_unity_receive(ws, "42")[2:])
+        assert event == "error" and "malformed Socket.IO packet" in data["message"]
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("speed", [float("nan"), float("inf"), -1.0, "fast"])
+def test_the_target_speed_is_validated(server, speed):
+    _, predictor = server
+    with pytest.raises(ValueError, match="--speed"):
+        DriveServer(predictor, speed=speed, port=0)
+
+
+def test_address_errors_name_host_and_port(server):
+    running, predictor = server
+    with pytest.raises(ServerAddressError, match=f"127.0.0.1:{running.port}: address already in use") as caught:
+        DriveServer(predictor, port=running.port).start()
+    assert isinstance(caught.value, OSError) and "\n" not in str(caught.value)
+    with pytest.raises(ServerAddressError, match="no such host:0: unknown host"):
+        DriveServer(predictor, host="no such host", port=0).start()
+    with pytest.raises(ValueError, match="--port"):
+        DriveServer(predictor, port=70000)

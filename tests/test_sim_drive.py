@@ -155,7 +155,20 @@ def test_cli_record_and_bench(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert main(["sim", "record", "--out", str(tmp_path / "file")]) == 2
     assert "is a file" in capsys.readouterr().err
-    assert main(["sim", "record", "--track", "-3", "--out", str(tmp_path / "neg")]) == 2
-    assert "seed >= 0" in capsys.readouterr().err
-    assert main(["sim", "record", "--laps", "0", "--out", str(tmp_path / "zero")]) == 2
-    assert "laps > 0" in capsys.readouterr().err
+    assert _exit_code(["sim", "record", "--track", "-3", "--out", str(tmp_path / "neg")]) == 2
+    assert ">= 0" in capsys.readouterr().err
+    assert _exit_code(["sim", "record", "--laps", "0", "--out", str(tmp_path / "zero")]) == 2
+    assert "> 0" in capsys.readouterr().err
+    # A tub from the CLI (donkeycar's own reader is tested in test_donkeycar.py).
+    assert main(["sim", "record", "--track", "9", "--laps", "0.03", "--out", str(tmp_path / "tub"), "--format", "tub",
+                 "--json"]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "tub" / "manifest.json").is_file() and len(read_log([str(tmp_path / "tub")])) > 0
+
+
+def _exit_code(argv) -> int:
+    """main's return code, or argparse's exit code for a flag rejected at parse time."""
+    try:
+        return main(argv)
+    except SystemExit as exit:
+        return int(exit.code)

@@ -344,11 +344,12 @@ def test_cache_auto_picks_disk_under_a_small_budget_on_a_udacity_folder(tmp_path
              f"{log.steering[i]}, 0.5, 0, 20.0" for i in range(len(log))]
     (tmp_path / "sim" / "driving_log.csv").write_text("\n".join(lines) + "\n")
     caplog.set_level(logging.INFO, logger="e2e_drive.train")
-    # 24 centre frames of 40x80x3 bytes (the default augmentation uses the centre camera only).
+    # 24 rows x 3 cameras (the default augmentation picks among them) of 40x80x3 bytes: 691.2 KB.
     result = train([tmp_path / "sim"], tmp_path / "run", epochs=1, batch_size=8, crop=CROP, verbose=0,
-                   cache_dir=tmp_path / "cache", memory_budget=24 * 40 * 80 * 3 - 1)
+                   cache_dir=tmp_path / "cache", memory_budget=24 * 3 * 40 * 80 * 3 - 1)
     assert result.cache == "disk" and result.num_train + result.num_val == 24
-    assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".json", ".u8"]
-    assert "frame cache: disk under" in caplog.text and "exceed" in caplog.text
+    # One memmap (+ header) for the training rows, one for the validation rows.
+    assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".json", ".json", ".u8", ".u8"]
+    assert f"frame cache: disk under {tmp_path / 'cache'} (691.2 KB of decoded frames exceed" in caplog.text
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["data"] == [str(tmp_path / "sim")] and config["cache_dir"] == str(tmp_path / "cache")

@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from deploy.predictor import load_predictor
 from deploy.server import DriveServer, encode_image
+from e2e_drive.bench.latency import bench_frames, time_predictor
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +66,6 @@ def load_test(url: str, images: list[str], clients: int = 4, frames: int = 20, s
 
 def bench_serve(model: str, clients: int = 4, frames: int = 50, transport: str = "websocket") -> dict[str, Any]:
     """Serve ``model`` on a free local port and load-test it; the model's own batch-1 p50 measured alongside."""
-    from deploy.latency import bench_frames, time_predictor
-    from deploy.predictor import load_predictor
-
     predictor = load_predictor(model)
     images = bench_frames(predictor.input_shape, count=16)
     model_only = time_predictor(predictor, images, runs=50)

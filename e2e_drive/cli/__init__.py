@@ -42,13 +42,12 @@ log = logging.getLogger(__name__)
 def common_parser() -> argparse.ArgumentParser:
     """The flags every command takes."""
     common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("output")
-    group.add_argument("--json", action="store_true", help="print one JSON object on stdout (logs go to stderr)")
-    verbosity = group.add_mutually_exclusive_group()
+    common.add_argument("--json", action="store_true", help="print one JSON object on stdout (logs go to stderr)")
+    verbosity = common.add_mutually_exclusive_group()
     verbosity.add_argument("--verbose", action="store_true",
                            help="debug logging, TensorFlow's own log lines, tracebacks on errors")
     verbosity.add_argument("--quiet", action="store_true", help="warnings and errors only")
-    group.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    common.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return common
 
 
@@ -142,7 +141,8 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     if not verbose:
         # Third-party chatter at INFO (matplotlib font cache, socket.io per-request lines) is not ours to show.
-        for name in ("matplotlib", "PIL", "socketio", "engineio", "urllib3", "h5py", "absl", "tensorflow"):
+        for name in ("matplotlib", "PIL", "socketio", "engineio", "urllib3", "h5py", "absl", "tensorflow",
+                     "tf2onnx"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
 

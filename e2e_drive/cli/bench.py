@@ -101,21 +101,25 @@ def register(commands, common: argparse.ArgumentParser) -> None:
 
     replay = _bench(
         commands, common, "replay", run_replay,
-        help="replay throughput: time steps/s of driving a recorded log, against its baseline",
-        description="Time the replay of recorded driving (e2e_drive.replay) against the baseline measured in "
-        "the same run; see e2e-drive replay --help.",
+        help="closed-loop replay steps/s on a recorded log, against decode+warp and the simulator's render step",
+        description="Replay a generated log with a zero-steering driver (JPEG decoding, viewpoint warp, car model, "
+        "path projection, interventions: everything but the model) on one core, next to baselines measured in "
+        "the same run on the same frames: JPEG decoding plus one cv2.warpPerspective per step, and the "
+        "simulator's own render step.",
         epilog="example:\n  e2e-drive bench replay --steps 2000 --json",
     )
     replay.add_argument("--steps", type=positive_int, default=2000, help="time steps to replay (default 2000)")
 
     gpu = _bench(
         commands, common, "gpu", run_gpu,
-        help="GPU figures (training and inference) against the CPU in the same run",
-        description="Time training steps and inference on the GPU found by TensorFlow against the same work on "
-        "the CPU, in one run; says so and exits 2 when no GPU is visible.",
-        epilog="example:\n  e2e-drive bench gpu --json",
+        help="GPU figures: train steps vs CPU and mixed precision, TensorRT engines, the input pipeline",
+        description="PilotNet train steps/s on the GPU vs the CPU and with mixed_float16 vs float32; TensorRT "
+        "engines (fp32, fp16, int8) vs Keras on the same GPU; DrivingDataset images/s with one worker vs worker "
+        "processes. Without a GPU (or TensorRT) the report says why and holds what this machine can measure.",
+        epilog="example:\n  e2e-drive bench gpu --steps 20 --json",
     )
-    del gpu
+    gpu.add_argument("--steps", type=positive_int, default=20,
+                     help="timed train steps per configuration (default 20)")
 
 
 def run_layers(args: argparse.Namespace) -> int:
@@ -162,17 +166,11 @@ def run_latency(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from e2e_drive.bench.serve import bench_serve
+    from e2e_drive.bench.serve import bench_serve, format_serve_report
 
-    result = bench_serve(args.model, clients=args.clients, frames=args.frames, transport=args.transport)
-    lines = [f"{args.clients} clients x {args.frames} frames ({args.transport}): {result['answered']} answered"]
-    if result.get("p50_ms") is not None:
-        lines[0] += (f", round trip p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, "
-                     f"{result['frames_per_second']:.1f} frames/s; model alone p50 {result['model_p50_ms']:.3f} ms "
-                     f"(round trip = {result['overhead_x']:.1f}x the model)")
-    lines += [f"  failure: {failure}" for failure in result["failures"]]
-    emit(args, result, "\n".join(lines))
-    return 0 if not result["failures"] else 1
+    report = bench_serve(args.model, clients=args.clients, frames=args.frames, transport=args.transport)
+    emit(args, report, format_serve_report(report))
+    return 0 if not report["failures"] else 1
 
 
 def run_replay(args: argparse.Namespace) -> int:
@@ -186,6 +184,7 @@ def run_replay(args: argparse.Namespace) -> int:
 def run_gpu(args: argparse.Namespace) -> int:
     from e2e_drive.bench.gpu import bench_gpu, format_gpu_report
 
-    report = bench_gpu()
+    with contextlib.redirect_stdout(sys.stderr):  # Keras writes to stdout
+        report = bench_gpu(steps=args.steps)
     emit(args, report, format_gpu_report(report))
     return 0

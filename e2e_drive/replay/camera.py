@@ -194,7 +194,7 @@ def calibrate(
     rig = match.rig(float(horizon), float(ratio))
     side_match = match.score(rig)
     unwarped = match.score(None)
-    log.info("calibrated %s: pitch %.2f deg, side offset %.3f m, match %s (unwarped %s)", source, rig.pitch_deg,
+    log.debug("calibrated %s: pitch %.2f deg, side offset %.3f m, match %s (unwarped %s)", source, rig.pitch_deg,
              rig.side_offset, side_match, unwarped)
     return Calibration(rig, side_match, unwarped, len(chosen), source)
 

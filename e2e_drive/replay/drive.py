@@ -105,9 +105,7 @@ def parse_driver(text: str) -> Driver:
 
 
 def _camera_for(rig: CameraRig | str | os.PathLike | None, profile: CarProfile, frame_size: tuple[int, int],
-                source: str, needed: bool) -> CameraRig | None:
-    if not needed:
-        return None
+                source: str) -> CameraRig:
     if rig is None:
         log.warning("%s: no camera calibration given: using the %s profile's camera (run e2e-drive calibrate on a "
                     "log with side cameras, or pass --camera CAMERA.json)", source, profile.name)
@@ -178,7 +176,13 @@ def replay(
     rig = None
     if sees_frames:
         first = read_frame(loaded[0].images["center"][0], where=loaded[0].describe(0))
-        rig = _camera_for(camera, profile, first.shape[:2], trajectories[0].source, True)
+        rig = _camera_for(camera, profile, first.shape[:2], trajectories[0].source)
+        for driving_log in loaded[1:]:
+            size = read_frame(driving_log.images["center"][0], where=driving_log.describe(0)).shape[:2]
+            if size != tuple(rig.size):
+                raise DataError(f"frames are {size[1]}x{size[0]}, the first log's (and the camera's) are "
+                                f"{rig.size[1]}x{rig.size[0]}; replay logs of one camera together",
+                                path=str(driving_log.source[0]))
     # Lanes: (log, rows driven) per segment, within each log's scored span.
     lanes: list[tuple[int, np.ndarray]] = []
     standing = [0] * len(loaded)
@@ -313,7 +317,8 @@ def _drive_batch(lanes, logs, paths, driver, warp, car_params, max_offset, write
     budget = 3 * max(len(nodes) for _, nodes in lanes)
     pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) if warp is not None else None
     try:
-        for _ in progress_bar(range(budget), label="replay", enabled=progress):
+        # No total: a car can take more steps than the recording has rows (see budget).
+        for _ in progress_bar(iter(range(budget)), total=None, label="replay", enabled=progress):
             live = [lane for lane in state if not lane.done]
             if not live:
                 break
@@ -326,7 +331,8 @@ def _drive_batch(lanes, logs, paths, driver, warp, car_params, max_offset, write
                     source = _nearest_camera(logs[k], lane.row, lateral, warp["center"].rig.side_offset)
                     frame = read_frame(logs[k].images[source][lane.row], where=logs[k].describe(lane.row))
                     return warp[source](frame, lateral, error, forward=forward)
-                views = np.stack(list(pool.map(view, range(len(live)))))
+                # Decoding and warping release the GIL: several lanes use several cores.
+                views = np.stack(list(pool.map(view, range(len(live)))) if len(live) > 1 else [view(0)])
             if callable(driver):
                 command = np.asarray(driver(views), np.float64).reshape(-1)
                 if command.shape != (len(live),) or not np.all(np.isfinite(command)):

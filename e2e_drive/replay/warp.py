@@ -57,9 +57,9 @@ class ViewWarp:
         turned ``heading`` radians left of the recording car, and ``forward`` metres ahead of it
         (``target="left"`` with no displacement: what the left camera saw, for calibration).
         """
-        pose = (float(forward), float(lateral), float(heading), target)
-        ground = self.rig.ground_homography(*pose) @ self._inverse_source
-        rotation = self.rig.pose(*pose)[0]
+        rotation, centre = self.rig.pose(float(forward), float(lateral), float(heading), target)
+        # CameraRig.ground_homography's K [r1 r2 -R c], from the one pose (it would compute the pose again).
+        ground = self._k @ np.column_stack([rotation[:, 0], rotation[:, 1], -rotation @ centre]) @ self._inverse_source
         sky = self._k @ rotation @ self._source_rotation.T @ self._k_inv
         return ground, sky
 

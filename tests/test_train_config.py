@@ -1,0 +1,80 @@
+"""TrainConfig: the config.json schema round-trips, and every invalid option names its flag."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from e2e_drive.train_config import CONFIG_VERSION, TrainConfig, TrainConfigError
+
+
+def test_round_trip_through_json():
+    config = TrainConfig(data=("a", "b/c"), epochs=3, batch_size=8, learning_rate=5e-4, activation="prelu",
+                         conv="reference", dropout=0.25, augment=False, balance=True, seed=7, val_fraction=0.1,
+                         crop="60,25", smooth_steering=2.5, early_stopping=0, strategy="multiworker",
+                         mixed_precision=True, workers=4, worker_processes=True, cache="disk", cache_dir="/tmp/c",
+                         verbose=2, frame_shape=[160, 320, 3], num_train=10, num_val=2)
+    text = config.to_json()
+    payload = json.loads(text)
+    assert payload["crop"] == [60, 25] and payload["data"] == ["a", "b/c"] and payload["version"] == CONFIG_VERSION
+    back = TrainConfig.from_json(text)
+    assert back == config and back.crop == (60, 25) and back.frame_shape == (160, 320, 3)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
+    assert TrainConfig(cache=None).cache == "none"
+
+
+@pytest.mark.parametrize("options,message", [
+    (dict(learning_rate=math.nan), "--lr: expected a finite number > 0, got nan"),
+    (dict(learning_rate=0.0), "--lr: expected a finite number > 0, got 0"),
+    (dict(learning_rate=math.inf), "--lr: expected a finite number > 0, got inf"),
+    (dict(epochs=0), "--epochs: expected an integer >= 1, got 0"),
+    (dict(epochs=2.5), "--epochs: expected an integer >= 1, got 2.5"),
+    (dict(batch_size=True), "--batch-size: expected an integer >= 1, got True"),
+    (dict(workers=0), "--workers: expected an integer >= 1, got 0"),
+    (dict(seed=-1), "--seed: expected an integer >= 0, got -1"),
+    (dict(early_stopping=-2), "--early-stopping: expected an integer >= 0, got -2"),
+    (dict(dropout=1.0), "--dropout: expected a finite number >= 0 and < 1, got 1"),
+    (dict(val_fraction=-0.1), "--val-fraction: expected a finite number >= 0 and < 1, got -0.1"),
+    (dict(smooth_steering=math.nan), "--smooth-steering: expected a finite number >= 0, got nan"),
+    (dict(activation="swish"), "--activation: expected one of elu, relu, prelu, maxout, rrelu, apl, got 'swish'"),
+    (dict(conv="fast"), "--conv: expected one of keras, reference, got 'fast'"),
+    (dict(strategy="tpu"), "--strategy: expected one of auto, mirrored, multiworker, got 'tpu'"),
+    (dict(cache="ssd"), "--cache: expected one of auto, memory, disk, none, got 'ssd'"),
+    (dict(crop="60"), "--crop: expected TOP,BOTTOM (two integers, e.g. 60,25), got '60'"),
+    (dict(crop=(-1, 4)), "--crop: expected TOP,BOTTOM rows >= 0, got -1,4"),
+    (dict(balance="yes"), "--balance: expected true or false, got 'yes'"),
+    (dict(verbose=3), "--verbose: expected 0, 1 or 2, got 3"),
+    (dict(cache_dir=""), "--cache-dir: expected a folder path, got ''"),
+])
+def test_invalid_options_name_the_flag(options, message):
+    with pytest.raises(TrainConfigError) as error:
+        TrainConfig(**options)
+    assert str(error.value) == message
+
+
+def test_damaged_or_foreign_config_files_name_the_file():
+    good = TrainConfig(data=("a",)).to_dict()
+    with pytest.raises(TrainConfigError, match=r"^runs/x/config.json: not valid JSON \(half-written or damaged\?\)"):
+        TrainConfig.from_json(json.dumps(good)[:40], where="runs/x/config.json")
+    with pytest.raises(TrainConfigError, match="^runs/x/config.json: unknown field\\(s\\) colour"):
+        TrainConfig.from_dict({**good, "colour": "red"}, where="runs/x/config.json")
+    with pytest.raises(TrainConfigError, match="^runs/x/config.json: no version field"):
+        TrainConfig.from_dict({k: v for k, v in good.items() if k != "version"}, where="runs/x/config.json")
+    with pytest.raises(TrainConfigError, match="^runs/x/config.json: config.json version: this e2e-drive reads"):
+        TrainConfig.from_dict({**good, "version": 99}, where="runs/x/config.json")
+    with pytest.raises(TrainConfigError, match="^runs/x/config.json: --lr: expected a finite number > 0, got -1"):
+        TrainConfig.from_dict({**good, "learning_rate": -1}, where="runs/x/config.json")
+
+
+def test_resume_differences_list_what_may_not_change():
+    saved = TrainConfig(data=("runs/../data/a",), activation="elu", crop=(60, 25), batch_size=64)
+    assert saved.resume_differences({"data": ("data/a",), "crop": "60,25", "epochs": 30, "workers": 4,
+                                     "cache": "disk", "verbose": 0, "batch_size": 64}) == []
+    assert saved.resume_differences({"activation": "relu", "crop": [60, 20], "learning_rate": 0.01,
+                                     "mixed_precision": True, "data": ("data/b",)}) == [
+        "--activation: saved elu, given relu", "--crop: saved 60,25, given 60,20", "--lr: saved 0.001, given 0.01",
+        "--mixed-precision: saved false, given true", "DATA: saved runs/../data/a, given data/b",
+    ]
