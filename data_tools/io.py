@@ -45,12 +45,19 @@ def file_mode() -> int:
 def _temporary_name(path: Path, directory: bool = False) -> str:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
+        above = next((p for p in parent.parents if p.exists()), None) if not parent.exists() else parent
+        if above is not None and above.exists() and not above.is_dir():
+            raise NotADirectoryError(f"{path}: {above} is a file, not a folder")
         raise FileNotFoundError(f"{path}: the folder {parent} does not exist")
     if path.is_dir() and not directory:
         raise IsADirectoryError(f"{path}: is a directory, expected a file path")
-    if directory:
-        return tempfile.mkdtemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    try:
+        if directory:
+            return tempfile.mkdtemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    except OSError as error:
+        # Name the file the user asked for, not our temporary name beside it.
+        raise type(error)(error.errno, f"{path}: cannot write here: {error.strerror}") from None
     os.close(fd)
     return tmp
 

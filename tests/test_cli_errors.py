@@ -244,7 +244,8 @@ def test_os_errors_name_the_file_and_the_cause(tmp_path):
     error = _raised(lambda: open(tmp_path, "w"))
     assert describe_error(error) == f"{tmp_path}: is a directory, expected a file"
     full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "runs/a/best.keras")
-    assert describe_error(full) == "runs/a/best.keras: no space left on device [free some space or write somewhere else]"
+    assert describe_error(full) == ("runs/a/best.keras: no space left on device "
+                                    "[free some space or write somewhere else]")
     denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/srv/runs")
     assert describe_error(denied) == "/srv/runs: permission denied [check the permissions of the file and its folder]"
     error = _raised(lambda: os.mkdir(tmp_path))

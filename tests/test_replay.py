@@ -122,6 +122,22 @@ def test_constant_zero_steering_intervenes_on_bends(sim_log):
     assert replay(folder, 0.0, profile="sim", max_offset=6.0).total.interventions < result.interventions
 
 
+def test_pieces_drive_together_and_cover_the_same_time(sim_log):
+    folder, track, _ = sim_log
+    whole = replay(folder, "recorded", profile="sim").total
+    pieces = replay(folder, "recorded", profile="sim", piece_seconds=5.0).total
+    assert pieces.segments == 5 and pieces.max_abs_offset < 1e-9
+    assert pieces.frames == whole.frames and pieces.elapsed_seconds == pytest.approx(whole.elapsed_seconds)
+    batches = []
+
+    def driver(frames: np.ndarray) -> np.ndarray:
+        batches.append(len(frames))
+        return road_follower(track)(frames)
+
+    replay(folder, driver, camera=CameraRig(), profile="sim", piece_seconds=5.0)
+    assert max(batches) == 5
+
+
 def test_start_end_score_only_the_span(sim_log):
     folder, _, _ = sim_log
     whole = replay(folder, "recorded", profile="sim").total

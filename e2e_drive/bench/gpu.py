@@ -198,7 +198,7 @@ def _measure_tensorrt(folder: Path, frame_shape: Sequence[int], runs: int) -> di
     import tensorflow as tf
 
     from deploy import export, load_predictor
-    from deploy.latency import bench_frames, time_predictor
+    from e2e_drive.bench.latency import bench_frames, time_predictor
 
     keras_path = folder / "pilotnet.keras"
     _model(frame_shape).save(keras_path)

@@ -79,7 +79,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         description="Time each ARTIFACT on the same frames in one run: batch-1 latency p50/p99, throughput at "
         "batch 32, ratio to the first artifact, and the ONNX latency as a multiple of the CPU floor "
         "(model MACs / onnxruntime matmul rate measured in the same run).",
-        epilog="example:\n  e2e-drive bench latency best.keras pilotnet.onnx pilotnet.tflite pilotnet_int8.tflite --json",
+        epilog="example:\n"
+        "  e2e-drive bench latency best.keras pilotnet.onnx pilotnet.tflite pilotnet_int8.tflite --json",
     )
     latency.add_argument("artifacts", nargs="+", metavar="ARTIFACT")
     latency.add_argument("--runs", type=positive_int, default=200, help="batch-1 calls per artifact (default 200)")

@@ -136,6 +136,7 @@ def replay(
     speed: float | None = None,
     max_offset: float | None = None,
     video: str | os.PathLike | None = None,
+    piece_seconds: float | None = None,
     progress: bool = False,
 ) -> ReplayReport:
     """Drive ``driver`` through the recorded logs and score it with NVIDIA's autonomy metric.
@@ -150,6 +151,10 @@ def replay(
         speed: metres per second for logs without speed (tubs).
         max_offset: metres off the recorded path that make an intervention. Defaults to the profile's.
         video: write an mp4 of the driver's view with its steering and the offset (segments one after another).
+        piece_seconds: cut each segment into pieces of this many seconds, each starting on the recorded pose,
+            all driven together: one model batch per step instead of one frame (for a model scored every
+            epoch). The start of a piece is a free re-centring, so keep pieces long (30-60 s) next to the
+            time between interventions. Defaults to whole segments.
         progress: draw a progress bar on stderr.
 
     Raises:
@@ -163,6 +168,8 @@ def replay(
     max_offset = profile.intervention_offset if max_offset is None else float(max_offset)
     if not (math.isfinite(max_offset) and max_offset > 0):
         raise ValueError(f"--max-offset: expected metres > 0. Received: {max_offset}")
+    if piece_seconds is not None and not (math.isfinite(piece_seconds) and piece_seconds > 0):
+        raise ValueError(f"piece_seconds: expected seconds > 0. Received: {piece_seconds}")
     if isinstance(driver, str) and driver != "recorded":
         raise ValueError(f"DRIVER: expected a predictor, 'recorded' or a number; got {driver!r} (the CLI loads "
                          "model files)")
@@ -199,8 +206,18 @@ def replay(
             # Rows the car drives from, and the row each drive ends on: the path's nodes.
             rows = np.flatnonzero(span & (path.segment == segment) & path.moving)
             rows = rows[rows + 1 < last_row]
-            if len(rows):
-                lanes.append((k, np.append(rows, rows[-1] + 1)))
+            if not len(rows):
+                continue
+            nodes = np.append(rows, rows[-1] + 1)
+            if piece_seconds is None:
+                lanes.append((k, nodes))
+                continue
+            # Pieces share their boundary row: one ends on it, the next starts from it.
+            clock = np.concatenate([[0.0], np.cumsum(path.dt[rows])])
+            cuts = np.searchsorted(clock, np.arange(piece_seconds, clock[-1], piece_seconds))
+            for first, last in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(nodes) - 1]])):
+                if last > first:
+                    lanes.append((k, nodes[first : last + 1]))
     if not lanes:
         raise DataError("the car stands still in the whole scored span: nothing to drive",
                         path=trajectories[0].source)
