@@ -1,8 +1,11 @@
 """Steering-aware augmentations in the albumentations style.
 
 A transform is called as ``transform(sample, rng) -> sample``. A ``Sample``
-holds the frame being augmented and its steering label, plus the row's camera
-views (arrays or lazy loaders) so that ``ChooseCamera`` can pick one. Each
+holds the frame being augmented, its steering label and its throttle label,
+plus the row's camera views (arrays or lazy loaders) so that ``ChooseCamera``
+can pick one. Augmentations change the frame and the steering only: the
+throttle of a sample passes through every transform unchanged (a mirrored,
+shifted or side-camera view of the road asks for the same speed). Each
 transform draws its random values in one place, ``get_params(rng, shape)``,
 and ``apply`` / ``apply_to_steering`` are pure; ``Compose`` passes the same
 ``numpy.random.Generator`` down, so one seed fixes the whole chain.
@@ -33,11 +36,12 @@ class Sample:
         image: the RGB uint8 frame, or ``None`` to take it from ``views[camera]``.
         steering: the steering label in [-1, 1].
         views: camera name -> frame or zero-argument loader, for ``ChooseCamera``.
+        throttle: the throttle label; every transform passes it through unchanged. Defaults to `0.0`.
         camera: the camera ``image`` comes from. Defaults to `"center"`.
         applied: names of the transforms applied so far (for previews and debugging).
     """
 
-    __slots__ = ("_image", "steering", "views", "camera", "applied")
+    __slots__ = ("_image", "steering", "throttle", "views", "camera", "applied")
 
     def __init__(
         self,
@@ -47,11 +51,13 @@ class Sample:
         views: Mapping[str, Any] | None = None,
         camera: str = "center",
         applied: tuple[str, ...] = (),
+        throttle: float = 0.0,
     ):
         if image is None and not views:
             raise ValueError("Sample needs an image or camera views")
         self._image = image
         self.steering = float(steering)
+        self.throttle = float(throttle)
         self.views = dict(views or {})
         self.camera = camera
         self.applied = applied
@@ -72,7 +78,9 @@ class Sample:
         camera: str | None = None,
         applied: str | None = None,
     ) -> "Sample":
-        """A copy with some fields changed (a new camera drops the current image); ``applied`` is appended."""
+        """A copy with some fields changed (a new camera drops the current image); ``applied`` is appended.
+
+        The throttle is always carried over: no transform changes it."""
         new_camera = self.camera if camera is None else camera
         keep = self._image if new_camera == self.camera else None
         return Sample(
@@ -81,6 +89,7 @@ class Sample:
             views=self.views,
             camera=new_camera,
             applied=self.applied if applied is None else (*self.applied, applied),
+            throttle=self.throttle,
         )
 
 

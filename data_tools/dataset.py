@@ -1,7 +1,9 @@
-"""``DrivingDataset``: batches of raw frames and steering for ``model.fit``.
+"""``DrivingDataset``: batches of raw frames and steering (and throttle) for ``model.fit``.
 
-Batches are ``(frames uint8 (B, H, W, 3) raw RGB, steering float32 (B,))``;
-preprocessing happens inside the model (``FramePreprocess``). Every random
+Batches are ``(frames uint8 (B, H, W, 3) raw RGB, steering float32 (B,))``, or with
+``targets=("steering", "throttle")`` ``(frames, {"steering": (B,), "throttle": (B,)})``
+(the labels of a two-output ``pilotnet``); preprocessing happens inside the model
+(``FramePreprocess``). Augmentations change the steering only: the throttle is the log's. Every random
 choice of batch ``index`` in epoch ``epoch`` comes from
 ``np.random.default_rng([seed, epoch, 1, index])`` and the epoch's order from
 ``[seed, epoch, 0]``: a batch is a pure function of ``(seed, epoch, index)``,
@@ -28,6 +30,20 @@ from data_tools.shared_batches import SharedBatchSlots
 logger = logging.getLogger(__name__)
 
 CACHE_MODES = ("auto", "memory", "disk", "none", None)
+# The labels a batch can carry, in the order of e2e_drive.models.OUTPUTS (the heads of pilotnet).
+TARGETS = ("steering", "throttle")
+
+
+def check_targets(targets) -> tuple[str, ...]:
+    """``targets`` as a tuple: a non-empty subset of ``TARGETS``, each once, steering first; else ValueError."""
+    if isinstance(targets, str):
+        targets = tuple(t.strip() for t in targets.split(","))
+    targets = tuple(targets)
+    if (not targets or targets[0] != "steering" or len(set(targets)) != len(targets)
+            or any(t not in TARGETS for t in targets)):
+        raise ValueError(f"Expected targets from {', '.join(TARGETS)}, each once, steering first. "
+                         f"Received: targets={targets}")
+    return targets
 
 
 class DrivingDataset(keras.utils.PyDataset):
@@ -47,10 +63,14 @@ class DrivingDataset(keras.utils.PyDataset):
         memory_budget: bytes ``cache="auto"`` may keep in memory. Defaults to half the available memory.
         workers, use_multiprocessing, max_queue_size: passed to ``keras.utils.PyDataset``.
         drop_remainder: leave out the last, smaller batch. Defaults to `False`.
+        targets: the labels of a batch, steering first. ``("steering",)``: ``(frames, steering)`` batches;
+            ``("steering", "throttle")``: ``(frames, {"steering": s, "throttle": t})`` with the throttle of
+            ``log.throttle``, untouched by the augmentations. Defaults to `("steering",)`.
 
     Example:
         >>> ds = DrivingDataset(log, 64, augment=default_augmentation(), workers=2)
         >>> frames, steering = ds[0]     # (64, 160, 320, 3) uint8, (64,) float32
+        >>> frames, labels = DrivingDataset(log, 64, targets=("steering", "throttle"))[0]   # labels: a dict
         >>> model.fit(ds, epochs=10, shuffle=False)   # ds shuffles itself, from the seed
 
     With ``use_multiprocessing=True`` the worker processes hand batches back
@@ -75,6 +95,7 @@ class DrivingDataset(keras.utils.PyDataset):
         drop_remainder: bool = False,
         progress: bool = True,
         memory_budget: int | None = None,
+        targets: tuple[str, ...] = ("steering",),
     ):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         if batch_size < 1:
@@ -85,6 +106,7 @@ class DrivingDataset(keras.utils.PyDataset):
             raise ValueError("DrivingDataset needs a log with at least one row")
         if drop_remainder and len(log) < batch_size:
             raise ValueError(f"drop_remainder=True with {len(log)} rows < batch_size={batch_size} leaves no batch")
+        self.targets = check_targets(targets)
         self.log = log
         self.batch_size = int(batch_size)
         self.augment = augment
@@ -105,8 +127,11 @@ class DrivingDataset(keras.utils.PyDataset):
                 cache_dir = default_cache_dir()
             self.cache = FrameCache(log, self.cameras, mode=self.cache_mode, cache_dir=cache_dir, progress=progress)
             self.frame_shape: tuple[int, int, int] = self.cache.frame_shape
+            self._shape_source = "the log's frames are"
         else:
+            # Frames are read as they are used: the first one sets the size the others must have.
             self.frame_shape = tuple(read_frame(log.images["center"][0], where=log.describe(0)).shape)
+            self._shape_source = f"the log's first frame ({log.describe(0)}, center camera: {log.images['center'][0]}) is"
         self._order_cache: tuple[int, np.ndarray] | None = None
         self._shared_slots = self._make_shared_slots()
 
@@ -118,7 +143,7 @@ class DrivingDataset(keras.utils.PyDataset):
         # Enough for every batch Keras may have queued plus one being filled per worker; pages are only
         # backed once used, and a batch finding no free slot is sent through the pipe instead.
         n_slots = max(1, self.workers) + max(1, self.max_queue_size) + 2
-        return SharedBatchSlots(n_slots, self.batch_size, self.frame_shape)
+        return SharedBatchSlots(n_slots, self.batch_size, self.frame_shape, self.targets)
 
     def __len__(self) -> int:
         n = len(self.log)
@@ -152,27 +177,33 @@ class DrivingDataset(keras.utils.PyDataset):
             self._order_cache = cached
         return cached[1]
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray | dict[str, np.ndarray]]:
         slots = self._shared_slots
         handle = None if slots is None else slots.claim(self._batch_length(index))
         if handle is None:
             return self.batch(self.epoch, index)
         try:
-            self.batch(self.epoch, index, out=(handle.frames, handle.steering))
+            self.batch(self.epoch, index, out=(handle.frames, self._labels(handle.targets)))
         except BaseException:
             slots.release(handle)
             raise
-        return handle  # unpickles to (frames, steering) in the parent
+        return handle  # unpickles to the batch (frames, labels) in the parent
+
+    def _labels(self, by_target: dict[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
+        """A batch's labels as ``batch`` returns them: the steering array alone, or the dict of targets."""
+        return by_target["steering"] if self.targets == ("steering",) else {t: by_target[t] for t in self.targets}
 
     def _batch_length(self, index: int) -> int:
         return max(0, min(self.batch_size, len(self.log) - int(index) * self.batch_size))
 
     def batch(
-        self, epoch: int, index: int, out: tuple[np.ndarray, np.ndarray] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Batch ``index`` of ``epoch``: ``(frames uint8 (B, H, W, 3), steering float32 (B,))``.
+        self, epoch: int, index: int,
+        out: tuple[np.ndarray, np.ndarray | dict[str, np.ndarray]] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | dict[str, np.ndarray]]:
+        """Batch ``index`` of ``epoch``: ``(frames uint8 (B, H, W, 3), steering float32 (B,))``, or
+        ``(frames, {target: float32 (B,)})`` with several targets.
 
-        ``out``: arrays of those shapes to fill instead of new ones.
+        ``out``: arrays of those shapes (the same structure) to fill instead of new ones.
         """
         index = int(index)
         if not 0 <= index < len(self):
@@ -180,27 +211,34 @@ class DrivingDataset(keras.utils.PyDataset):
         rows = self.order(int(epoch))[index * self.batch_size : (index + 1) * self.batch_size]
         if out is None:
             frames = np.empty((len(rows), *self.frame_shape), np.uint8)
-            steering = np.empty(len(rows), np.float32)
+            labels = {t: np.empty(len(rows), np.float32) for t in self.targets}
         else:
-            frames, steering = out
-            if frames.shape != (len(rows), *self.frame_shape) or steering.shape != (len(rows),):
-                raise ValueError(f"Expected out arrays of shapes {(len(rows), *self.frame_shape)} and {(len(rows),)}. "
-                                 f"Received: {frames.shape} and {steering.shape}")
+            frames, given = out
+            labels = {"steering": given} if self.targets == ("steering",) else dict(given)
+            shapes = [labels[t].shape if t in labels else None for t in self.targets]
+            if frames.shape != (len(rows), *self.frame_shape) or any(s != (len(rows),) for s in shapes):
+                raise ValueError(f"Expected out arrays of shapes {(len(rows), *self.frame_shape)} and {(len(rows),)} "
+                                 f"for each of {', '.join(self.targets)}. Received: {frames.shape} and {shapes}")
+        steering = labels["steering"]
+        throttle = labels.get("throttle")
         rng = np.random.default_rng([self.seed, int(epoch), 1, index])
         for k, row in enumerate(rows):
-            sample = Sample(steering=float(self.log.steering[row]), views=self._views(int(row)))
+            sample = Sample(steering=float(self.log.steering[row]), views=self._views(int(row)),
+                            throttle=float(self.log.throttle[row]))
             if self.augment is not None:
                 sample = self.augment(sample, rng)
             image = sample.image
             if image.shape != self.frame_shape:
-                where = self.log.describe(int(row))
                 raise DataError(
-                    f"{where}: {sample.camera} frame is {image.shape[1]}x{image.shape[0]} but the log's frames are "
-                    f"{self.frame_shape[1]}x{self.frame_shape[0]}; all frames of one log must share a size"
+                    f"{self.log.describe(int(row))}: {sample.camera} frame is {image.shape[1]}x{image.shape[0]} but "
+                    f"{self._shape_source} {self.frame_shape[1]}x{self.frame_shape[0]}; all frames of a log must "
+                    "have one size"
                 )
             frames[k] = image
             steering[k] = sample.steering
-        return frames, steering
+            if throttle is not None:
+                throttle[k] = sample.throttle  # augmentations pass it through unchanged
+        return frames, self._labels(labels)
 
     def _views(self, row: int) -> dict:
         if self.cache is not None:
@@ -236,13 +274,16 @@ class DrivingDataset(keras.utils.PyDataset):
         )
 
         def load(epoch, index):
-            return self.batch(int(epoch), int(index))
+            frames, labels = self.batch(int(epoch), int(index))
+            return (frames, labels) if self.targets == ("steering",) else (frames, *labels.values())
 
         def tf_load(epoch, index):
-            frames, steering = tf.numpy_function(load, [epoch, index], [tf.uint8, tf.float32], stateful=False)
+            frames, *labels = tf.numpy_function(load, [epoch, index], [tf.uint8] + [tf.float32] * len(self.targets),
+                                                stateful=False)
             frames.set_shape((None, *self.frame_shape))
-            steering.set_shape((None,))
-            return frames, steering
+            for values in labels:
+                values.set_shape((None,))
+            return frames, labels[0] if self.targets == ("steering",) else dict(zip(self.targets, labels))
 
         return pairs.map(
             tf_load, num_parallel_calls=parallel_calls or tf.data.AUTOTUNE, deterministic=True

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
@@ -103,8 +104,8 @@ class FrameCache:
         progress: draw a progress bar on stderr while decoding. Defaults to `True`.
 
     Raises:
-        DataError: a frame is missing or corrupt (naming the log row), or its size
-            differs from the log's first frame (naming both files and sizes).
+        DataError: a frame is missing or corrupt (naming the log row), or the frames are not all of one
+            size (naming the odd frames, the most common size and a frame that has it).
 
     Example:
         >>> cache = FrameCache(log, cameras=("center",))
@@ -170,21 +171,46 @@ class FrameCache:
         from data_tools.progress import progress as progress_bar
 
         frames[0] = first
+        # Frames of another size than the first are counted, not stored: once all are decoded, the most common
+        # size tells which frames are the odd ones (the first frame may be one of them).
+        other_sizes: dict[int, tuple[int, ...]] = {}
 
         def decode(i: int) -> None:
             frame = read_frame(self.paths[i], where=self._where[i])
             if frame.shape != first.shape:
-                raise DataError(
-                    f"{self._where[i]}: frame {self.paths[i]} is {frame.shape[1]}x{frame.shape[0]} but the log's "
-                    f"frames are {first.shape[1]}x{first.shape[0]} (first frame: {self.paths[0]}); "
-                    "all frames of one log must share a size"
-                )
+                other_sizes[i] = frame.shape
+                return
             frames[i] = frame
 
         with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
             for _ in progress_bar(pool.map(decode, range(1, len(self.paths))), total=len(self.paths) - 1,
                                   label="decoding frames", enabled=progress):
                 pass
+        if other_sizes:
+            raise DataError(self._size_mismatch({0: first.shape, **other_sizes}))
+
+    def _size_mismatch(self, sizes: dict[int, tuple[int, ...]]) -> str:
+        """The error for frames of several sizes: ``sizes`` holds the first frame's and every other-sized one's
+        (every frame not in it has the first frame's size). The odd frames are those not of the most common
+        size (ties: the first frame's)."""
+        counts = Counter(sizes.values())
+        counts[sizes[0]] += len(self.paths) - len(sizes)
+        common = max(counts, key=lambda size: (counts[size], size == sizes[0]))
+        odd = sorted(i for i, size in sizes.items() if size != common)
+        example = 0 if sizes[0] == common else min(i for i, size in sizes.items() if size == common)
+        others = counts[common]
+
+        def show(size):
+            return f"{size[1]}x{size[0]}"
+
+        i = odd[0]
+        more = ""
+        if len(odd) > 1:
+            listed = "; ".join(f"{self._where[k]} is {show(sizes[k])}" for k in odd[1:4])
+            more = f"; {len(odd) - 1} more frame(s) of another size: {listed}{'; ...' if len(odd) > 4 else ''}"
+        return (f"{self._where[i]}: frame {self.paths[i]} is {show(sizes[i])} but {others} other frame(s) of the log "
+                f"are {show(common)} (e.g. {self._where[example]}: {self.paths[example]}){more}; all frames of a log "
+                "must have one size")
 
     def _disk_frames(self, cache_dir: str, shape: tuple[int, ...], first: np.ndarray, threads, progress) -> np.ndarray:
         os.makedirs(cache_dir, exist_ok=True)

@@ -19,6 +19,9 @@ Example:
     >>> handle = slots.claim(64)                 # in a forked worker; None -> send arrays instead
     >>> handle.frames[...], handle.steering[...] = frames, steering
     >>> frames, steering = pickle.loads(pickle.dumps(handle))   # in the parent
+
+With several targets (``targets=("steering", "throttle")``) each slot holds one float32 array per target
+(``handle.targets[name]``) and a handle unpickles to ``(frames, {"steering": ..., "throttle": ...})``.
 """
 
 from __future__ import annotations
@@ -58,19 +61,29 @@ class SharedBatchSlots:
         n_slots: batches that can be in flight at once (workers filling + results not yet unpickled).
         batch_size: the largest batch.
         frame_shape: ``(H, W, 3)`` of every frame.
+        targets: the float32 labels of a batch, steering first. ``("steering",)``: batches are
+            ``(frames, steering)``; more: ``(frames, {name: labels})``. Defaults to `("steering",)`.
     """
 
-    def __init__(self, n_slots: int, batch_size: int, frame_shape: tuple[int, ...]):
+    def __init__(self, n_slots: int, batch_size: int, frame_shape: tuple[int, ...],
+                 targets: tuple[str, ...] = ("steering",)):
         if n_slots < 1 or batch_size < 1:
             raise ValueError(f"Expected n_slots >= 1 and batch_size >= 1. Received: n_slots={n_slots}, "
                              f"batch_size={batch_size}")
+        targets = tuple(targets)
+        if not targets or targets[0] != "steering" or len(set(targets)) != len(targets):
+            raise ValueError(f"Expected distinct targets, steering first. Received: targets={targets}")
         self.n_slots = int(n_slots)
         self.batch_size = int(batch_size)
         self.frame_shape = tuple(int(d) for d in frame_shape)
+        self.targets = targets
         self.frames_bytes = self.batch_size * int(np.prod(self.frame_shape))
-        # Frames, then steering, each starting 64-byte aligned (slots too), so NumPy and TF never copy to align.
-        self._steering_offset = -(-self.frames_bytes // 64) * 64
-        self.slot_bytes = -(-(self._steering_offset + 4 * self.batch_size) // 64) * 64
+        # Frames, then each target's labels, each starting 64-byte aligned (slots too), so NumPy and TF never
+        # copy to align.
+        label_bytes = -(-4 * self.batch_size // 64) * 64
+        first = -(-self.frames_bytes // 64) * 64
+        self._target_offsets = {name: first + k * label_bytes for k, name in enumerate(targets)}
+        self.slot_bytes = first + len(targets) * label_bytes
         # Anonymous MAP_SHARED memory: pages are only backed once touched, and forked children share them.
         self._memory = mmap.mmap(-1, self.n_slots * self.slot_bytes)
         self._flat = np.frombuffer(self._memory, np.uint8)
@@ -98,16 +111,16 @@ class SharedBatchSlots:
                 and multiprocessing.current_process().name.startswith(_KERAS_WORKER_PREFIX)
                 and _SLOTS_BY_TOKEN.get(self.token) is self)
 
-    def _views(self, slot: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _views(self, slot: int, n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         start = slot * self.slot_bytes
         frames = self._flat[start : start + n * int(np.prod(self.frame_shape))].reshape(n, *self.frame_shape)
-        steering_start = start + self._steering_offset
-        steering = self._flat[steering_start : steering_start + 4 * n].view(np.float32)
-        return frames, steering
+        labels = {name: self._flat[start + offset : start + offset + 4 * n].view(np.float32)
+                  for name, offset in self._target_offsets.items()}
+        return frames, labels
 
     def claim(self, n: int) -> "SharedBatch | None":
         """A free slot for a batch of ``n`` (in a Keras worker process): fill ``handle.frames`` and
-        ``handle.steering`` and return the handle. ``None`` when the slots are not shared with this process
+        ``handle.targets[name]`` (``handle.steering`` is ``handle.targets["steering"]``) and return the handle. ``None`` when the slots are not shared with this process
         or all are busy: send the arrays instead."""
         if not self.usable_here() or not 0 < n <= self.batch_size:
             return None
@@ -119,7 +132,8 @@ class SharedBatchSlots:
             self._use[slot] += 1
             use = self._use[slot]
         handle = SharedBatch(self.token, slot, n, use)
-        handle.frames, handle.steering = self._views(slot, n)
+        handle.frames, handle.targets = self._views(slot, n)
+        handle.steering = handle.targets["steering"]
         return handle
 
     def release(self, handle: "SharedBatch") -> None:
@@ -128,8 +142,9 @@ class SharedBatchSlots:
             if self._use[handle.slot] == handle.use:
                 self._owner[handle.slot] = _FREE
 
-    def take(self, slot: int, n: int, use: int) -> tuple[np.ndarray, np.ndarray]:
-        """The batch in ``slot`` as arrays over the shared memory itself (in the process that made the slots).
+    def take(self, slot: int, n: int, use: int) -> tuple[np.ndarray, np.ndarray | dict[str, np.ndarray]]:
+        """The batch in ``slot`` as arrays over the shared memory itself (in the process that made the slots):
+        ``(frames, steering)``, or ``(frames, {name: labels})`` with several targets.
 
         No copy: the slot stays reserved while any array made from these
         (slices and views included) is alive, and is freed when the last one goes.
@@ -138,8 +153,10 @@ class SharedBatchSlots:
         lease = _Lease()
         # atexit=False: at interpreter exit nothing needs freeing, and a forked child never frees (see _free).
         weakref.finalize(lease, self._free, slot, use).atexit = False
-        frames, steering = self._views(slot, n)
-        return (np.asarray(_LeasedArray(frames, lease)), np.asarray(_LeasedArray(steering, lease)))
+        frames, labels = self._views(slot, n)
+        leased = {name: np.asarray(_LeasedArray(values, lease)) for name, values in labels.items()}
+        frames = np.asarray(_LeasedArray(frames, lease))
+        return (frames, leased["steering"]) if self.targets == ("steering",) else (frames, leased)
 
     def _free(self, slot: int, use: int) -> None:
         # A forked child inherits the parent's arrays and their finalizers: only the maker frees, and only the
@@ -209,13 +226,14 @@ def _take_shared_batch(token: str, slot: int, n: int, use: int):
 
 
 class SharedBatch:
-    """A handle to a batch in a ``SharedBatchSlots`` slot; unpickles to ``(frames, steering)``."""
+    """A handle to a batch in a ``SharedBatchSlots`` slot; unpickles to ``(frames, steering)`` (or
+    ``(frames, {name: labels})`` with several targets)."""
 
-    __slots__ = ("token", "slot", "n", "use", "frames", "steering")
+    __slots__ = ("token", "slot", "n", "use", "frames", "steering", "targets")
 
     def __init__(self, token: str, slot: int, n: int, use: int):
         self.token, self.slot, self.n, self.use = token, slot, n, use
-        self.frames = self.steering = None  # the slot's views, in the worker that fills it
+        self.frames = self.steering = self.targets = None  # the slot's views, in the worker that fills it
 
     def __reduce__(self):
         return _take_shared_batch, (self.token, self.slot, self.n, self.use)

@@ -3,6 +3,10 @@
 Every figure is reported next to a predict-the-mean baseline on the same data,
 against the raw labels and against Gaussian-smoothed labels (human steering is
 noisy frame to frame, so a good model tracks the smoothed signal).
+
+A model with a throttle head (``pilotnet(outputs=("steering", "throttle"))``) is also scored on the log's
+throttle (``report["throttle"]``: RMSE, MAE and Pearson next to the mean baseline); the steering report is the
+same as for a steering-only model.
 """
 
 from __future__ import annotations
@@ -59,14 +63,35 @@ def metrics(prediction: np.ndarray, label: np.ndarray, smoothed: np.ndarray, mea
     return result
 
 
-def predict(model, log: DrivingLog, batch_size: int = 64, verbose: int = 0) -> np.ndarray:
-    """Steering predictions for the centre frames of ``log`` (checks the frame shape first)."""
+def predict_outputs(model, log: DrivingLog, batch_size: int = 64, verbose: int = 0) -> dict[str, np.ndarray]:
+    """Every output of ``model`` on the centre frames of ``log``: ``{name: float32 (N,)}``, steering first
+    (checks the frame shape first)."""
     from data_tools.dataset import DrivingDataset
-    from e2e_drive.models import check_fits
+    from e2e_drive.models import check_fits, output_names
 
     dataset = DrivingDataset(log, batch_size, augment=None, shuffle=False, cache=None)
     check_fits(model, dataset.frame_shape, f"the data ({log.describe(0)})")
-    return np.asarray(model.predict(dataset, verbose=verbose), np.float32).reshape(-1)
+    names = output_names(model)
+    predicted = model.predict(dataset, verbose=verbose)
+    if not isinstance(predicted, dict):
+        predicted = dict(zip(names, predicted)) if isinstance(predicted, (list, tuple)) else {names[0]: predicted}
+    return {name: np.asarray(predicted[name], np.float32).reshape(-1) for name in names}
+
+
+def predict(model, log: DrivingLog, batch_size: int = 64, verbose: int = 0) -> np.ndarray:
+    """Steering predictions for the centre frames of ``log`` (checks the frame shape first)."""
+    return predict_outputs(model, log, batch_size, verbose)["steering"]
+
+
+def throttle_metrics(prediction: np.ndarray, label: np.ndarray) -> dict[str, Any]:
+    """Throttle RMSE, MAE and Pearson of ``prediction`` against ``label``, next to predicting the label mean."""
+    prediction = np.asarray(prediction, np.float64)
+    label = np.asarray(label, np.float64)
+    mean = float(np.mean(label))
+    baseline = np.full_like(label, mean)
+    return {"count": int(len(label)), "mean": mean,
+            "model": {**_errors(prediction, label), "pearson": _pearson(prediction, label)},
+            "mean_baseline": {**_errors(baseline, label), "pearson": float("nan")}}
 
 
 def smoothed_labels(log: DrivingLog, sigma: float) -> np.ndarray:
@@ -75,8 +100,10 @@ def smoothed_labels(log: DrivingLog, sigma: float) -> np.ndarray:
     return smooth_steering(log, sigma).steering
 
 
-def plot_predictions(label: np.ndarray, smoothed: np.ndarray, prediction: np.ndarray, path: str, title: str = "") -> None:
-    """Predicted vs true steering over time as a PNG (written atomically)."""
+def plot_predictions(label: np.ndarray, smoothed: np.ndarray, prediction: np.ndarray, path: str, title: str = "",
+                     throttle: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """Predicted vs true steering over time as a PNG (written atomically); ``throttle=(label, prediction)`` adds a
+    throttle panel below."""
     import matplotlib  # here: only plotting needs it, and importing it is slow
 
     matplotlib.use("Agg")
@@ -84,16 +111,27 @@ def plot_predictions(label: np.ndarray, smoothed: np.ndarray, prediction: np.nda
 
     from data_tools.io import save_figure
 
-    fig, ax = plt.subplots(figsize=(10, 4))
+    if throttle is None:
+        fig, ax = plt.subplots(figsize=(10, 4))
+        axes = [ax]
+    else:
+        fig, axes = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+        ax = axes[0]
     frames = np.arange(len(label))
     ax.plot(frames, label, lw=0.8, color="0.6", label="true")
     ax.plot(frames, smoothed, lw=1.2, color="tab:blue", label="true (smoothed)")
     ax.plot(frames, prediction, lw=1.2, color="tab:orange", label="predicted")
-    ax.set_xlabel("frame")
     ax.set_ylabel("steering")
     ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper right")
+    if throttle is not None:
+        true_throttle, predicted_throttle = throttle
+        axes[1].plot(frames, true_throttle, lw=0.8, color="0.6", label="true")
+        axes[1].plot(frames, predicted_throttle, lw=1.2, color="tab:orange", label="predicted")
+        axes[1].set_ylabel("throttle")
+    for a in axes:
+        a.grid(alpha=0.3)
+        a.legend(loc="upper right")
+    axes[-1].set_xlabel("frame")
     save_figure(fig, path)
 
 
@@ -113,11 +151,13 @@ def evaluate(
         data: paths (``data_tools.read_log``) or a ``DrivingLog``.
         smooth_sigma: sigma in frames of the smoothed labels. Defaults to `4.0`.
         batch_size: prediction batch size. Defaults to `64`.
-        plot: write a PNG of predicted vs true steering over time here. Defaults to `None`.
+        plot: write a PNG of predicted vs true steering (and throttle) over time here. Defaults to `None`.
 
     Returns:
         ``{"count", "raw": {"model": {rmse, mae, pearson}, "mean_baseline": {...}},
-        "smoothed": {...}, "by_steering_bin": [...], "smooth_sigma", "model"}``.
+        "smoothed": {...}, "by_steering_bin": [...], "smooth_sigma", "model"}``, plus for a model with a
+        throttle output ``"throttle": {"count", "mean", "model": {rmse, mae, pearson}, "mean_baseline": {...}}``
+        (against the log's throttle column).
 
     Example:
         >>> report = evaluate("runs/udacity/best.keras", ["../shared/data/udacity_sim_a"])
@@ -129,12 +169,16 @@ def evaluate(
     name = os.fspath(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model_or_path.name
     model = load_model(name) if isinstance(model_or_path, (str, os.PathLike)) else model_or_path
     log = load_log(data)
-    prediction = predict(model, log, batch_size, verbose)
+    outputs = predict_outputs(model, log, batch_size, verbose)
+    prediction = outputs["steering"]
     smoothed = smoothed_labels(log, smooth_sigma)
     report = metrics(prediction, log.steering, smoothed, float(np.mean(log.steering)))
     report.update(smooth_sigma=float(smooth_sigma), model=name)
+    if "throttle" in outputs:
+        report["throttle"] = throttle_metrics(outputs["throttle"], log.throttle)
     if plot:
-        plot_predictions(log.steering, smoothed, prediction, plot, title=f"{name} on {log.source[0]}")
+        plot_predictions(log.steering, smoothed, prediction, plot, title=f"{name} on {log.source[0]}",
+                         throttle=(log.throttle, outputs["throttle"]) if "throttle" in outputs else None)
         report["plot"] = os.fspath(plot)
     return report
 
@@ -153,4 +197,8 @@ def format_report(report: dict[str, Any]) -> str:
         if entry["count"]:
             lines.append(f"  [{entry['low']:+.2f}, {entry['high']:+.2f}) n={entry['count']:<5}"
                          f" {entry['model']['rmse']:.4f} / {entry['mean_baseline']['rmse']:.4f}")
+    if "throttle" in report:
+        m, b = report["throttle"]["model"], report["throttle"]["mean_baseline"]
+        lines.append(f"{'throttle':<22}  rmse {m['rmse']:.4f} mae {m['mae']:.4f} r {m['pearson']:+.3f}"
+                     f"    rmse {b['rmse']:.4f} mae {b['mae']:.4f}")
     return "\n".join(lines)

@@ -11,6 +11,11 @@ changes how a step runs:
   rows ``k::n`` of the training split (and decodes only those), ``batch_size`` rows per step; gradients are
   summed over the workers and scaled by the global batch. Worker 0 (the chief) writes the run folder.
 
+``targets=("steering", "throttle")`` trains a two-head PilotNet (``pilotnet(outputs=...)``) on the logs' throttle
+too: one MSE per head, summed with ``loss_weights``. The history then holds ``loss`` (the weighted sum) and
+``steering_loss``, ``steering_rmse``, ``throttle_loss``, ``throttle_rmse`` (and their ``val_`` versions) under
+every strategy; a steering-only run keeps ``loss``, ``rmse``, ``val_loss``, ``val_rmse``.
+
 Run a multi-worker job with one command per machine (the same DATA on each, the same --out on a shared
 file system when resuming):
 
@@ -52,7 +57,9 @@ class TrainResult:
     best_model_path: str
     last_model_path: str
     history: dict[str, list[float]] = field(default_factory=dict)
+    # Steering RMSE on the validation rows at the best epoch (lowest val_loss), and the throttle's when trained.
     val_rmse: float | None = None
+    val_throttle_rmse: float | None = None
     train_seconds: float = 0.0
     num_train: int = 0
     num_val: int = 0
@@ -276,12 +283,42 @@ def _tensorboard(run: RunDir) -> list:
 
 # ----------------------------------------------------------------------------- steps
 
+def _compile(model, config: TrainConfig) -> None:
+    """Adam and MSE; with several targets one MSE per head, weighted by ``loss_weights``, and an RMSE per head."""
+    import keras
+
+    optimizer = keras.optimizers.Adam(config.learning_rate)
+    if config.targets == ("steering",):
+        model.compile(optimizer=optimizer, loss="mse", metrics=[keras.metrics.RootMeanSquaredError(name="rmse")])
+        return
+    model.compile(optimizer=optimizer, loss={t: "mse" for t in config.targets}, loss_weights=config.weights,
+                  metrics={t: [keras.metrics.RootMeanSquaredError(name="rmse")] for t in config.targets})
+
+
 def _fit(model, train_ds, val_ds, config: TrainConfig, initial_epoch: int, callbacks: list, verbose: int) -> None:
     # The dataset serves epoch ``e`` of its seed during fit's epoch ``e``, also after a resume. fit's own shuffle
     # would reorder the batches with Python's unseeded global `random`: the dataset orders them from the seed.
     train_ds.set_epoch(initial_epoch)
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=initial_epoch,
               callbacks=callbacks, verbose=verbose, shuffle=False)
+
+
+def _by_target(values, targets: tuple[str, ...]) -> dict:
+    """A model's outputs or a batch's labels as ``{target: values}`` (a steering-only one is a bare array)."""
+    return dict(values) if isinstance(values, dict) else {targets[0]: values}
+
+
+def _epoch_logs(mean_losses: dict[str, float], weights: dict[str, float], prefix: str = "") -> dict[str, float]:
+    """The logs ``fit`` writes, from each target's mean squared error: ``loss`` and ``rmse`` for steering alone,
+    else ``loss`` (the weighted sum) and ``<target>_loss``, ``<target>_rmse`` per target."""
+    if list(mean_losses) == ["steering"]:
+        loss = mean_losses["steering"]
+        return {f"{prefix}loss": loss, f"{prefix}rmse": math.sqrt(max(loss, 0.0))}
+    logs = {f"{prefix}loss": sum(weights[t] * value for t, value in mean_losses.items())}
+    for target, value in mean_losses.items():
+        logs[f"{prefix}{target}_loss"] = value
+        logs[f"{prefix}{target}_rmse"] = math.sqrt(max(value, 0.0))
+    return logs
 
 
 def _custom_loop(model, strategy, train_ds, val_ds, steps: int, config: TrainConfig, initial_epoch: int,
@@ -292,21 +329,28 @@ def _custom_loop(model, strategy, train_ds, val_ds, steps: int, config: TrainCon
 
     optimizer = model.optimizer
     global_batch = config.batch_size * strategy.num_replicas_in_sync
+    targets, weights = config.targets, config.weights
 
-    def replica_step(frames, steering):
+    def replica_step(frames, labels):
+        labels = _by_target(labels, targets)
         with tf.GradientTape() as tape:
-            prediction = tf.reshape(tf.cast(model(frames, training=True), tf.float32), [-1])
-            loss = tf.nn.compute_average_loss(tf.square(prediction - steering), global_batch_size=global_batch)
+            outputs = _by_target(model(frames, training=True), targets)
+            per_target = []
+            for target in targets:
+                prediction = tf.reshape(tf.cast(outputs[target], tf.float32), [-1])
+                per_target.append(tf.nn.compute_average_loss(tf.square(prediction - labels[target]),
+                                                             global_batch_size=global_batch))
+            loss = tf.add_n([weights[t] * value for t, value in zip(targets, per_target)])
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
             scaled = optimizer.scale_loss(loss)  # loss scaling under mixed_float16; the loss itself otherwise
         gradients = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply(gradients, model.trainable_variables)
-        return loss
+        return tf.stack([loss, *per_target])
 
     @tf.function
-    def train_step(frames, steering):
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_step, args=(frames, steering)),
+    def train_step(frames, labels):
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_step, args=(frames, labels)),
                                axis=None)
 
     @tf.function
@@ -319,25 +363,31 @@ def _custom_loop(model, strategy, train_ds, val_ds, steps: int, config: TrainCon
     callback_list.on_train_begin()
     for epoch in range(initial_epoch, config.epochs):
         callback_list.on_epoch_begin(epoch)
-        total = 0.0
+        total = np.zeros(1 + len(targets), np.float64)  # the weighted loss, then each target's MSE
         batches = train_ds.to_tf_dataset(epochs=1, first_epoch=epoch, parallel_calls=config.workers).take(steps)
-        for step, (frames, steering) in enumerate(batches):
+        for step, (frames, labels) in enumerate(batches):
             callback_list.on_train_batch_begin(step)
-            total += float(train_step(frames, steering))
+            total += np.asarray(train_step(frames, labels), np.float64)
             mean = total / (step + 1)
-            callback_list.on_train_batch_end(step, {"loss": mean, "rmse": math.sqrt(max(mean, 0.0))})
-        logs = {"loss": total / steps, "rmse": math.sqrt(max(total / steps, 0.0))}
+            batch_logs = _epoch_logs(dict(zip(targets, map(float, mean[1:]))), weights)
+            batch_logs["loss"] = float(mean[0])  # with regularization losses, as fit reports it
+            callback_list.on_train_batch_end(step, batch_logs)
+        logs = _epoch_logs(dict(zip(targets, map(float, total[1:] / steps))), weights)
+        logs["loss"] = float(total[0] / steps)
         if validate:
             # Each worker scores its own validation rows with its (identical) weights; one all-reduce sums them
             # (every worker takes part, also one whose share of the rows is empty).
-            local = np.zeros(2, np.float64)
+            local = np.zeros(len(targets) + 1, np.float64)  # squared errors per target, then the row count
             for i in range(len(val_ds) if val_ds is not None else 0):
-                frames, steering = val_ds[i]
-                prediction = np.asarray(model(frames, training=False), np.float64).reshape(-1)
-                local += (np.sum(np.square(prediction - steering)), len(steering))
-            squared, count = np.asarray(all_reduce_sum(tf.constant(local)))
-            logs["val_loss"] = float(squared / count)
-            logs["val_rmse"] = math.sqrt(logs["val_loss"])
+                frames, labels = val_ds[i]
+                labels = _by_target(labels, targets)
+                outputs = _by_target(model(frames, training=False), targets)
+                for k, target in enumerate(targets):
+                    prediction = np.asarray(outputs[target], np.float64).reshape(-1)
+                    local[k] += np.sum(np.square(prediction - labels[target]))
+                local[-1] += len(labels["steering"])
+            *squared, count = np.asarray(all_reduce_sum(tf.constant(local)))
+            logs.update(_epoch_logs({t: float(sq / count) for t, sq in zip(targets, squared)}, weights, "val_"))
         callback_list.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
@@ -371,6 +421,8 @@ def train(
         **options: ``TrainConfig`` fields; defaults from ``TrainConfig``:
             epochs (10, a resumed run continues up to it), batch_size (64, per worker under multiworker),
             learning_rate (1e-3, Adam), activation ("elu"), conv ("keras"), dropout (0.0),
+            targets (("steering",); ("steering", "throttle") also learns the logs' throttle with a second head),
+            loss_weights (1.0 per target; e.g. {"throttle": 0.5} or "steering=1,throttle=0.5"),
             augment (True: ``default_augmentation()``; False; or a ``data_tools.augment`` transform),
             balance (False), seed (0, the one seed of weights, order and augmentation),
             val_fraction (0.2, the last fraction of each recording, time-ordered; 0: no validation),
@@ -440,6 +492,7 @@ def train(
         seed = config.seed if worker == 0 else int(np.random.SeedSequence([config.seed, worker]).generate_state(1)[0])
         dataset_args = dict(seed=seed, cache=cache, cache_dir=config.cache_dir, workers=config.workers,
                             use_multiprocessing=config.worker_processes, progress=verbose > 0)
+        dataset_args["targets"] = config.targets
         train_ds = DrivingDataset(train_log, config.batch_size, augment=transform, shuffle=True,
                                   drop_remainder=drop_remainder, **dataset_args)
         val_ds = None
@@ -469,11 +522,15 @@ def train(
             if resume:
                 model = models.load_model(run.last_path, compile=True)
                 models.check_fits(model, frame_shape, where)
+                if models.output_names(model) != config.targets:
+                    raise RunDirError(f"{run.last_path}: the model has outputs {','.join(models.output_names(model))} "
+                                      f"but {run.file('config.json')} trains --targets {','.join(config.targets)}; "
+                                      "the run folder is damaged: start a new --out")
             else:
                 model = models.pilotnet(frame_shape, activation=config.activation, conv=config.conv,
-                                        dropout=config.dropout, crop=config.crop, seed=config.seed)
-                model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse",
-                              metrics=[keras.metrics.RootMeanSquaredError(name="rmse")])
+                                        dropout=config.dropout, crop=config.crop, seed=config.seed,
+                                        outputs=config.targets)
+                _compile(model, config)
             if custom_loop and not model.optimizer.built:
                 model.optimizer.build(model.trainable_variables)
 
@@ -519,12 +576,19 @@ def train(
         if held:
             run.release()
 
+    best_rmse = {}
+    if monitor == "val_loss" and "best" in state:
+        if config.targets == ("steering",):
+            best_rmse["steering"] = math.sqrt(state["best"])
+        else:
+            best_rmse = {t: history[f"val_{t}_rmse"][state["best_epoch"] - 1] for t in config.targets}
     return TrainResult(
         run_dir=str(run.path),
         best_model_path=str(run.best_path),
         last_model_path=str(run.last_path),
         history=history,
-        val_rmse=math.sqrt(state["best"]) if monitor == "val_loss" and "best" in state else None,
+        val_rmse=best_rmse.get("steering"),
+        val_throttle_rmse=best_rmse.get("throttle"),
         train_seconds=seconds,
         num_train=len(full_train),
         num_val=len(full_val),

@@ -7,6 +7,9 @@ reads it back: options not given come from it, and options that would change wha
 
 Every validation error names the command-line flag, e.g. ``--lr: expected a finite number > 0, got nan``.
 
+Versions: 2 added ``targets`` and ``loss_weights`` (issue 13); a version 1 file (written before) still loads,
+as a steering-only run with those defaults, and is written back as version 2.
+
 Example:
     >>> config = TrainConfig(data=("../shared/data/udacity_sim_a",), epochs=5)
     >>> TrainConfig.from_dict(config.to_dict()) == config
@@ -23,7 +26,10 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
+# Versions this code reads, each with the fields it introduced (absent from older files: their defaults apply).
+FIELDS_SINCE = {1: (), 2: ("targets", "loss_weights")}
+TARGETS = ("steering", "throttle")  # what a run can learn (e2e_drive.models.OUTPUTS), in that order
 STRATEGIES = ("auto", "mirrored", "multiworker")
 CACHE_MODES = ("auto", "memory", "disk", "none")
 VERBOSITY = (0, 1, 2)
@@ -58,6 +64,10 @@ class TrainConfig:
     ``frame_shape``, ``num_train`` and ``num_val`` are recorded once the data is read (``None`` before).
     ``augment`` is ``True`` (``default_augmentation()``), ``False``, or the ``repr`` of a custom transform.
     ``cache_dir`` ``None`` is ``data_tools.frame_cache.default_cache_dir()``.
+    ``targets``: what the model learns, steering first (``("steering", "throttle")`` adds a throttle head).
+    ``loss_weights``: the weight of each target's MSE in the loss, as ``(target, weight)`` pairs in ``targets``
+    order; given as a mapping, ``"steering=1,throttle=0.5"`` or pairs, a target not named weighs 1.0
+    (``weights`` gives them as a dict).
     """
 
     data: tuple[str, ...] = ()
@@ -67,6 +77,8 @@ class TrainConfig:
     activation: str = "elu"
     conv: str = "keras"
     dropout: float = 0.0
+    targets: tuple[str, ...] = ("steering",)
+    loss_weights: tuple[tuple[str, float], ...] | None = None
     augment: bool | str = True
     balance: bool = False
     seed: int = 0
@@ -117,6 +129,8 @@ class TrainConfig:
                 raise TrainConfigError(f"--cache-dir: expected a folder path, got {self.cache_dir!r}")
             set_("cache_dir", os.fspath(self.cache_dir))
         set_("crop", _crop(self.crop))
+        set_("targets", parse_targets(self.targets))
+        set_("loss_weights", _loss_weights(self.loss_weights, self.targets))
         if self.frame_shape is not None:
             shape = tuple(_integer("frame_shape", d, minimum=1) for d in self.frame_shape)
             if len(shape) != 3 or shape[2] != 3:
@@ -126,14 +140,23 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 set_(name, _integer(name, getattr(self, name), minimum=0))
         if self.version != CONFIG_VERSION:
-            raise TrainConfigError(f"{flag('version')}: this e2e-drive reads config version {CONFIG_VERSION}, "
+            raise TrainConfigError(f"{flag('version')}: this e2e-drive reads config versions "
+                                   f"{', '.join(map(str, FIELDS_SINCE))} (and writes {CONFIG_VERSION}), "
                                    f"got {self.version!r}")
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """``loss_weights`` as ``{target: weight}`` (what ``keras.Model.compile(loss_weights=...)`` takes)."""
+        return dict(self.loss_weights)
 
     # ------------------------------------------------------------------ serialisation
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (tuples as lists); ``from_dict`` reads it back to an equal config."""
-        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+        """A JSON-ready dict (tuples as lists, ``loss_weights`` as an object); ``from_dict`` reads it back to an
+        equal config."""
+        payload = {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+        payload["loss_weights"] = self.weights
+        return payload
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any], where: str = "config.json") -> "TrainConfig":
@@ -146,6 +169,13 @@ class TrainConfig:
             raise TrainConfigError(f"{where}: unknown field(s) {', '.join(unknown)} (written by another version?)")
         if "version" not in payload:
             raise TrainConfigError(f"{where}: no version field: not a config.json e2e-drive train wrote")
+        version = payload["version"]
+        if version in FIELDS_SINCE and version != CONFIG_VERSION and not isinstance(version, bool):
+            newer = [name for v, names in FIELDS_SINCE.items() if v > version for name in names if name in payload]
+            if newer:
+                raise TrainConfigError(f"{where}: version {version} has no field(s) {', '.join(newer)} "
+                                       "(a damaged or hand-edited file?)")
+            payload = {**payload, "version": CONFIG_VERSION}  # an older run: the new fields take their defaults
         try:
             return cls(**payload)
         except TrainConfigError as error:
@@ -174,7 +204,10 @@ class TrainConfig:
 
     def resume_differences(self, given: dict[str, Any]) -> list[str]:
         """Lines ``--activation: saved elu, given relu`` for each given option that a resume may not change."""
-        normalised = dataclasses.asdict(self.replace(**given)) if given else {}
+        changes = dict(given)
+        if "targets" in changes and "loss_weights" not in changes:
+            changes["loss_weights"] = None  # the saved weights may name a target not given: compare targets alone
+        normalised = dataclasses.asdict(self.replace(**changes)) if given else {}
         lines = []
         for name in given:
             if name in RESUMABLE_CHANGES:
@@ -185,6 +218,100 @@ class TrainConfig:
             if saved != new:
                 lines.append(f"{flag(name)}: saved {_show(getattr(self, name))}, given {_show(normalised[name])}")
         return lines
+
+
+# ---------------------------------------------------------------------- targets and loss weights
+
+def parse_targets(targets: str | Sequence[str]) -> tuple[str, ...]:
+    """``"steering,throttle"`` (or a sequence of names) as a tuple: a non-empty subset of steering, throttle,
+    each once, steering first; ``TrainConfigError`` naming ``--targets`` otherwise.
+
+    Example:
+        >>> parse_targets("steering,throttle")
+        ('steering', 'throttle')
+    """
+    given = targets
+    if isinstance(targets, str):
+        targets = [t.strip() for t in targets.split(",")]
+    try:
+        targets = tuple(targets)
+    except TypeError:
+        targets = None
+    expected = (f"expected a comma-separated subset of {', '.join(TARGETS)}, each once, steering first "
+                "(steering or steering,throttle)")
+    if not targets or not all(isinstance(t, str) for t in targets):
+        raise TrainConfigError(f"--targets: {expected}, got {given!r}")
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise TrainConfigError(f"--targets: unknown target(s) {', '.join(map(repr, unknown))}; {expected}")
+    if len(set(targets)) != len(targets) or targets[0] != "steering":
+        raise TrainConfigError(f"--targets: {expected}, got {','.join(targets)}")
+    return targets
+
+
+def parse_loss_weights(text: str) -> dict[str, float]:
+    """``"steering=1,throttle=0.5"`` as ``{"steering": 1.0, "throttle": 0.5}``; ``TrainConfigError`` naming
+    ``--loss-weights`` for a malformed item, an unknown target or a weight that is not a finite number >= 0.
+    (Whether each target is trained is checked by ``TrainConfig``, which knows ``targets``.)
+
+    Example:
+        >>> parse_loss_weights("throttle=0.5")
+        {'throttle': 0.5}
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise TrainConfigError(f"--loss-weights: expected TARGET=WEIGHT[,TARGET=WEIGHT] (e.g. "
+                               f"steering=1,throttle=0.5), got {text!r}")
+    weights: dict[str, float] = {}
+    for item in text.split(","):
+        name, equals, value = item.partition("=")
+        name = name.strip()
+        if not equals or not name:
+            raise TrainConfigError(f"--loss-weights: expected TARGET=WEIGHT (e.g. throttle=0.5), got {item.strip()!r}")
+        if name in weights:
+            raise TrainConfigError(f"--loss-weights: {name} is given twice")
+        try:
+            number = float(value)
+        except ValueError:
+            raise TrainConfigError(f"--loss-weights: {name}: expected a finite number >= 0, got {value.strip()!r}") \
+                from None
+        weights[name] = number
+    _check_weights(weights)
+    return weights
+
+
+def _check_weights(weights: dict[str, Any]) -> None:
+    for name, weight in weights.items():
+        if name not in TARGETS:
+            raise TrainConfigError(f"--loss-weights: unknown target {name!r}; expected some of {', '.join(TARGETS)}")
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight) \
+                or weight < 0:
+            shown = f"{weight:g}" if isinstance(weight, numbers.Real) and not isinstance(weight, bool) else repr(weight)
+            raise TrainConfigError(f"--loss-weights: {name}: expected a finite number >= 0, got {shown}")
+
+
+def _loss_weights(given: Any, targets: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
+    if given is None:
+        weights: dict[str, Any] = {}
+    elif isinstance(given, str):
+        weights = parse_loss_weights(given)
+    elif isinstance(given, dict):
+        weights = dict(given)
+    else:
+        try:
+            weights = dict(given)
+        except (TypeError, ValueError):
+            raise TrainConfigError(f"--loss-weights: expected TARGET=WEIGHT pairs (e.g. steering=1,throttle=0.5), "
+                                   f"got {given!r}") from None
+    _check_weights(weights)
+    untrained = [name for name in weights if name not in targets]
+    if untrained:
+        raise TrainConfigError(f"--loss-weights: {', '.join(untrained)} is not trained (--targets "
+                               f"{','.join(targets)}); add it to --targets or drop its weight")
+    result = tuple((name, float(weights.get(name, 1.0))) for name in targets)
+    if not any(weight > 0 for _, weight in result):
+        raise TrainConfigError(f"--loss-weights: every weight is 0 ({_show(result)}): nothing would be learned; "
+                               "give at least one target a weight > 0")
+    return result
 
 
 # ---------------------------------------------------------------------- field checks
@@ -258,6 +385,8 @@ def _same_path(path: str) -> str:
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, tuple) and value and all(isinstance(v, tuple) and len(v) == 2 for v in value):
+        return ",".join(f"{name}={weight:g}" for name, weight in value)  # loss weights
     if isinstance(value, tuple):
         return ",".join(map(str, value)) if value else "(none)"
     if value is None:
@@ -267,5 +396,5 @@ def _show(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-__all__ = ["CACHE_MODES", "CONFIG_VERSION", "RESUMABLE_CHANGES", "STRATEGIES", "TrainConfig", "TrainConfigError",
-           "flag"]
+__all__ = ["CACHE_MODES", "CONFIG_VERSION", "RESUMABLE_CHANGES", "STRATEGIES", "TARGETS", "TrainConfig",
+           "TrainConfigError", "flag", "parse_loss_weights", "parse_targets"]

@@ -73,26 +73,34 @@ LOG_FRAME = (40, 80)
 CROP = (4, 4)
 
 
-def synthetic_log(folder: Path, n: int = 48, seed: int = 0, recordings: int = 1) -> DrivingLog:
+def synthetic_log(folder: Path, n: int = 48, seed: int = 0, recordings: int = 1,
+                  learnable_throttle: bool = False) -> DrivingLog:
     """Frames whose bright vertical bar sits where the steering points (a learnable signal).
 
-    Left/right cameras see the bar shifted, as the real side cameras would.
+    Left/right cameras see the bar shifted, as the real side cameras would. The throttle is 0, or with
+    ``learnable_throttle`` ``0.5 + 0.3 cos(i / 7)`` (independent of the steering), shown by a bright horizontal
+    line as many rows below the crop's top as the throttle says (the same in every camera: it does not depend
+    on where the car looks).
     """
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     steering = (0.6 * np.sin(np.arange(n) / 5.0)).astype(np.float32)
+    throttle = (0.5 + 0.3 * np.cos(np.arange(n) / 7.0)).astype(np.float32) if learnable_throttle else None
     columns = {"center": [], "left": [], "right": []}
     for i, value in enumerate(steering):
         for camera, shift in (("center", 0), ("left", -8), ("right", 8)):
             frame = rng.integers(20, 60, (*LOG_FRAME, 3)).astype(np.uint8)
             x = int(LOG_FRAME[1] / 2 + value * 30 + shift)
             frame[:, max(0, x - 3) : x + 3] = 230
+            if throttle is not None:
+                y = int(CROP[0] + 2 + throttle[i] * 30)
+                frame[y : y + 2, :] = 200
             path = folder / f"{camera}_{i:04d}.png"
             write_frame(path, frame)
             columns[camera].append(str(path))
     return DrivingLog.from_columns(
         center=columns["center"], left=columns["left"], right=columns["right"], steering=steering,
-        source=str(folder / "log.csv"), row=np.arange(1, n + 1),
+        throttle=throttle, source=str(folder / "log.csv"), row=np.arange(1, n + 1),
         recording=np.repeat(np.arange(recordings), -(-n // recordings))[:n],
     )
 

@@ -194,6 +194,8 @@ def test_calibration_recovers_the_simulator_camera(sim_log, tmp_path):
     truth = CameraRig()
     assert result.camera.pitch_deg == pytest.approx(truth.pitch_deg, rel=0.03)
     assert result.camera.side_offset == pytest.approx(truth.side_offset, rel=0.03)
+    assert result.camera.focal == pytest.approx(truth.focal, rel=0.03)  # from the car's own forward motion
+    assert result.motion_match > 0.9
     for side in ("left", "right"):
         assert result.side_match[side] > 0.8 > 0.3 > result.unwarped_match[side]
     path = tmp_path / "camera.json"

@@ -26,12 +26,14 @@ def unit_interval(text: str) -> float:
 def register(commands, common: argparse.ArgumentParser) -> None:
     calibrate = add_command(
         commands, "calibrate", common=common, handler=run_calibrate,
-        help="fit the camera (pitch, side-camera offset) of a log with left/centre/right frames",
-        description="Fit the camera of a three-camera log (Udacity) so that the centre frame, warped as the "
-        "ground looks from the side cameras, matches the side frames over the road rows. Side frames fix the "
-        "horizon row and side offset / camera height only: height, focal length (scaled to the frame width) "
-        "and the camera's position on the car come from --car. Prints the camera and the match (correlation "
-        "of the warped centre frame with each side frame; 1 = identical) next to the unwarped baseline.",
+        help="fit the camera (pitch, focal length, side-camera offset) of a log with left/centre/right frames",
+        description="Fit the camera of a three-camera log (Udacity): the horizon row and the side cameras' "
+        "offset so that the centre frame, warped as the ground looks from the side cameras, matches the side "
+        "frames over the road rows; then the focal length so that each frame warped by the car's recorded "
+        "forward motion (speed x time) matches the next. Images fix side offset / height and height x focal: "
+        "the height (the metric scale) and the camera's place on the car come from --car. Prints the camera "
+        "and the match (correlation of the warped centre frame with each side frame; 1 = identical) next to "
+        "the unwarped baseline.",
         epilog="example:\n  e2e-drive calibrate data/run1 --out camera.json\n"
         "  e2e-drive replay model.keras data/run1 --camera camera.json",
     )
@@ -75,7 +77,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
                         help="speed in metres per second, for logs without a speed column (tubs)")
     replay.add_argument("--max-offset", type=positive_float, metavar="METRES",
                         help="intervention threshold off the recorded path (default: 0.3 x the profile's road "
-                        "width; 2.1 m for udacity, NVIDIA's 1 m on a 3.6 m lane scaled to the road)")
+                        "width: 2.7 m for udacity, NVIDIA's 1 m on a 3.6 m lane scaled to the road)")
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
@@ -88,11 +90,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
         write_json(args.out, payload)
         payload["out"] = args.out
     camera = payload["camera"]
+    motion = "" if result.motion_match is None else f"; next-frame match {result.motion_match:.3f}"
     text = (f"camera: height {camera['height']:g} m, pitch {camera['pitch_deg']:.2f} deg (horizon row "
-            f"{camera['horizon_row']:.1f}), focal {camera['focal']:g} px, side cameras {camera['side_offset']:.3f} m "
-            f"off centre\nside match (correlation, warped / unwarped): left {result.side_match['left']:.3f} / "
+            f"{camera['horizon_row']:.1f}), focal {camera['focal']:.1f} px, side cameras {camera['side_offset']:.3f} "
+            f"m off centre\nside match (correlation, warped / unwarped): left {result.side_match['left']:.3f} / "
             f"{result.unwarped_match['left']:.3f}, right {result.side_match['right']:.3f} / "
-            f"{result.unwarped_match['right']:.3f} on {result.frames} frames"
+            f"{result.unwarped_match['right']:.3f} on {result.frames} frames{motion}"
             + (f"\nwrote {args.out}" if args.out else ""))
     emit(args, payload, text)
     return 0

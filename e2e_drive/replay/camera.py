@@ -1,14 +1,17 @@
-"""Camera calibration from a log's left/centre/right frames, and its JSON file.
+"""Camera calibration from a log's left/centre/right frames and its own motion, and its JSON file.
 
 A camera moved sideways by ``b`` over flat ground shears the ground image:
 pixel ``(u, v)`` moves by ``(b / h) cos(pitch) (v - v_horizon)`` columns. The
 side frames of a three-camera log therefore fix the horizon row and ``b / h``,
-and nothing else: focal length and height are not observable from them (the
-height sets the metric scale, the focal length only matters for rotations).
-``calibrate`` fits the horizon (reported as pitch, for the profile's focal
-length, scaled to the frame width) and the side offset (for the profile's
-height) by maximising the correlation of the warped centre frame with each
-side frame over the road rows, a coarse grid then Nelder-Mead.
+and nothing else. Moving forward by ``dx`` (known from the log's speed and time
+stamps) changes ``1 / (v - v_horizon)`` by about ``dx / (h f)``: consecutive
+frames fix ``h * f``. The height ``h`` itself (the metric scale) is not
+observable from images; it comes from the car profile. ``calibrate`` fits the
+horizon and side offset by maximising the correlation of the warped centre
+frame with each side frame over the road rows (a coarse grid, then
+Nelder-Mead), then the focal length by matching each of the straightest frame
+pairs to its successor warped by the recorded motion (a scan, then a bounded
+search), keeping the horizon row and the side shear.
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ class Calibration:
         unwarped_match: the same correlation without warping (the baseline).
         frames: frame triples used.
         source: the log.
+        motion_match: correlation of frame ``i`` warped by the recorded motion with frame ``i + 1`` at the
+            fitted focal length (None when the focal length was not fitted).
     """
 
     camera: CameraRig
@@ -94,13 +99,15 @@ class Calibration:
     unwarped_match: dict[str, float]
     frames: int
     source: str
+    motion_match: float | None = None
 
     def to_json(self) -> dict:
+        fitted = ["pitch_deg", "side_offset"] + (["focal"] if self.motion_match is not None else [])
         return {"camera": rig_to_json(self.camera), "side_match": self.side_match,
-                "unwarped_match": self.unwarped_match, "frames": self.frames, "source": self.source,
-                "fitted": ["pitch_deg", "side_offset"],
-                "note": "side frames fix only the horizon row and side_offset / height; height and focal "
-                        "come from the car profile"}
+                "unwarped_match": self.unwarped_match, "motion_match": self.motion_match, "frames": self.frames,
+                "source": self.source, "fitted": fitted,
+                "note": "side frames fix the horizon row and side_offset / height, forward motion height x focal; "
+                        "the height (the metric scale) comes from the car profile"}
 
 
 def _gray(frame: np.ndarray) -> np.ndarray:
@@ -153,13 +160,16 @@ def calibrate(
     *,
     profile: str | CarProfile = "udacity",
     frames: int = 24,
+    fit_focal: bool = True,
 ) -> Calibration:
     """Fit the camera of a three-camera log (pitch and side offset; see the module docstring).
 
     Args:
         data: a log with left, centre and right frames (or its path).
         profile: car profile giving height, focal length (scaled to the frame width) and forward position.
-        frames: frame triples used (evenly spread over the log).
+        frames: frame triples used (evenly spread over the log), and frame pairs for the focal length.
+        fit_focal: fit the focal length from the forward motion between frames (needs time stamps and
+            speed); otherwise keep the profile's.
 
     Raises:
         DataError: the log has no left and right frames (naming it).
@@ -192,11 +202,80 @@ def calibrate(
                              "initial_simplex": [start, start + [rows_count * 0.03, 0], start * [1, 1.25]]})
     horizon, ratio = best.x if best.fun <= min(losses) else start
     rig = match.rig(float(horizon), float(ratio))
+    motion_match = None
+    if fit_focal:
+        rig, motion_match = _fit_focal(driving_log, get_profile(profile), rig, frames)
     side_match = match.score(rig)
     unwarped = match.score(None)
-    log.debug("calibrated %s: pitch %.2f deg, side offset %.3f m, match %s (unwarped %s)", source, rig.pitch_deg,
-             rig.side_offset, side_match, unwarped)
-    return Calibration(rig, side_match, unwarped, len(chosen), source)
+    log.debug("calibrated %s: pitch %.2f deg, focal %.1f, side offset %.3f m, match %s (unwarped %s)", source,
+              rig.pitch_deg, rig.focal, rig.side_offset, side_match, unwarped)
+    return Calibration(rig, side_match, unwarped, len(chosen), source, motion_match)
+
+
+def _with_focal(rig: CameraRig, focal: float) -> CameraRig:
+    """``rig`` with another focal length, keeping its horizon row and its side-camera shear."""
+    rows = rig.size[0]
+    shear = rig.side_offset / rig.height * math.cos(math.radians(rig.pitch_deg))
+    pitch = math.degrees(math.atan(((rows - 1) / 2 - rig.horizon_row) / focal))
+    return replace(rig, focal=float(focal), pitch_deg=pitch,
+                   side_offset=shear * rig.height / math.cos(math.radians(pitch)))
+
+
+def _fit_focal(driving_log: DrivingLog, profile: CarProfile, rig: CameraRig, pairs: int) -> tuple[CameraRig, float | None]:
+    """Fit the focal length from the car's own motion between consecutive centre frames.
+
+    Moving ``dx`` metres forward (known from speed and time) scales the ground image by an amount set by
+    ``height * focal``: with the height fixed, the focal length is the one that makes frame ``i`` warped by
+    the recorded motion match frame ``i + 1``. The straightest pairs are used, so that the yaw model
+    (wheelbase, wheel angle) hardly matters. Logs without time or speed keep the profile's focal length.
+    """
+    from scipy.optimize import minimize_scalar  # scipy is heavy to import; only calibration needs it
+
+    from e2e_drive.replay.trajectory import reconstruct  # trajectory imports profiles, not camera: no cycle
+
+    try:
+        path = reconstruct(driving_log, profile)
+    except DataError as error:
+        log.warning("%s; keeping the %s profile's focal length (%g px)", error, profile.name, rig.focal)
+        return rig, None
+    candidates = np.flatnonzero(path.moving[:-1] & (path.speed[:-1] > 2.0 * profile.min_speed))
+    if len(candidates) < 3:
+        log.warning("%s: too few moving frames to fit the focal length; keeping %g px", path.source, rig.focal)
+        return rig, None
+    turn = np.abs(np.angle(np.exp(1j * (path.heading[candidates + 1] - path.heading[candidates]))))
+    chosen = np.sort(candidates[np.argsort(turn, kind="stable")[:pairs]])
+    frames = [(_gray(read_frame(driving_log.images["center"][i], where=driving_log.describe(i))),
+               _gray(read_frame(driving_log.images["center"][i + 1], where=driving_log.describe(i + 1))))
+              for i in chosen]
+    motion = []
+    for i in chosen:
+        h = path.heading[i]
+        dx, dy = path.x[i + 1] - path.x[i], path.y[i + 1] - path.y[i]
+        motion.append((math.cos(h) * dx + math.sin(h) * dy, -math.sin(h) * dx + math.cos(h) * dy,
+                       float(np.angle(np.exp(1j * (path.heading[i + 1] - h))))))
+    rows, cols = rig.size
+    top = int(max(rig.horizon_row, 0)) + max(4, rows // 10)
+    bottom = int(rows - max(rig.bonnet_rows, 0) - max(2, rows // 40))
+    margin = max(4, cols // 8)
+
+    def score(focal: float) -> float:
+        warp = ViewWarp(_with_focal(rig, focal))
+        values = []
+        for (first, second), (forward, lateral, turn_) in zip(frames, motion):
+            view = warp(first, lateral, turn_, forward=forward)[top:bottom, margin:-margin].ravel()
+            target = second[top:bottom, margin:-margin].ravel()
+            if view.std() > 1e-6 and target.std() > 1e-6:
+                values.append(float(np.corrcoef(view, target)[0, 1]))
+        return float(np.mean(values)) if values else 0.0
+
+    # Coarse scan of horizontal fields of view 40-140 degrees, then a bounded refinement around the best.
+    grid = (cols / 2) / np.tan(np.radians(np.linspace(20, 70, 11)))
+    scores = [score(f) for f in grid]
+    k = int(np.argmax(scores))
+    low, high = grid[min(k + 1, len(grid) - 1)], grid[max(k - 1, 0)]
+    best = minimize_scalar(lambda f: -score(f), bounds=(low, high), method="bounded", options={"xatol": 0.5})
+    focal = float(best.x) if -best.fun >= scores[k] else float(grid[k])
+    return _with_focal(rig, focal), max(-float(best.fun), scores[k])
 
 
 __all__ = ["Calibration", "calibrate", "load_camera", "rig_to_json"]

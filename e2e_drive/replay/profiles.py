@@ -8,13 +8,18 @@ one preset per kind of log:
     maps to +-25 degrees of wheel angle (the simulator's ``CarController``
     maximum steer angle, the value its ``drive.py`` examples assume), applied
     without a rate limit; speed in the CSV is in mph (top speed 30.19 mph in
-    ``udacity_sim_a/b``). The car is the Unity Standard Assets sedan: wheelbase
-    about 2.5 m. Road: the lake track is about two car widths per lane, ~7 m;
-    NVIDIA's 1 m off-centre on a 3.6 m lane scaled to it gives a 2.1 m
-    intervention threshold. Camera: the embedded simulator's ``CameraRig``,
-    which was built to match the Udacity 320x160 frames (horizon near row 55,
-    bonnet in the bottom ~23 rows); calibrate a real log with ``e2e-drive
-    calibrate`` for its pitch and side-camera offset.
+    ``udacity_sim_a/b``). Wheelbase 3.8 m is *effective*, measured: the
+    far-field image rotation between consecutive frames (phase correlation of
+    the rows above the horizon, ``f * d_heading``) in ``udacity_sim_a`` and
+    ``_b`` is 0.66 of what a 2.5 m sedan wheelbase predicts (tyre slip and
+    steering smoothing in Unity); 3.8 m makes them agree (slopes 1.12 and 1.03).
+    Road: about 9 m between the lake track's edge lines, measured on a top-down
+    warp of ``udacity_sim_b`` frames with its calibrated camera; NVIDIA's 1 m
+    off-centre on a 3.6 m lane scaled to it gives a 2.7 m intervention
+    threshold. Camera: what ``e2e-drive calibrate`` fits on ``udacity_sim_a``
+    and ``_b`` (focal 112 / 116 px, pitch 10.1 / 9.5 degrees, side cameras
+    1.00 / 1.07 m off centre) for a camera 1.6 m above the road (assumed: the
+    metric scale is not observable from images); bonnet in the bottom ~23 rows.
 ``donkey``  A donkeycar (1/16 to 1/10 hobby car). Wheelbase 0.21 m (typical of
     the Exceed Magnet / 1/10 chassis the donkeycar docs list, 0.17-0.26 m),
     +-25 degrees of wheel angle (a common servo throw); tubs carry no speed, so
@@ -78,7 +83,8 @@ class CarProfile:
 
 
 PROFILES: dict[str, CarProfile] = {
-    "udacity": CarProfile("udacity", CarParams(wheelbase=2.5, max_steer_deg=25.0, steer_rate=math.inf), "mph", 7.0),
+    "udacity": CarProfile("udacity", CarParams(wheelbase=3.8, max_steer_deg=25.0, steer_rate=math.inf), "mph", 9.0,
+                          CameraRig(height=1.6, pitch_deg=9.8, focal=114.0, side_offset=1.03)),
     "donkey": CarProfile(
         "donkey", CarParams(wheelbase=0.21, max_steer_deg=25.0, steer_rate=math.inf, speed=2.0), "m/s", 1.0,
         CameraRig(height=0.2, pitch_deg=20.0, focal=46.0, forward=0.15, side_offset=0.0, bonnet_rows=0,

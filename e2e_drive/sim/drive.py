@@ -4,6 +4,18 @@ Every step renders each car's centre camera, runs the predictor once on the
 whole batch, and moves the cars. A car farther than ``track.intervention_offset``
 from the centre line counts an intervention and is put back on the centre line
 (heading along the road), as NVIDIA's safety driver would; driving goes on.
+
+Speed: a steering-only predictor drives at the cruising speed ``params.speed`` (the speed controller of the
+simulator, which holds it constant). A predictor with a throttle output (``predictor.output_names`` holds
+``"throttle"`` and ``predictor.predict_outputs(frames)`` returns it, as ``deploy.load_predictor`` gives for a
+two-head model) drives the speed itself through a first-order throttle model:
+
+    dv/dt = THROTTLE_ACCEL * throttle - DRAG * v,    DRAG = THROTTLE_ACCEL * CRUISE_THROTTLE / params.speed
+
+with the throttle clipped to [-1, 1] and held over each control step (so ``v`` moves exactly, exponentially,
+toward ``params.speed * throttle / CRUISE_THROTTLE``), and the car never reversing (``v >= 0``; a negative
+throttle brakes). ``CRUISE_THROTTLE`` is the throttle the simulator's recordings log (``record.THROTTLE``), so a
+model that learned it holds the cruising speed.
 """
 
 from __future__ import annotations
@@ -19,10 +31,29 @@ import numpy as np
 from data_tools.progress import progress as progress_bar
 from e2e_drive.sim.autonomy import autonomy
 from e2e_drive.sim.car import CarParams, CarState, step
+from e2e_drive.sim.record import THROTTLE as CRUISE_THROTTLE
 from e2e_drive.sim.render import Camera, CameraRig
 from e2e_drive.sim.track import Track, make_track
 
 Predictor = Callable[[np.ndarray], np.ndarray]
+
+# Acceleration (m/s^2) at full throttle from standstill: 0-100 km/h in about 7 s, a small car's.
+THROTTLE_ACCEL = 4.0
+
+
+def throttle_speed(speed: np.ndarray, throttle: np.ndarray, dt: float, params: CarParams = CarParams()) -> np.ndarray:
+    """The speed after ``dt`` seconds at ``throttle`` (held constant) under the throttle model above: the exact
+    solution of ``dv/dt = THROTTLE_ACCEL * throttle - DRAG * v``, floored at 0 (no reversing)."""
+    throttle = np.clip(np.asarray(throttle, np.float64), -1.0, 1.0)
+    drag = THROTTLE_ACCEL * CRUISE_THROTTLE / params.speed
+    terminal = THROTTLE_ACCEL * throttle / drag
+    return np.maximum(terminal + (np.asarray(speed, np.float64) - terminal) * np.exp(-drag * dt), 0.0)
+
+
+def predicts_throttle(predictor) -> bool:
+    """Whether ``predictor`` has a throttle output (``output_names`` holds it, and ``predict_outputs`` exists)."""
+    return "throttle" in tuple(getattr(predictor, "output_names", ())) and callable(
+        getattr(predictor, "predict_outputs", None))
 
 
 @dataclass
@@ -39,11 +70,19 @@ class DriveResult:
     path: np.ndarray = field(repr=False)
     steering: np.ndarray = field(repr=False)
     intervention_points: np.ndarray = field(repr=False)
+    # Speed (m/s) after each step, and the throttle commanded at each step (empty without a throttle output).
+    speed: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    throttle: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+
+    @property
+    def mean_speed(self) -> float:
+        return float(np.mean(self.speed)) if len(self.speed) else float("nan")
 
     def summary(self) -> dict:
         """The scalar fields, for JSON."""
-        return {k: getattr(self, k) for k in ("track_seed", "autonomy", "interventions", "elapsed_seconds",
-                                              "laps_completed", "mean_abs_offset", "max_abs_offset")}
+        return {**{k: getattr(self, k) for k in ("track_seed", "autonomy", "interventions", "elapsed_seconds",
+                                                 "laps_completed", "mean_abs_offset", "max_abs_offset")},
+                "mean_speed": self.mean_speed}
 
 
 def drive(
@@ -63,7 +102,9 @@ def drive(
     Args:
         predictor: callable on uint8 frames ``(B, 160, 320, 3)`` returning steering ``(B,)``
             in [-1, 1] (positive = right); for a model file, ``deploy.load_predictor(path)`` makes one
-            (deploy sits above the simulator, so the simulator never imports it).
+            (deploy sits above the simulator, so the simulator never imports it). When it has a throttle
+            output (``output_names`` and ``predict_outputs``, see the module's docstring) the predicted
+            throttle drives the speed; otherwise the car cruises at ``params.speed``.
         tracks: tracks (or their seeds); all cars step together so the network runs batched.
         laps: laps each car drives.
         params: car limits and speed.
@@ -95,6 +136,9 @@ def drive(
     active = np.ones(count, bool)
     paths: list[list[np.ndarray]] = [[] for _ in tracks]
     steering_log: list[list[float]] = [[] for _ in tracks]
+    speed_log: list[list[float]] = [[] for _ in tracks]
+    throttle_log: list[list[float]] = [[] for _ in tracks]
+    with_throttle = predicts_throttle(predictor)
     offsets: list[list[float]] = [[] for _ in tracks]
     stops: list[list[np.ndarray]] = [[] for _ in tracks]
     writer = None
@@ -108,17 +152,22 @@ def drive(
                 break
             frames = np.stack([cameras[i].render(state.x[i], state.y[i], state.heading[i]) for i in live])
             command = np.zeros(count)
-            predicted = np.asarray(predictor(frames), np.float64).reshape(-1)
-            if predicted.shape != (len(live),) or not np.all(np.isfinite(predicted)):
-                finite = bool(np.all(np.isfinite(predicted)))
-                raise ValueError(f"predictor returned {predicted.shape} values (all finite: {finite}) for a batch "
-                                 f"of {len(live)} frames; expected one finite steering per frame")
+            if with_throttle:
+                outputs = predictor.predict_outputs(frames)
+                predicted = _one_per_frame(outputs["steering"], len(live), "steering")
+                throttle = np.zeros(count)
+                throttle[live] = np.clip(_one_per_frame(outputs["throttle"], len(live), "throttle"), -1.0, 1.0)
+            else:
+                predicted = _one_per_frame(predictor(frames), len(live), "steering")
             command[live] = np.clip(predicted, -1.0, 1.0)
             if video is not None:
                 writer = _write_video_frame(writer, partial, frames, live, command, count, fps)
             moved = step(state, command, dt, params)
             for name in ("x", "y", "heading", "steering"):
                 getattr(moved, name)[~active] = getattr(state, name)[~active]
+            if with_throttle:
+                # The step moved the cars at the speed they had; the throttle sets the speed of the next one.
+                moved.speed[live] = throttle_speed(state.speed[live], throttle[live], dt, params)
             state = moved
             for i in live:
                 track = tracks[i]
@@ -129,6 +178,9 @@ def drive(
                 steps_driven[i] += 1
                 paths[i].append(state.xy[i].copy())
                 steering_log[i].append(command[i])
+                speed_log[i].append(state.speed[i])
+                if with_throttle:
+                    throttle_log[i].append(throttle[i])
                 offsets[i].append(abs(offset[0]))
                 if abs(offset[0]) > track.intervention_offset[index[0]]:
                     interventions[i] += 1
@@ -160,9 +212,20 @@ def drive(
             path=np.asarray(paths[i]).reshape(-1, 2),
             steering=np.asarray(steering_log[i]),
             intervention_points=np.asarray(stops[i]).reshape(-1, 2),
+            speed=np.asarray(speed_log[i], np.float64),
+            throttle=np.asarray(throttle_log[i], np.float64),
         )
         for i, t in enumerate(tracks)
     ]
+
+
+def _one_per_frame(values, count: int, what: str) -> np.ndarray:
+    values = np.asarray(values, np.float64).reshape(-1)
+    if values.shape != (count,) or not np.all(np.isfinite(values)):
+        finite = bool(np.all(np.isfinite(values)))
+        raise ValueError(f"predictor returned {values.shape} {what} values (all finite: {finite}) for a batch "
+                         f"of {count} frames; expected one finite {what} per frame")
+    return values
 
 
 def _write_video_frame(writer, video, frames, live, command, count, fps):
