@@ -240,6 +240,7 @@ def _checkpoint_callback(run: RunDir, history: dict[str, list[float]], monitor: 
 
         def on_epoch_end(self, epoch: int, logs=None) -> None:
             logs = {k: float(v) for k, v in (logs or {}).items()}
+            _exact_head_losses(logs, config.targets)
             for key, value in logs.items():
                 if not math.isfinite(value):
                     self._diverged(key.replace("_", " "), value, f"the end of epoch {epoch + 1}")
@@ -267,6 +268,21 @@ def _checkpoint_callback(run: RunDir, history: dict[str, list[float]], monitor: 
                                    f"{config.learning_rate:g})")
 
     return RunCheckpoint()
+
+
+def _exact_head_losses(logs: dict[str, float], targets: tuple[str, ...]) -> None:
+    """Set each head's ``<target>_loss`` (and ``val_``) to its RMSE squared: the MSE over every row of the epoch.
+
+    Keras' per-output loss logs of a multi-output model average the batches' means unweighted, so a smaller last
+    batch counts as much as a full one (``loss`` and the RMSE metrics weigh every row the same); the history
+    and the multi-worker loop then agree on one definition."""
+    if targets == ("steering",):
+        return
+    for prefix in ("", "val_"):
+        for target in targets:
+            rmse = logs.get(f"{prefix}{target}_rmse")
+            if rmse is not None and f"{prefix}{target}_loss" in logs:
+                logs[f"{prefix}{target}_loss"] = rmse * rmse
 
 
 def _tensorboard(run: RunDir) -> list:

@@ -78,14 +78,14 @@ def synthetic_log(folder: Path, n: int = 48, seed: int = 0, recordings: int = 1,
     """Frames whose bright vertical bar sits where the steering points (a learnable signal).
 
     Left/right cameras see the bar shifted, as the real side cameras would. The throttle is 0, or with
-    ``learnable_throttle`` ``0.5 + 0.3 cos(i / 7)`` (independent of the steering), shown by a bright horizontal
+    ``learnable_throttle`` ``0.5 + 0.3 cos(i / 2.5)`` (independent of the steering), shown by a bright horizontal
     line as many rows below the crop's top as the throttle says (the same in every camera: it does not depend
     on where the car looks).
     """
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     steering = (0.6 * np.sin(np.arange(n) / 5.0)).astype(np.float32)
-    throttle = (0.5 + 0.3 * np.cos(np.arange(n) / 7.0)).astype(np.float32) if learnable_throttle else None
+    throttle = (0.5 + 0.3 * np.cos(np.arange(n) / 2.5)).astype(np.float32) if learnable_throttle else None
     columns = {"center": [], "left": [], "right": []}
     for i, value in enumerate(steering):
         for camera, shift in (("center", 0), ("left", -8), ("right", 8)):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 
+from deploy.export import DEFAULT_THROTTLE, ONNX_OPSETS
 from deploy.formats import FORMATS, formats_help
 from e2e_drive.cli import add_command
 from e2e_drive.cli.output import emit
-from e2e_drive.cli.types import int_range, nonnegative_float, port, positive_int
+from e2e_drive.cli.types import finite_float, int_range, nonnegative_float, port, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +25,19 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         "  e2e-drive export runs/a/best.keras --format onnx --out pilotnet.onnx\n"
         "  e2e-drive export runs/a/best.keras --format tflite-int8 --out pilotnet_int8.tflite "
         "--calibration ../shared/data/udacity_sim_a\n"
-        "  e2e-drive export runs/a/best.keras --format tensorrt --out pilotnet.plan --json",
+        "  e2e-drive export runs/a/best.keras --format tensorrt --out pilotnet.plan --json\n"
+        "  e2e-drive export runs/a/best.keras --format donkeycar --out pilot.tflite --throttle 0.25",
     )
     export.add_argument("model", help="the .keras model")
     export.add_argument("--format", required=True, choices=list(FORMATS), help="export format (table above)")
     export.add_argument("--out", required=True, help="artifact path (a directory for saved_model)")
     export.add_argument("--calibration", nargs="+", metavar="DATA",
                         help="Udacity log / tub / image folder: parity frames and int8 calibration")
-    export.add_argument("--opset", type=int_range(7, 30), default=17, help="ONNX opset (default 17)")
+    export.add_argument("--opset", type=int_range(*ONNX_OPSETS), default=17,
+                        help=f"ONNX opset, {ONNX_OPSETS[0]}..{ONNX_OPSETS[1]} (default 17)")
+    export.add_argument("--throttle", type=throttle_value, default=DEFAULT_THROTTLE,
+                        help="donkeycar: the constant throttle a steering-only model answers, in [-1, 1] "
+                        f"(default {DEFAULT_THROTTLE}; a model with a throttle head answers its own)")
     export.add_argument("--frames", type=positive_int, default=64, help="parity/calibration frames (default 64)")
     export.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16",
                         help="TensorRT engine precision (default fp16)")
@@ -57,11 +63,19 @@ def register(commands, common: argparse.ArgumentParser) -> None:
                        help="target speed of the PI controller, >= 0 (default 20)")
 
 
+def throttle_value(text: str) -> float:
+    value = finite_float(text)
+    if not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a throttle in [-1, 1], got {text}")
+    return value
+
+
 def run_export(args: argparse.Namespace) -> int:
     from deploy import export
 
     report = export(args.model, args.format, args.out, calibration=args.calibration, opset=args.opset,
-                    parity_frames=args.frames, trt_precision=args.precision, fold=not args.no_fold)
+                    parity_frames=args.frames, trt_precision=args.precision, fold=not args.no_fold,
+                    throttle=args.throttle)
     emit(args, report.to_dict(), report.summary())
     return 0 if report.passed else 1
 

@@ -74,12 +74,13 @@ def run_record(args: argparse.Namespace) -> int:
     result = record(args.track, args.out, laps=args.laps, seed=args.seed, format=args.format,
                     progress=not args.quiet)
     written = getattr(result, "csv_path", None) or result.out
-    payload = {"out": str(result.out), "format": args.format, "rows": result.rows, "images": 3 * result.rows,
+    cameras = 1 if args.format == "tub" else 3  # a tub holds the centre camera only
+    payload = {"out": str(result.out), "format": args.format, "rows": result.rows, "images": cameras * result.rows,
                "laps": round(result.laps, 3), "seconds": round(result.seconds, 1),
                "mean_abs_offset": round(result.mean_abs_offset, 3)}
     if getattr(result, "csv_path", None) is not None:
         payload["csv"] = str(result.csv_path)
-    emit(args, payload, f"wrote {result.rows} rows x 3 cameras to {written} "
+    emit(args, payload, f"wrote {result.rows} rows x {cameras} camera{'s' if cameras > 1 else ''} to {written} "
                         f"({result.laps:.2f} laps, mean |offset| {result.mean_abs_offset:.2f} m)")
     return 0
 
