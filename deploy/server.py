@@ -372,11 +372,15 @@ class DriveServer:
             self.httpd.server_close()
 
     def stop(self) -> None:
-        if self.httpd is not None:
+        """End a ``start()``-ed server (or release a ``bind()``-only one)."""
+        if self.httpd is None:
+            return
+        if self._thread is not None:  # shutdown() waits for serve_forever(): only ask a loop that runs
             self.httpd.shutdown()
-            self.httpd.server_close()
-        if self._thread is not None:
             self._thread.join(timeout=5)
+            self._thread = None
+        self.httpd.server_close()
+        self.httpd = None
 
     def __enter__(self) -> "DriveServer":
         return self.start()

@@ -265,3 +265,44 @@ def test_sim_drives_at_the_predicted_throttle(tmp_path):
     assert slow.summary()["mean_speed"] < cruise.summary()["mean_speed"] == pytest.approx(params.speed)
     # Slower, the car covers less of the track in the same time.
     assert slow.laps_completed < cruise.laps_completed
+
+
+MULTIWORKER_SCRIPT = """
+import json, sys
+from pathlib import Path
+from tests.builders import synthetic_log
+from e2e_drive.train import train
+
+log = synthetic_log(Path(sys.argv[1]), learnable_throttle=True)
+result = train(log, sys.argv[2], **json.loads(sys.argv[3]))
+print(json.dumps(result.history))
+"""
+
+
+def test_multiworker_step_trains_both_heads_like_fit(throttle_log, tmp_path):
+    """The custom MultiWorkerMirroredStrategy step (one worker here) reports the same figures as fit: with a
+    learning rate of 1e-30 the weights stay put, so both score the validation rows with the same model."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from e2e_drive.train import train
+
+    options = dict(epochs=1, batch_size=8, crop=list(CROP), augment=False, learning_rate=1e-30, targets=list(TARGETS),
+                   loss_weights={"throttle": 0.5}, verbose=0)
+    fit = train(throttle_log, tmp_path / "fit", **options).history
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(repo)}
+    env.pop("TF_CONFIG", None)
+    frames = Path(throttle_log.images["center"][0]).parent
+    done = subprocess.run([sys.executable, "-c", MULTIWORKER_SCRIPT, str(frames), str(tmp_path / "mw"),
+                           json.dumps({**options, "strategy": "multiworker"})],
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    custom = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sorted(custom) == sorted(fit)
+    for key in fit:
+        if key.startswith("val_"):
+            assert custom[key] == pytest.approx(fit[key], rel=1e-4), key
+    assert custom["val_loss"][0] == pytest.approx(custom["val_steering_loss"][0] + 0.5 * custom["val_throttle_loss"][0])
