@@ -190,3 +190,15 @@ def test_image_ops_reject_non_uint8_frames():
         image_ops.hflip(FRAME.astype(np.float32))
     with pytest.raises(ValueError, match="noise of shape"):
         image_ops.add_noise(FRAME, np.zeros((2, 2, 3)))
+
+
+@pytest.mark.parametrize("transform", [
+    ChooseCamera(correction=0.3), HorizontalFlip(p=1.0), Translate(p=1.0), Shadow(p=1.0), Brightness(p=1.0),
+    GaussianBlur(p=1.0), Noise(p=1.0), default_augmentation(),
+], ids=lambda t: type(t).__name__)
+def test_every_transform_passes_the_throttle_through_unchanged(transform):
+    views = {"center": FRAME, "left": FRAME[::-1], "right": FRAME[:, ::-1]}
+    for seed in range(8):
+        out = transform(Sample(steering=0.2, views=views, throttle=0.3125), np.random.default_rng(seed))
+        assert out.throttle == 0.3125
+    assert Sample(FRAME, 0.1).throttle == 0.0  # a sample without one: 0

@@ -177,6 +177,24 @@ def test_frames_of_different_sizes_name_the_file_and_sizes(tmp_path):
         lazy[1]
 
 
+def test_an_odd_first_frame_is_blamed_not_the_rows_after_it(tmp_path):
+    """The most common size is the log's: when row 1 is the odd one, the error names row 1 (and a good row)."""
+    log = make_log(tmp_path, n=5, sizes={(0, "center"): (20, 20), (3, "center"): (30, 40)}, cameras=("center",))
+    with pytest.raises(DataError) as error:
+        DrivingDataset(log, 2, progress=False)
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'driving_log.csv'}, row 1 (center camera): frame ")
+    assert "center_000.png is 20x20 but 3 other frame(s) of the log are 40x24 (e.g. " in message
+    assert "row 2 (center camera)" in message and "center_001.png" in message
+    assert "1 more frame(s) of another size: " in message and "row 4 (center camera) is 40x30" in message
+    assert message.endswith("all frames of a log must have one size")
+    # Two frames, two sizes: both rows are named.
+    pair = make_log(tmp_path / "pair", n=2, sizes={(1, "center"): (16, 32)}, cameras=("center",))
+    with pytest.raises(DataError, match=r"row 2 .*center_001\.png is 32x16 but 1 other frame\(s\) of the log are "
+                                        r"40x24 \(e\.g\. .*row 1 "):
+        FrameCache(pair, progress=False)
+
+
 def test_missing_or_corrupt_frame_names_the_row(tmp_path):
     log = make_log(tmp_path, n=3, cameras=("center",))
     (tmp_path / "center_001.png").write_bytes(b"not a png")

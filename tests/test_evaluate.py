@@ -47,6 +47,7 @@ def test_evaluate_matches_keras_predict_and_plots(tmp_path):
     smoothed = smooth_steering(log, 2.0).steering
     assert not np.allclose(smoothed, log.steering)
     assert report["smoothed"]["model"]["mae"] == pytest.approx(np.mean(np.abs(expected - smoothed)), rel=1e-4)
+    assert "throttle" not in report  # a steering-only model: the report is the steering one alone
     png = (tmp_path / "p.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 

@@ -177,3 +177,31 @@ def test_shared_memory_goes_with_its_owner():
     del slots
     gc.collect()
     assert token not in _SLOTS_BY_TOKEN
+
+
+def _fill_with_throttle(n: int):
+    handle = _SLOTS.claim(n)
+    frames, steering = known_batch(n, 3)
+    handle.frames[...], handle.targets["steering"][...] = frames, steering
+    handle.targets["throttle"][...] = np.arange(n, dtype=np.float32) / 8
+    return handle
+
+
+def test_batches_with_several_targets_unpickle_to_a_dict_of_labels():
+    slots = SharedBatchSlots(n_slots=2, batch_size=4, frame_shape=SHAPE, targets=("steering", "throttle"))
+    with fork_pool(slots) as pool:
+        frames, labels = pool.apply(_fill_with_throttle, (3,))
+    expected_frames, expected_steering = known_batch(3, 3)
+    np.testing.assert_array_equal(frames, expected_frames)
+    assert list(labels) == ["steering", "throttle"]
+    np.testing.assert_array_equal(labels["steering"], expected_steering)
+    np.testing.assert_array_equal(labels["throttle"], np.arange(3, dtype=np.float32) / 8)
+    assert all(np.shares_memory(a, slots._flat) for a in (frames, *labels.values()))
+    # Each label array starts 64-byte aligned, past the one before it.
+    starts = [a.__array_interface__["data"][0] - slots._flat.__array_interface__["data"][0] for a in labels.values()]
+    assert all(start % 64 == 0 for start in starts) and starts[0] >= slots.frames_bytes and starts[1] > starts[0]
+    del frames, labels
+    gc.collect()
+    assert slots.busy() == 0
+    with pytest.raises(ValueError, match="steering first"):
+        SharedBatchSlots(1, 1, SHAPE, targets=("throttle", "steering"))

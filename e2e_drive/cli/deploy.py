@@ -51,8 +51,10 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         description="Serve MODEL (.keras, SavedModel, .onnx, .tflite, TensorRT engine) with the Udacity "
         "simulator's socket.io protocol: telemetry in, steer out (PI speed controller for the throttle), "
         "manual for empty telemetry, error for malformed messages. Engine.IO 3 clients (EIO=3: Socket.IO "
-        "1.x/2.x, such as the Udacity Unity simulator) and Engine.IO 4 clients (EIO=4: Socket.IO 3+) are "
-        "answered on the same port, over WebSocket or long-polling. Ctrl-C stops.",
+        "1.x/2.x, such as python-socketio 4 and older simulator builds) and Engine.IO 4 clients (EIO=4: the "
+        "Udacity Unity simulator as it ships, Socket.IO 3+) are answered on the same port, over WebSocket or "
+        "long-polling. Oversized messages and malformed telemetry get an error event; the server keeps "
+        "serving. Ctrl-C stops.",
         epilog="examples:\n  e2e-drive serve pilotnet.onnx --port 4567 --speed 20\n"
         "  e2e-drive serve runs/a/best.keras --host 0.0.0.0     # reachable from another machine",
     )
