@@ -189,6 +189,7 @@ def test_an_odd_first_frame_is_blamed_not_the_rows_after_it(tmp_path):
     assert "1 more frame(s) of another size: " in message and "row 4 (center camera) is 40x30" in message
     assert message.endswith("all frames of a log must have one size")
     # Two frames, two sizes: both rows are named.
+    (tmp_path / "pair").mkdir()
     pair = make_log(tmp_path / "pair", n=2, sizes={(1, "center"): (16, 32)}, cameras=("center",))
     with pytest.raises(DataError, match=r"row 2 .*center_001\.png is 32x16 but 1 other frame\(s\) of the log are "
                                         r"40x24 \(e\.g\. .*row 1 "):

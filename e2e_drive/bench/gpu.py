@@ -153,23 +153,16 @@ def fit_images_per_s(dataset, device: str, epochs: int = 2, model=None) -> float
     import keras
     import tensorflow as tf
 
-    marks: list[float] = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            marks.append(time.perf_counter())
-
-        def on_epoch_end(self, epoch, logs=None):
-            marks.append(time.perf_counter())
+    from e2e_drive.bench.train import epoch_seconds
 
     with tf.device(device):
         if model is None:
             keras.utils.set_random_seed(0)
             model = _model(dataset.frame_shape)
         # The dataset shuffles itself from its seed; fit's own shuffle would reorder it with unseeded `random`.
-        model.fit(dataset, epochs=epochs, verbose=0, callbacks=[Timer()], shuffle=False)
+        seconds = epoch_seconds(model, dataset, epochs, shuffle=False)
     images = len(dataset) * dataset.batch_size if dataset.drop_remainder else len(dataset.log)
-    return images / (marks[-1] - marks[-2])
+    return images / seconds
 
 
 def _measure_pipeline(folder: Path, device: str, batch_size: int, steps: int, workers: int,

@@ -40,7 +40,7 @@ def _synthetic_log(folder: Path, n: int, seed: int = 0):
                                    row=np.arange(1, n + 1))
 
 
-def _epoch_seconds(model, data, epochs: int, **fit_kwargs) -> float:
+def epoch_seconds(model, data, epochs: int, **fit_kwargs) -> float:
     """Seconds of the last epoch of ``model.fit`` (the first one includes tracing)."""
     import keras
 
@@ -87,9 +87,9 @@ def bench_train(batch_size: int = 32, steps: int = 10, variants: str = "all", ep
         frames = np.stack([read_frame(path) for path in driving_log.images["center"]])
         steering = driving_log.steering
         log.info("timing: in-memory tensors")
-        tensor_s = _epoch_seconds(_compiled(), frames, epochs, y=steering, batch_size=batch_size, shuffle=True)
+        tensor_s = epoch_seconds(_compiled(), frames, epochs, y=steering, batch_size=batch_size, shuffle=True)
         log.info("timing: DrivingDataset (memory cache, default augmentation)")
-        dataset_s = _epoch_seconds(_compiled(), dataset, epochs)
+        dataset_s = epoch_seconds(_compiled(), dataset, epochs)
     report["input_pipeline"] = {
         "tensors_images_per_s": n / tensor_s,
         "dataset_images_per_s": n / dataset_s,
