@@ -131,7 +131,8 @@ class DrivingDataset(keras.utils.PyDataset):
         else:
             # Frames are read as they are used: the first one sets the size the others must have.
             self.frame_shape = tuple(read_frame(log.images["center"][0], where=log.describe(0)).shape)
-            self._shape_source = f"the log's first frame ({log.describe(0)}, center camera: {log.images['center'][0]}) is"
+            first = f"{log.describe(0)}, center camera: {log.images['center'][0]}"
+            self._shape_source = f"the log's first frame ({first}) is"
         self._order_cache: tuple[int, np.ndarray] | None = None
         self._shared_slots = self._make_shared_slots()
 

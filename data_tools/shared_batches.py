@@ -120,8 +120,8 @@ class SharedBatchSlots:
 
     def claim(self, n: int) -> "SharedBatch | None":
         """A free slot for a batch of ``n`` (in a Keras worker process): fill ``handle.frames`` and
-        ``handle.targets[name]`` (``handle.steering`` is ``handle.targets["steering"]``) and return the handle. ``None`` when the slots are not shared with this process
-        or all are busy: send the arrays instead."""
+        ``handle.targets[name]`` (``handle.steering`` is ``handle.targets["steering"]``) and return the handle.
+        ``None`` when the slots are not shared with this process or all are busy: send the arrays instead."""
         if not self.usable_here() or not 0 < n <= self.batch_size:
             return None
         with self._claim_lock:

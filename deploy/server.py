@@ -266,7 +266,8 @@ class DriveServer:
     """
 
     def __init__(self, predictor: Callable[[np.ndarray], np.ndarray], speed: float = 20.0, host: str = "127.0.0.1",
-                 port: int = 4567, ping_interval: float = 2.0, max_message_bytes: int = 1_000_000):
+                 port: int = 4567, ping_interval: float = 2.0, max_message_bytes: int = 1_000_000,
+                 throttle: str = "model"):
         from deploy.simulator_protocol import SimulatorCompatibleServer
 
         try:
@@ -279,7 +280,11 @@ class DriveServer:
             raise ValueError(f"--port: must be an integer from 0 to 65535, got {port!r}")
         if not (isinstance(max_message_bytes, int) and max_message_bytes > 0):
             raise ValueError(f"max_message_bytes: must be a positive integer, got {max_message_bytes!r}")
+        if throttle not in ("model", "controller"):
+            raise ValueError(f"--throttle: expected model or controller, got {throttle!r}")
         self.predictor, self.speed = predictor, speed
+        # A model with a throttle head drives its own speed unless the user asks for the PI controller.
+        self.model_throttle = throttle == "model" and "throttle" in getattr(predictor, "output_names", ())
         self.host, self.port, self.max_message_bytes = host, port, max_message_bytes
         self.stats = ServerStats()
         self._lock = threading.Lock()  # TFLite interpreters and PI state are not thread-safe
@@ -333,10 +338,16 @@ class DriveServer:
             frame = decode_image(data["image"], getattr(self.predictor, "input_shape", None))
             with self._lock:
                 start = time.perf_counter()
-                steering = float(np.asarray(self.predictor(frame[None])).reshape(-1)[0])
+                if self.model_throttle:
+                    outputs = self.predictor.predict_outputs(frame[None])
+                    steering = float(np.asarray(outputs["steering"]).reshape(-1)[0])
+                    throttle = float(np.clip(np.asarray(outputs["throttle"]).reshape(-1)[0], -1.0, 1.0))
+                else:
+                    steering = float(np.asarray(self.predictor(frame[None])).reshape(-1)[0])
                 self.stats.predict_seconds.append(time.perf_counter() - start)
-                controller = self._controllers.setdefault(sid, SpeedController(self.speed))
-                throttle = controller.update(speed)
+                if not self.model_throttle:
+                    controller = self._controllers.setdefault(sid, SpeedController(self.speed))
+                    throttle = controller.update(speed)
                 self.stats.frames += 1
         except TelemetryError as error:
             self._error(sid, str(error))
@@ -365,7 +376,8 @@ class DriveServer:
 
     def serve_forever(self) -> None:
         self.bind()
-        log.info("drive server on %s (socket.io, EIO=4 and EIO=3, websocket + polling)", self.url)
+        log.info("drive server on %s (socket.io, EIO=4 and EIO=3, websocket + polling); throttle from %s", self.url,
+                 "the model's throttle head" if self.model_throttle else f"a PI controller at speed {self.speed:g}")
         try:
             self.httpd.serve_forever()
         finally:

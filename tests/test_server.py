@@ -340,3 +340,27 @@ def test_address_errors_name_host_and_port(server):
         DriveServer(predictor, host="no such host", port=0).start()
     with pytest.raises(ValueError, match="--port"):
         DriveServer(predictor, port=70000)
+
+
+@pytest.mark.parametrize("mode", ["model", "controller"])
+def test_a_model_with_a_throttle_head_drives_its_own_speed(tmp_path, mode):
+    from e2e_drive.models import pilotnet
+
+    pilotnet(FRAME, crop=(4, 4), outputs=("steering", "throttle"), seed=2).save(tmp_path / "two.keras")
+    export(tmp_path / "two.keras", "onnx", tmp_path / "two.onnx", parity_frames=2)
+    predictor = load_predictor(tmp_path / "two.onnx")
+    frame = _frames(1, seed=4)[0]
+    image = encode_image(frame)
+    decoded = cv2.cvtColor(cv2.imdecode(np.frombuffer(base64.b64decode(image), np.uint8), cv2.IMREAD_COLOR),
+                           cv2.COLOR_BGR2RGB)
+    expected = predictor.predict_outputs(decoded[None])
+    with DriveServer(predictor, speed=20.0, port=0, throttle=mode) as running, socketio.SimpleClient() as sim:
+        sim.connect(running.url, transports=["websocket"], wait_timeout=10)
+        sim.emit("telemetry", {"speed": "50.0", "image": image})  # far above the set speed
+        event, data = sim.receive(timeout=10)
+    assert event == "steer"
+    assert float(data["steering_angle"]) == pytest.approx(float(expected["steering"][0]), abs=1e-6)
+    if mode == "model":
+        assert float(data["throttle"]) == pytest.approx(float(np.clip(expected["throttle"][0], -1, 1)), abs=1e-6)
+    else:
+        assert float(data["throttle"]) < 0  # the PI controller brakes above the set speed

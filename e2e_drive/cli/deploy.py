@@ -63,6 +63,9 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--speed", type=nonnegative_float, default=20.0,
                        help="target speed of the PI controller, >= 0 (default 20)")
+    serve.add_argument("--throttle", choices=("model", "controller"), default="model",
+                       help="model: a model with a throttle head drives its own speed (others use the controller); "
+                       "controller: always the PI controller (default model)")
 
 
 def throttle_value(text: str) -> float:
@@ -87,6 +90,6 @@ def run_serve(args: argparse.Namespace) -> int:
     from deploy.server import DriveServer
 
     predictor = load_predictor(args.model)
-    server = DriveServer(predictor, speed=args.speed, host=args.host, port=args.port)
+    server = DriveServer(predictor, speed=args.speed, host=args.host, port=args.port, throttle=args.throttle)
     server.serve_forever()
     return 0

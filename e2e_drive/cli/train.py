@@ -12,6 +12,7 @@ from e2e_drive.cli import add_command
 from e2e_drive.cli.output import emit
 from e2e_drive.cli.types import crop, fraction, nonnegative_float, nonnegative_int, positive_float, positive_int
 from e2e_drive.models import ACTIVATIONS, CONVS
+from e2e_drive.train_config import TrainConfigError, parse_loss_weights, parse_targets
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +20,7 @@ TRAIN_EPILOG = """examples:
   e2e-drive train ../shared/data/udacity_sim_a --out runs/udacity --epochs 10
   e2e-drive train tub_a tub_b --out runs/donkey --activation prelu --smooth-steering 2 --json
   e2e-drive train ../shared/data/udacity_sim_a --out runs/udacity --epochs 20 --resume
+  e2e-drive train ~/mycar/data --out runs/car --targets steering,throttle --loss-weights steering=1,throttle=0.5
 
 multi-worker (one command per machine; worker 0 is the chief and writes the run):
   TF_CONFIG='{"cluster":{"worker":["host0:2222","host1:2222"]},"task":{"type":"worker","index":0}}' \\
@@ -33,8 +35,20 @@ TRAIN_OPTIONS = {
     "workers": "workers", "worker_processes": "worker_processes", "crop": "crop",
     "smooth_steering": "smooth_steering", "resume": "resume", "early_stopping": "early_stopping",
     "strategy": "strategy", "mixed_precision": "mixed_precision", "cache": "cache", "cache_dir": "cache_dir",
-    "overwrite": "overwrite",
+    "overwrite": "overwrite", "targets": "targets", "loss_weights": "loss_weights",
 }
+
+
+def _config_type(parse):
+    """An argparse type from a ``train_config`` parser (its message without the flag name argparse adds)."""
+
+    def convert(text: str):
+        try:
+            return parse(text)
+        except TrainConfigError as error:
+            raise argparse.ArgumentTypeError(str(error).split(": ", 1)[-1]) from None
+
+    return convert
 
 
 def register(commands, common: argparse.ArgumentParser) -> None:
@@ -71,6 +85,12 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     train.add_argument("--cache", choices=("auto", "memory", "disk", "none"), default=None,
                        help="decoded-frame cache: memory, disk (memory-mapped under --cache-dir), none, or auto "
                        "(memory when the frames fit, else disk) (default auto)")
+    train.add_argument("--targets", type=_config_type(parse_targets), default=None, metavar="steering[,throttle]",
+                       help="what the model learns: steering, or steering,throttle (a second head on the logs' "
+                       "throttle) (default steering)")
+    train.add_argument("--loss-weights", type=_config_type(parse_loss_weights), default=None,
+                       metavar="TARGET=W[,...]",
+                       help="weight of each target's MSE in the loss, e.g. steering=1,throttle=0.5 (default 1 each)")
     train.add_argument("--cache-dir", metavar="DIR", default=None, help="folder of the disk cache")
     train.add_argument("--resume", action="store_true", default=None,
                        help="continue the run in --out from last.keras")
@@ -123,6 +143,14 @@ def train_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def _val_summary(result) -> str:
+    if result.val_rmse is None:
+        return "no validation rows (--val-fraction 0)"
+    text = f"best val RMSE {result.val_rmse:.4f}"
+    throttle = getattr(result, "val_throttle_rmse", None)
+    return text + (f" (throttle {throttle:.4f})" if throttle is not None else "")
+
+
 def run_train(args: argparse.Namespace) -> int:
     from e2e_drive.train import train
 
@@ -130,7 +158,7 @@ def run_train(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         result = train(args.data, args.out, **train_options(args))
     emit(args, result.to_dict(),
-         f"run {result.run_dir}: {result.epochs_run} epochs, best val RMSE {result.val_rmse:.4f}, "
+         f"run {result.run_dir}: {result.epochs_run} epochs, {_val_summary(result)}, "
          f"{result.train_seconds:.1f} s; best model {result.best_model_path}")
     return 0
 
