@@ -83,6 +83,23 @@ def predict(model, log: DrivingLog, batch_size: int = 64, verbose: int = 0) -> n
     return predict_outputs(model, log, batch_size, verbose)["steering"]
 
 
+def replay_summary(model, log: DrivingLog, camera=None, required: bool = False) -> dict[str, Any]:
+    """The model's replay autonomy on ``log`` (``e2e_drive.replay.replay``), or why it could not be replayed."""
+    from data_tools import DataError
+    from e2e_drive.models import steering_function
+    from e2e_drive.replay import replay
+
+    if not required and (np.isnan(log.timestamp).any() or np.isnan(log.speed).all()):
+        return {"skipped": "the log has no time stamps or no speed to rebuild the driven path from"}
+    try:
+        # Pieces of 60 s run as one batch per step: one model call per step for the whole log.
+        return replay(log, steering_function(model), camera=camera, piece_seconds=60.0).summary()
+    except DataError as error:
+        if required:
+            raise
+        return {"skipped": str(error)}
+
+
 def throttle_metrics(prediction: np.ndarray, label: np.ndarray) -> dict[str, Any]:
     """Throttle RMSE, MAE and Pearson of ``prediction`` against ``label``, next to predicting the label mean."""
     prediction = np.asarray(prediction, np.float64)
@@ -143,8 +160,11 @@ def evaluate(
     batch_size: int = 64,
     plot: str | None = None,
     verbose: int = 0,
+    replay: bool | None = None,
+    camera: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """RMSE, MAE and Pearson correlation of a model on ``data``, each next to a mean baseline.
+    """RMSE, MAE and Pearson correlation of a model on ``data``, each next to a mean baseline, and its closed-loop
+    autonomy when the log can be replayed.
 
     Args:
         model_or_path: a ``keras.Model`` or the path of a ``.keras`` file.
@@ -152,12 +172,16 @@ def evaluate(
         smooth_sigma: sigma in frames of the smoothed labels. Defaults to `4.0`.
         batch_size: prediction batch size. Defaults to `64`.
         plot: write a PNG of predicted vs true steering (and throttle) over time here. Defaults to `None`.
+        replay: also drive the model through the log (``e2e_drive.replay``): ``None`` does it when the log has
+            time stamps and speed (Udacity logs), ``True`` requires it, ``False`` skips it. Defaults to `None`.
+        camera: the camera calibration JSON for the replay (``e2e-drive calibrate``). Defaults to the profile's.
 
     Returns:
         ``{"count", "raw": {"model": {rmse, mae, pearson}, "mean_baseline": {...}},
         "smoothed": {...}, "by_steering_bin": [...], "smooth_sigma", "model"}``, plus for a model with a
         throttle output ``"throttle": {"count", "mean", "model": {rmse, mae, pearson}, "mean_baseline": {...}}``
-        (against the log's throttle column).
+        (against the log's throttle column), and ``"replay"``: the replay summary (autonomy, interventions,
+        mean/max |offset|, ...) or ``{"skipped": reason}``.
 
     Example:
         >>> report = evaluate("runs/udacity/best.keras", ["../shared/data/udacity_sim_a"])
@@ -176,6 +200,8 @@ def evaluate(
     report.update(smooth_sigma=float(smooth_sigma), model=name)
     if "throttle" in outputs:
         report["throttle"] = throttle_metrics(outputs["throttle"], log.throttle)
+    if replay is not False:
+        report["replay"] = replay_summary(model, log, camera, required=bool(replay))
     if plot:
         plot_predictions(log.steering, smoothed, prediction, plot, title=f"{name} on {log.source[0]}",
                          throttle=(log.throttle, outputs["throttle"]) if "throttle" in outputs else None)
@@ -201,4 +227,11 @@ def format_report(report: dict[str, Any]) -> str:
         m, b = report["throttle"]["model"], report["throttle"]["mean_baseline"]
         lines.append(f"{'throttle':<22}  rmse {m['rmse']:.4f} mae {m['mae']:.4f} r {m['pearson']:+.3f}"
                      f"    rmse {b['rmse']:.4f} mae {b['mae']:.4f}")
+    replayed = report.get("replay")
+    if replayed and "skipped" in replayed:
+        lines.append(f"replay: skipped ({replayed['skipped']})")
+    elif replayed:
+        lines.append(f"replay (closed loop on the log): autonomy {replayed['autonomy']:.1f}%, "
+                     f"{replayed['interventions']} interventions in {replayed['elapsed_seconds']:.0f} s, "
+                     f"mean |offset| {replayed['mean_abs_offset']:.2f} m")
     return "\n".join(lines)

@@ -175,6 +175,22 @@ def output_names(model) -> tuple[str, ...]:
     return tuple(sorted(names, key=lambda name: (name != "steering", names.index(name))))
 
 
+def steering_function(model) -> Callable:
+    """``model`` as a predictor: uint8 frames ``(B, H, W, 3)`` -> float32 steering ``(B,)`` (inference mode),
+    what the simulator and the log replay drive with."""
+    import numpy as np
+
+    def steer(frames):
+        outputs = model(frames, training=False)
+        if isinstance(outputs, dict):
+            outputs = outputs["steering"]
+        elif isinstance(outputs, (list, tuple)):
+            outputs = outputs[0]
+        return np.asarray(outputs, np.float32).reshape(len(frames))
+
+    return steer
+
+
 def conv_layers(model) -> list:
     """The model's convolution layers, shallowest first (what VisualBackProp walks)."""
     import keras

@@ -86,3 +86,30 @@ def test_cli_evaluate_json_on_a_udacity_folder(tmp_path, capsys):
     assert report["smoothed"]["model"]["rmse"] == pytest.approx(direct["smoothed"]["model"]["rmse"], rel=1e-5)
     assert main(["evaluate", str(tmp_path / "missing.keras"), str(tmp_path / "sim")]) == 2
     assert "missing.keras: model file does not exist" in capsys.readouterr().err
+
+
+def test_evaluate_replays_the_model_on_a_log_with_time_and_speed(tmp_path):
+    from data_tools import read_log
+    from e2e_drive.evaluate import evaluate, format_report
+    from e2e_drive.models import pilotnet, steering_function
+    from e2e_drive.replay import replay
+    from e2e_drive.sim import make_track, record
+
+    record(make_track(3), tmp_path / "rec", laps=0.3, progress=False)
+    log = read_log(tmp_path / "rec")
+    model = pilotnet((160, 320, 3), seed=0)
+    report = evaluate(model, log)
+    expected = replay(log, steering_function(model), piece_seconds=60.0).summary()
+    assert report["replay"]["autonomy"] == pytest.approx(expected["autonomy"])
+    assert report["replay"]["frames"] == expected["frames"] > 0
+    assert "replay (closed loop on the log): autonomy" in format_report(report)
+    assert "replay" not in evaluate(model, log, replay=False)
+
+
+def test_evaluate_says_why_a_log_cannot_be_replayed(tmp_path, synthetic_log):
+    from e2e_drive.evaluate import evaluate
+    from e2e_drive.models import pilotnet
+
+    log = synthetic_log(tmp_path / "frames", n=8)  # no time stamps, no speed
+    report = evaluate(pilotnet((40, 80, 3), crop=(4, 4), seed=0), log)
+    assert "no time stamps" in report["replay"]["skipped"]

@@ -107,7 +107,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         commands, "evaluate", common=common, handler=run_evaluate,
         help="RMSE/MAE/correlation of a model on driving logs, next to a mean baseline",
         description="Evaluate a .keras model on driving logs: RMSE, MAE and Pearson correlation against raw and "
-        "Gaussian-smoothed labels, error by steering bin, each next to a predict-the-mean baseline.",
+        "Gaussian-smoothed labels, error by steering bin, each next to a predict-the-mean baseline; and, when the log "
+        "has time stamps and speed, the model's closed-loop autonomy replayed on the log (e2e-drive replay).",
         epilog="example:\n  e2e-drive evaluate runs/udacity/best.keras ../shared/data/udacity_sim_a --plot eval.png",
     )
     evaluate.add_argument("model", metavar="MODEL", help=".keras model file")
@@ -116,6 +117,10 @@ def register(commands, common: argparse.ArgumentParser) -> None:
                           help="sigma (frames) of the smoothed labels (default 4)")
     evaluate.add_argument("--batch-size", type=positive_int, default=64, help="prediction batch size (default 64)")
     evaluate.add_argument("--plot", default=None, metavar="OUT.png", help="PNG of predicted vs true steering")
+    evaluate.add_argument("--camera", default=None, metavar="CAMERA.json",
+                          help="camera calibration for the replay (e2e-drive calibrate); default: the car profile's")
+    evaluate.add_argument("--no-replay", action="store_true",
+                          help="skip the closed-loop replay (done by default when the log has time stamps and speed)")
 
     saliency = add_command(
         commands, "saliency", common=common, handler=run_saliency,
@@ -168,7 +173,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     with contextlib.redirect_stdout(sys.stderr):
         report = evaluate(args.model, args.data, smooth_sigma=args.smooth_sigma, batch_size=args.batch_size,
-                          plot=args.plot)
+                          plot=args.plot, replay=False if args.no_replay else None, camera=args.camera)
     emit(args, report, format_report(report))
     return 0
 
