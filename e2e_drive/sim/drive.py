@@ -20,6 +20,7 @@ model that learned it holds the cruising speed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
+from data_tools.io import atomic_path
 from data_tools.progress import progress as progress_bar
 from e2e_drive.sim.autonomy import autonomy
 from e2e_drive.sim.car import CarParams, CarState, step
@@ -143,62 +145,61 @@ def drive(
     stops: list[list[np.ndarray]] = [[] for _ in tracks]
     writer = None
     max_steps = int(np.ceil(limit.max() / dt))
-    # The video goes to a temporary name and is renamed when complete (a partial file never looks finished).
-    partial = None if video is None else Path(video).with_name(Path(video).stem + ".partial.mp4")
-    try:
-        for _ in progress_bar(range(max_steps), total=max_steps, label="drive", enabled=progress):
-            live = np.nonzero(active)[0]
-            if len(live) == 0:
-                break
-            frames = np.stack([cameras[i].render(state.x[i], state.y[i], state.heading[i]) for i in live])
-            command = np.zeros(count)
-            if with_throttle:
-                outputs = predictor.predict_outputs(frames)
-                predicted = _one_per_frame(outputs["steering"], len(live), "steering")
-                throttle = np.zeros(count)
-                throttle[live] = np.clip(_one_per_frame(outputs["throttle"], len(live), "throttle"), -1.0, 1.0)
-            else:
-                predicted = _one_per_frame(predictor(frames), len(live), "steering")
-            command[live] = np.clip(predicted, -1.0, 1.0)
-            if video is not None:
-                writer = _write_video_frame(writer, partial, frames, live, command, count, fps)
-            moved = step(state, command, dt, params)
-            for name in ("x", "y", "heading", "steering"):
-                getattr(moved, name)[~active] = getattr(state, name)[~active]
-            if with_throttle:
-                # The step moved the cars at the speed they had; the throttle sets the speed of the next one.
-                moved.speed[live] = throttle_speed(state.speed[live], throttle[live], dt, params)
-            state = moved
-            for i in live:
-                track = tracks[i]
-                index, new_station, offset = track.locate(state.xy[i : i + 1])
-                delta = (new_station[0] - station[i] + track.length / 2) % track.length - track.length / 2
-                travelled[i] += delta
-                station[i] = new_station[0]
-                steps_driven[i] += 1
-                paths[i].append(state.xy[i].copy())
-                steering_log[i].append(command[i])
-                speed_log[i].append(state.speed[i])
+    with contextlib.ExitStack() as cleanup:
+        # The video is written under a temporary name and moved into place only when complete.
+        partial = None
+        if video is not None:
+            Path(video).parent.mkdir(parents=True, exist_ok=True)
+            partial = cleanup.enter_context(atomic_path(video))
+        try:
+            for _ in progress_bar(range(max_steps), total=max_steps, label="drive", enabled=progress):
+                live = np.nonzero(active)[0]
+                if len(live) == 0:
+                    break
+                frames = np.stack([cameras[i].render(state.x[i], state.y[i], state.heading[i]) for i in live])
+                command = np.zeros(count)
                 if with_throttle:
-                    throttle_log[i].append(throttle[i])
-                offsets[i].append(abs(offset[0]))
-                if abs(offset[0]) > track.intervention_offset[index[0]]:
-                    interventions[i] += 1
-                    stops[i].append(state.xy[i].copy())
-                    back = track.point_at(new_station)[0]
-                    state.x[i], state.y[i] = back
-                    state.heading[i] = track.heading[index[0]]
-                    state.steering[i] = 0.0
-                if travelled[i] >= goal[i] or steps_driven[i] * dt >= limit[i] - 1e-9:
-                    active[i] = False
-    except BaseException:
-        if writer is not None:
-            writer.release()
-            partial.unlink(missing_ok=True)
-        raise
-    if writer is not None:
-        writer.release()
-        os.replace(partial, video)
+                    outputs = predictor.predict_outputs(frames)
+                    predicted = _one_per_frame(outputs["steering"], len(live), "steering")
+                    throttle = np.zeros(count)
+                    throttle[live] = np.clip(_one_per_frame(outputs["throttle"], len(live), "throttle"), -1.0, 1.0)
+                else:
+                    predicted = _one_per_frame(predictor(frames), len(live), "steering")
+                command[live] = np.clip(predicted, -1.0, 1.0)
+                if video is not None:
+                    writer = _write_video_frame(writer, partial, frames, live, command, count, fps)
+                moved = step(state, command, dt, params)
+                for name in ("x", "y", "heading", "steering"):
+                    getattr(moved, name)[~active] = getattr(state, name)[~active]
+                if with_throttle:
+                    # The step moved the cars at the speed they had; the throttle sets the speed of the next one.
+                    moved.speed[live] = throttle_speed(state.speed[live], throttle[live], dt, params)
+                state = moved
+                for i in live:
+                    track = tracks[i]
+                    index, new_station, offset = track.locate(state.xy[i : i + 1])
+                    delta = (new_station[0] - station[i] + track.length / 2) % track.length - track.length / 2
+                    travelled[i] += delta
+                    station[i] = new_station[0]
+                    steps_driven[i] += 1
+                    paths[i].append(state.xy[i].copy())
+                    steering_log[i].append(command[i])
+                    speed_log[i].append(state.speed[i])
+                    if with_throttle:
+                        throttle_log[i].append(throttle[i])
+                    offsets[i].append(abs(offset[0]))
+                    if abs(offset[0]) > track.intervention_offset[index[0]]:
+                        interventions[i] += 1
+                        stops[i].append(state.xy[i].copy())
+                        back = track.point_at(new_station)[0]
+                        state.x[i], state.y[i] = back
+                        state.heading[i] = track.heading[index[0]]
+                        state.steering[i] = 0.0
+                    if travelled[i] >= goal[i] or steps_driven[i] * dt >= limit[i] - 1e-9:
+                        active[i] = False
+        finally:
+            if writer is not None:
+                writer.release()
     elapsed = steps_driven * dt
     return [
         DriveResult(
@@ -240,7 +241,6 @@ def _write_video_frame(writer, video, frames, live, command, count, fps):
         cv2.putText(tile, f"steer {command[i]:+.2f}", (8, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
                     cv2.LINE_AA)
     if writer is None:
-        Path(video).parent.mkdir(parents=True, exist_ok=True)
         writer = cv2.VideoWriter(os.fspath(video), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width * count, height))
         if not writer.isOpened():
             raise ValueError(f"cannot open video file for writing: {video}")
