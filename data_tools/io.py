@@ -85,6 +85,12 @@ def atomic_path(path: str | os.PathLike, verify: Callable[[str], Any] | None = N
             verify(tmp)
         os.chmod(tmp, file_mode())
         os.replace(tmp, target)
+    except OSError as error:
+        _remove(tmp)
+        if error.errno is not None and error.filename in (None, tmp):
+            # A full disk or a lost permission mid-write: name the file the user asked for, not our temporary.
+            raise type(error)(error.errno, error.strerror, os.fspath(target)) from None
+        raise
     except BaseException:
         _remove(tmp)
         raise

@@ -256,3 +256,41 @@ def test_os_errors_name_the_file_and_the_cause(tmp_path):
     line = describe_error(error, argparse.Namespace(host="no-such-host.invalid", port=4567))
     assert line.startswith("--host no-such-host.invalid: cannot resolve the host name")
     assert describe_error(RuntimeError("a bug")) is None  # bugs keep their traceback
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path):
+    """A real 1 MiB tmpfs (root only); skipped with the reason where it cannot be mounted."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill up here: {result.stderr.strip() or result.returncode}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_disk_full_export_keeps_the_previous_artifact(model_path, tiny_disk, capsys):
+    import hashlib
+
+    out = tiny_disk / "m.onnx"
+    assert run(["export", model_path, "--format", "onnx", "--out", str(out), "--frames", "2"], capsys)[0] == 0
+    before = hashlib.sha256(out.read_bytes()).hexdigest()
+    # Fill the disk to the last block: the next export cannot write its temporary file.
+    filler = os.open(tiny_disk / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(filler, b"\0" * 4096)
+    except OSError as error:
+        assert error.errno == errno.ENOSPC
+    finally:
+        os.close(filler)
+    code, _, err = run(["export", model_path, "--format", "onnx", "--out", str(out), "--frames", "2", "--quiet"],
+                       capsys)
+    line = one_line(err)
+    assert code == 2 and "no space left on device" in line and "m.onnx" in line
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler", "m.onnx"]  # no temporary file left
