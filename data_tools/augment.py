@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -329,8 +330,30 @@ class Noise(Transform):
         return image_ops.add_noise(image, noise)
 
 
+def pursuit_lookahead(speed: float) -> float:
+    """Metres ahead a pure-pursuit driver aims at, at ``speed`` m/s: ``4 + 0.5 * speed`` (the speed-scaled rule
+    of the embedded simulator's expert; about 0.8 s of travel at highway speed)."""
+    return 4.0 + 0.5 * float(speed)
+
+
+def side_camera_correction(side_offset: float, speed: float, wheelbase: float, max_steer_deg: float) -> float:
+    """The steering (fraction of full lock) that brings a car ``side_offset`` metres off its path back onto it:
+    pure pursuit toward the point ``pursuit_lookahead(speed)`` metres ahead on the path,
+    wheel angle ``atan(2 * wheelbase * sin(alpha) / distance)``. This is what a side camera's frame should be
+    labelled with on top of the centre label, for the car and camera that made the log (instead of a fixed 0.2).
+    """
+    lookahead = pursuit_lookahead(speed)
+    alpha = math.atan2(side_offset, lookahead)
+    wheel = math.atan2(2.0 * wheelbase * math.sin(alpha), math.hypot(lookahead, side_offset))
+    return min(1.0, wheel / math.radians(max_steer_deg))
+
+
 def default_augmentation(correction: float = 0.2) -> Compose:
-    """The augmentation chain used by training (and by ``e2e-drive data preview``)."""
+    """The augmentation chain used by training (and by ``e2e-drive data preview``).
+
+    ``correction``: the side cameras' steering correction; training derives it from the car and camera
+    (``side_camera_correction``); the default is the classic hand-set 0.2.
+    """
     return Compose(
         [
             ChooseCamera(correction=correction),
@@ -346,5 +369,6 @@ def default_augmentation(correction: float = 0.2) -> Compose:
 
 __all__ = [
     "Sample", "Transform", "Compose", "ChooseCamera", "HorizontalFlip", "Translate",
-    "Shadow", "Brightness", "GaussianBlur", "Noise", "default_augmentation",
+    "Shadow", "Brightness", "GaussianBlur", "Noise", "default_augmentation", "pursuit_lookahead",
+    "side_camera_correction",
 ]

@@ -146,11 +146,28 @@ def _resolve_config(run: RunDir, data, resume: bool, overwrite: bool, options: d
     if transform is None and isinstance(config.augment, str):
         raise ValueError(f"{flag('augment')}: the run was trained with the custom transform {config.augment}; "
                          "pass the same transform again (augment=...)")
-    if transform is None and config.augment is True:
-        from data_tools.augment import default_augmentation
-
-        transform = default_augmentation()
     return config, transform
+
+
+def recipe_augmentation(config: TrainConfig, data_log: DrivingLog):
+    """``default_augmentation`` with the side-camera correction derived from the car profile (``config.car``:
+    wheelbase, wheel angle, side cameras' offset) and the log's median moving speed
+    (``side_camera_correction``); ``config.side_correction`` overrides it. A log without speed uses the
+    profile's nominal speed."""
+    from data_tools.augment import default_augmentation, side_camera_correction
+    from e2e_drive.replay.profiles import get_profile
+
+    correction = config.side_correction
+    if correction is None:
+        profile = get_profile(config.car)
+        speed = np.asarray(data_log.speed, np.float64) * profile.speed_scale
+        moving = speed[np.isfinite(speed) & (speed > profile.min_speed)]
+        speed = float(np.median(moving)) if len(moving) else profile.car.speed
+        correction = side_camera_correction(profile.camera.side_offset, speed, profile.car.wheelbase,
+                                            profile.car.max_steer_deg)
+        log.info("side cameras: steering correction %.3f (the %s car's pure pursuit back from %.2f m at "
+                 "%.1f m/s)", correction, profile.name, profile.camera.side_offset, speed)
+    return default_augmentation(correction=correction)
 
 
 def _refuse_unsupported(config: TrainConfig, strategy, num_workers: int) -> None:
@@ -170,9 +187,14 @@ def _refuse_unsupported(config: TrainConfig, strategy, num_workers: int) -> None
 
 def _split(config: TrainConfig, data_log: DrivingLog) -> tuple[DrivingLog, DrivingLog]:
     import data_tools
+    from data_tools.smoothing import keyboard_smoothing, smooth_steering_seconds
 
     if config.smooth_steering:
         data_log = data_tools.smooth_steering(data_log, config.smooth_steering)
+    elif config.smooth_seconds is None:
+        data_log = keyboard_smoothing(data_log)  # only recordings whose labels look keyboard-driven
+    elif config.smooth_seconds:
+        data_log = smooth_steering_seconds(data_log, config.smooth_seconds)
     train_log, val_log = data_log.split(config.val_fraction)
     if config.val_fraction > 0 and len(val_log) == 0:
         recordings = len(data_log.recordings)
@@ -202,13 +224,31 @@ def _cache_mode(config: TrainConfig, logs: Sequence[DrivingLog], cameras, memory
 
 # ----------------------------------------------------------------------------- progress and checkpoints
 
+AUTONOMY = "val_autonomy"
+# Replay pieces of the validation span (each starts on the recorded pose): one model batch per step. 30 s
+# holds several times the 6 s an intervention costs, so a piece's free start rarely hides one.
+AUTONOMY_PIECE_SECONDS = 30.0
+
+
+def best_epoch(history: dict[str, list[float]], monitor: str) -> int | None:
+    """Index of the best epoch: the lowest ``monitor``; for ``val_autonomy`` the highest, ties (autonomy counts
+    whole interventions, so epochs often tie) broken by the lowest ``val_loss``."""
+    values = history.get(monitor, [])
+    if not values:
+        return None
+    if monitor == AUTONOMY:
+        loss = history.get("val_loss", [0.0] * len(values))
+        return min(range(len(values)), key=lambda i: (-values[i], loss[i]))
+    return int(np.argmin(values))
+
+
 def progress_state(history: dict[str, list[float]], monitor: str, patience: int, epochs: int) -> dict[str, Any]:
     """``state.json``: the last finished epoch and the early-stopping counters, all derived from the history
     (so they are right after any resume)."""
     values = history.get(monitor, [])
     state: dict[str, Any] = {"epoch": len(values), "epochs": epochs, "monitor": monitor}
     if values:
-        best = int(np.argmin(values))
+        best = best_epoch(history, monitor)
         state.update(best=float(values[best]), best_epoch=best + 1, wait=len(values) - best - 1)
     state["stopped_early"] = bool(patience and state.get("wait", 0) >= patience)
     return state
@@ -285,6 +325,51 @@ def _exact_head_losses(logs: dict[str, float], targets: tuple[str, ...]) -> None
                 logs[f"{prefix}{target}_loss"] = rmse * rmse
 
 
+def _autonomy_parts(config: TrainConfig, val_log: DrivingLog) -> list[DrivingLog]:
+    """The validation span's recordings for ``select_by="autonomy"``, or none (with a warning: selection falls
+    back to the validation loss) when replay cannot drive them (no time stamps or speed) or under multiworker."""
+    from data_tools.errors import DataError
+    from e2e_drive.replay import get_profile, reconstruct
+
+    if config.select_by != "autonomy" or not len(val_log):
+        return []
+    if config.strategy == "multiworker":
+        log.warning("%s autonomy: not with --strategy multiworker (each worker holds a share of the validation "
+                    "rows, replay needs whole recordings): selecting by val_loss", flag("select_by"))
+        return []
+    parts = [val_log[val_log.recording == r] for r in val_log.recordings]
+    try:
+        for part in parts:
+            reconstruct(part, get_profile(config.car))
+    except DataError as error:
+        log.warning("%s: --select-by autonomy cannot replay the validation rows (%s): selecting by val_loss",
+                    flag("select_by"), error)
+        return []
+    return parts
+
+
+def _autonomy_callback(config: TrainConfig, parts: list[DrivingLog], frame_shape: tuple[int, ...]):
+    import keras
+
+    from e2e_drive.models import steering_function
+    from e2e_drive.replay import camera_for_size, get_profile, replay
+
+    profile = get_profile(config.car)
+    camera = camera_for_size(profile.camera, frame_shape[:2])
+
+    class ValidationAutonomy(keras.callbacks.Callback):
+        """Adds ``val_autonomy`` (and ``val_interventions``) to each epoch's logs: the model replayed through the
+        validation span (``e2e_drive.replay``, the profile's car and camera), before the checkpoint reads them."""
+
+        def on_epoch_end(self, epoch: int, logs=None) -> None:
+            report = replay(parts, steering_function(self.model), camera=camera, profile=profile, piece_seconds=AUTONOMY_PIECE_SECONDS)
+            if logs is not None:
+                logs[AUTONOMY] = float(report.total.autonomy)
+                logs["val_interventions"] = float(report.total.interventions)
+
+    return ValidationAutonomy()
+
+
 def _tensorboard(run: RunDir) -> list:
     """A TensorBoard callback writing to ``run/logs``, or none when the tensorboard package is absent."""
     import importlib.util
@@ -295,6 +380,16 @@ def _tensorboard(run: RunDir) -> list:
         log.info("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
         return []
     return [keras.callbacks.TensorBoard(str(run.logs_path), write_graph=False, profile_batch=0)]
+
+
+def _best_val_rmse(history: dict[str, list[float]], monitor: str, targets: tuple[str, ...]) -> dict[str, float]:
+    """Validation RMSE of each target at the best epoch (by ``monitor``); empty without validation."""
+    best = best_epoch(history, monitor)
+    if best is None or monitor == "loss" or len(history.get("val_loss", [])) <= best:
+        return {}
+    if targets == ("steering",):
+        return {"steering": math.sqrt(history["val_loss"][best])}
+    return {t: history[f"val_{t}_rmse"][best] for t in targets}
 
 
 # ----------------------------------------------------------------------------- steps
@@ -443,7 +538,15 @@ def train(
             balance (False), seed (0, the one seed of weights, order and augmentation),
             val_fraction (0.2, the last fraction of each recording, time-ordered; 0: no validation),
             crop (None: ``default_crop(H)``; ``(top, bottom)`` or ``"TOP,BOTTOM"``), smooth_steering (0.0,
-            Gaussian sigma in frames), early_stopping (5, patience in epochs; 0 disables),
+            Gaussian sigma in frames), smooth_seconds (None: recordings whose labels look keyboard-driven,
+            ``is_keyboard_steering``, are smoothed over 0.4 s of their time stamps; 0: off; a number: every
+            recording, sigma in seconds), side_correction (0.2, the steering added for the left camera and
+            subtracted for the right; None: derived, ``side_camera_correction`` for ``car`` at the log's median
+            speed — it scored no better than 0.2 on held-out laps, see BENCHMARKS.md), car ("udacity": the ``e2e_drive.replay`` profile of the car and camera),
+            select_by ("val_loss"; "autonomy": replay the validation span after each epoch, keep the epoch
+            with the most autonomy, ties to the lower val_loss, and stop early on it; logs without time stamps
+            or speed fall back to val_loss with a warning; one intervention moves autonomy by 600/seconds
+            points, so it wants minutes of validation driving), early_stopping (5, patience in epochs; 0 disables),
             strategy ("auto", "mirrored", "multiworker"), mixed_precision (False: ``mixed_float16`` on GPU,
             ``mixed_bfloat16`` on CPU), workers (1), worker_processes (False), cache ("auto", "memory",
             "disk", "none"), cache_dir (None: ``default_cache_dir()``), verbose (1).
@@ -491,6 +594,8 @@ def train(
 
         keras.utils.set_random_seed(config.seed)  # the same initial weights on every worker
         full_train, full_val = _split(config, load_log(data if data is not None else list(config.data)))
+        if transform is None and config.augment is True:
+            transform = recipe_augmentation(config, full_train)
         train_log, val_log = full_train, full_val
         if num_workers > 1:
             # Each worker trains on (and decodes) its own rows; the smallest share sets the steps of all.
@@ -551,6 +656,9 @@ def train(
                 model.optimizer.build(model.trainable_variables)
 
         monitor = "val_loss" if val_ds is not None or (custom_loop and len(full_val)) else "loss"
+        autonomy_parts = _autonomy_parts(config, full_val) if monitor == "val_loss" else []
+        if autonomy_parts:
+            monitor = AUTONOMY
         history: dict[str, list[float]] = {}
         initial_epoch = 0
         if resume:
@@ -570,11 +678,12 @@ def train(
         seconds = 0.0
         if initial_epoch < config.epochs and not state["stopped_early"]:
             checkpoint = _checkpoint_callback(run, history, monitor, config, writes=chief)
-            all_callbacks = [checkpoint, *(_tensorboard(run) if chief else []), *callbacks]
+            scoring = [_autonomy_callback(config, autonomy_parts, frame_shape)] if autonomy_parts else []
+            all_callbacks = [*scoring, checkpoint, *(_tensorboard(run) if chief else []), *callbacks]
             start = time.perf_counter()
             if custom_loop:
                 _custom_loop(model, strategy, train_ds, val_ds, steps, config, initial_epoch, all_callbacks,
-                             verbose, validate=monitor == "val_loss")
+                             verbose, validate=monitor != "loss")
             else:
                 _fit(model, train_ds, val_ds, config, initial_epoch, all_callbacks, verbose)
             seconds = time.perf_counter() - start
@@ -592,12 +701,7 @@ def train(
         if held:
             run.release()
 
-    best_rmse = {}
-    if monitor == "val_loss" and "best" in state:
-        if config.targets == ("steering",):
-            best_rmse["steering"] = math.sqrt(state["best"])
-        else:
-            best_rmse = {t: history[f"val_{t}_rmse"][state["best_epoch"] - 1] for t in config.targets}
+    best_rmse = _best_val_rmse(history, monitor, config.targets)
     return TrainResult(
         run_dir=str(run.path),
         best_model_path=str(run.best_path),

@@ -26,17 +26,20 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
 # Versions this code reads, each with the fields it introduced (absent from older files: their defaults apply).
-FIELDS_SINCE = {1: (), 2: ("targets", "loss_weights")}
+FIELDS_SINCE = {1: (), 2: ("targets", "loss_weights"), 3: ("smooth_seconds", "side_correction", "car", "select_by")}
 TARGETS = ("steering", "throttle")  # what a run can learn (e2e_drive.models.OUTPUTS), in that order
 STRATEGIES = ("auto", "mirrored", "multiworker")
 CACHE_MODES = ("auto", "memory", "disk", "none")
+SELECT_BY = ("val_loss", "autonomy")
 VERBOSITY = (0, 1, 2)
 
 # What may change when a run is resumed: how long it trains, how it talks, and how its frames are read.
 # Everything else changes what is trained and is refused.
 RESUMABLE_CHANGES = ("epochs", "verbose", "workers", "worker_processes", "cache", "cache_dir")
+# What a config.json written before these options trained with (no keyboard smoothing, the fixed 0.2).
+LEGACY_RECIPE = {"smooth_seconds": 0.0, "side_correction": 0.2}
 # Recorded from the data when the run starts, not options.
 RECORDED = ("version", "frame_shape", "num_train", "num_val")
 
@@ -85,6 +88,10 @@ class TrainConfig:
     val_fraction: float = 0.2
     crop: tuple[int, int] | None = None
     smooth_steering: float = 0.0
+    smooth_seconds: float | None = None
+    side_correction: float | None = 0.2
+    car: str = "udacity"
+    select_by: str = "val_loss"
     early_stopping: int = 5
     strategy: str = "auto"
     mixed_precision: bool = False
@@ -109,13 +116,23 @@ class TrainConfig:
         set_("dropout", _number("dropout", self.dropout, minimum=0.0, below=1.0))
         set_("val_fraction", _number("val_fraction", self.val_fraction, minimum=0.0, below=1.0))
         set_("smooth_steering", _number("smooth_steering", self.smooth_steering, minimum=0.0))
+        if self.smooth_seconds is not None:
+            set_("smooth_seconds", _number("smooth_seconds", self.smooth_seconds, minimum=0.0))
+            if self.smooth_seconds and self.smooth_steering:
+                raise TrainConfigError(f"{flag('smooth_seconds')} and {flag('smooth_steering')}: choose one "
+                                       "(seconds of the time stamps, or frames)")
+        if self.side_correction is not None:
+            set_("side_correction", _number("side_correction", self.side_correction, minimum=0.0, below=1.0))
+        _choice("select_by", self.select_by, SELECT_BY)
         for name in ("balance", "mixed_precision", "worker_processes"):
             _boolean(name, getattr(self, name))
         if not isinstance(self.augment, (bool, str)):
             raise TrainConfigError(f"{flag('augment')}: expected true, false or a transform's repr, "
                                    f"got {self.augment!r}")
         from e2e_drive.models import ACTIVATIONS, CONVS  # light: models imports Keras only inside functions
+        from e2e_drive.replay.profiles import PROFILES  # here: it imports the simulator (OpenCV, SciPy), not Keras
 
+        _choice("car", self.car, tuple(PROFILES))
         _choice("activation", self.activation, ACTIVATIONS)
         _choice("conv", self.conv, CONVS)
         _choice("strategy", self.strategy, STRATEGIES)
@@ -175,7 +192,9 @@ class TrainConfig:
             if newer:
                 raise TrainConfigError(f"{where}: version {version} has no field(s) {', '.join(newer)} "
                                        "(a damaged or hand-edited file?)")
-            payload = {**payload, "version": CONFIG_VERSION}  # an older run: the new fields take their defaults
+            # An older run: new fields take their defaults, except the recipe's, which keep that run's labels
+            # and side-camera correction on resume.
+            payload = {**(LEGACY_RECIPE if version < 3 else {}), **payload, "version": CONFIG_VERSION}
         try:
             return cls(**payload)
         except TrainConfigError as error:
@@ -396,5 +415,5 @@ def _show(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-__all__ = ["CACHE_MODES", "CONFIG_VERSION", "RESUMABLE_CHANGES", "STRATEGIES", "TARGETS", "TrainConfig",
+__all__ = ["CACHE_MODES", "CONFIG_VERSION", "RESUMABLE_CHANGES", "SELECT_BY", "STRATEGIES", "TARGETS", "TrainConfig",
            "TrainConfigError", "flag", "parse_loss_weights", "parse_targets"]

@@ -36,7 +36,18 @@ TRAIN_OPTIONS = {
     "smooth_steering": "smooth_steering", "resume": "resume", "early_stopping": "early_stopping",
     "strategy": "strategy", "mixed_precision": "mixed_precision", "cache": "cache", "cache_dir": "cache_dir",
     "overwrite": "overwrite", "targets": "targets", "loss_weights": "loss_weights",
+    "smooth_seconds": "smooth_seconds", "side_correction": "side_correction", "car": "car", "select_by": "select_by",
 }
+
+
+def _side_correction(text: str):
+    """``auto`` (derived from the car; passed to ``train`` as None) or a number in [0, 1)."""
+    if text == "auto":
+        return "auto"
+    value = nonnegative_float(text)
+    if value >= 1.0:
+        raise argparse.ArgumentTypeError(f"expected auto or a number in [0, 1), got {text}")
+    return value
 
 
 def _config_type(parse):
@@ -80,6 +91,18 @@ def register(commands, common: argparse.ArgumentParser) -> None:
                        help="run the --workers as processes (batches through shared memory) instead of threads")
     train.add_argument("--crop", type=crop, default=None, metavar="TOP,BOTTOM",
                        help="rows cut from the frame (default: 60,25 for 160-row frames)")
+    train.add_argument("--smooth-seconds", type=nonnegative_float, default=None, metavar="SECONDS",
+                       help="Gaussian-smooth the labels over SECONDS of the time stamps; 0: off (default: only "
+                       "recordings that look keyboard-driven, over 0.4 s)")
+    train.add_argument("--side-correction", type=_side_correction, default=None, metavar="X|auto",
+                       help="steering added for the left camera, subtracted for the right (default 0.2); auto: "
+                       "derived from --car's geometry and the log's speed")
+    train.add_argument("--car", choices=("udacity", "donkey", "sim"), default=None,
+                       help="car and camera profile (replay, derived corrections) (default udacity)")
+    train.add_argument("--select-by", choices=("val_loss", "autonomy"), default=None,
+                       help="which epoch becomes best.keras: lowest val loss, or most replay autonomy on the "
+                       "validation span (needs time stamps and speed; minutes of validation driving) "
+                       "(default val_loss)")
     train.add_argument("--smooth-steering", type=nonnegative_float, default=None, metavar="SIGMA",
                        help="Gaussian-smooth the labels over SIGMA frames (default 0: off)")
     train.add_argument("--cache", choices=("auto", "memory", "disk", "none"), default=None,
@@ -144,6 +167,8 @@ def train_options(args: argparse.Namespace) -> dict[str, Any]:
                if getattr(args, dest) is not None}
     if args.augment is False:
         options["augment"] = False
+    if options.get("side_correction") == "auto":
+        options["side_correction"] = None  # given, and meaning "derive it": kept apart from "not given"
     options["verbose"] = keras_verbosity(args)
     return options
 

@@ -1,0 +1,161 @@
+"""The training recipe: keyboard-label detection and smoothing in seconds, the side-camera correction from
+the car's geometry, and model selection by replay autonomy."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter1d
+
+from data_tools import DrivingLog
+from data_tools.augment import ChooseCamera, side_camera_correction
+from data_tools.smoothing import (is_keyboard_steering, keyboard_smoothing, smooth_steering_seconds,
+                                  time_gaussian_smooth)
+from e2e_drive.sim import CarParams, CameraRig, record
+from e2e_drive.train import AUTONOMY, best_epoch, recipe_augmentation, train
+from e2e_drive.train_config import TrainConfig, TrainConfigError
+from tests.builders import synthetic_log
+
+
+def series_log(values, times=None, speed=None) -> DrivingLog:
+    n = len(values)
+    return DrivingLog.from_columns(center=[f"/x/{i}.jpg" for i in range(n)], steering=values, source="s.csv",
+                                   row=range(1, n + 1), timestamp=times, speed=speed)
+
+
+def keyboard_series(n: int = 400, seed: int = 0) -> np.ndarray:
+    """Arrow-key steering: exact zeros, with short ramps toward full lock while a key is held."""
+    rng = np.random.default_rng(seed)
+    values = np.zeros(n)
+    for start in rng.choice(n - 5, n // 15, replace=False):
+        values[start : start + 3] = rng.choice([-1, 1]) * np.array([0.3, 0.6, 1.0])
+    return values
+
+
+# ---------------------------------------------------------------------- labels
+
+
+def test_keyboard_labels_are_detected_and_analogue_ones_are_not():
+    assert is_keyboard_steering(series_log(keyboard_series()))
+    assert not is_keyboard_steering(series_log(0.3 * np.sin(np.arange(400) / 10.0)))
+
+
+def test_standing_frames_do_not_count_as_keyboard_zeros():
+    steering = np.concatenate([np.zeros(300), 0.2 + 0.1 * np.sin(np.arange(100))])  # parked, then driving
+    speed = np.concatenate([np.zeros(300), np.full(100, 20.0)])
+    assert not is_keyboard_steering(series_log(steering, speed=speed))
+    assert is_keyboard_steering(series_log(steering))  # without speed every frame counts
+
+
+def test_time_smoothing_on_a_regular_clock_is_the_frame_gaussian():
+    values = keyboard_series()
+    dt, sigma = 0.125, 0.5  # exact in binary: both cut the kernel at 16 frames
+    smoothed = time_gaussian_smooth(values, np.arange(len(values)) * dt, sigma)
+    oracle = gaussian_filter1d(values, sigma / dt, mode="constant", truncate=4.0)
+    np.testing.assert_allclose(smoothed[20:-20], oracle[20:-20], atol=1e-9)
+
+
+def test_time_smoothing_does_not_reach_across_a_pause():
+    times = np.concatenate([np.arange(20) * 0.1, 60.0 + np.arange(20) * 0.1])  # a minute's pause
+    values = np.concatenate([np.zeros(20), np.ones(20)])
+    smoothed = time_gaussian_smooth(values, times, 0.4)
+    np.testing.assert_allclose(smoothed, values, atol=1e-12)
+
+
+def test_keyboard_smoothing_smooths_keyboard_logs_only(caplog):
+    times = np.arange(400) * 0.1
+    keys = series_log(keyboard_series(), times)
+    smoothed = keyboard_smoothing(keys, 0.4).steering
+    np.testing.assert_allclose(smoothed, time_gaussian_smooth(keys.steering, times, 0.4), atol=1e-6)
+    analogue = series_log(0.3 * np.sin(np.arange(400) / 10.0), times)
+    np.testing.assert_array_equal(keyboard_smoothing(analogue, 0.4).steering, analogue.steering)
+    caplog.set_level(logging.WARNING, logger="data_tools.smoothing")
+    unstamped = series_log(keyboard_series())
+    np.testing.assert_array_equal(smooth_steering_seconds(unstamped, 0.4).steering, unstamped.steering)
+    assert "no time stamps" in caplog.text and "s.csv" in caplog.text
+
+
+# ---------------------------------------------------------------------- geometry
+
+
+def test_side_correction_is_pure_pursuit_back_to_the_path():
+    wheelbase, max_deg, d, speed = 2.5, 25.0, 1.1, 8.0
+    lookahead = 4.0 + 0.5 * speed
+    # Pure pursuit on a straight road from d metres off it: goal at (lookahead, d) in the car's frame.
+    alpha = math.atan2(d, lookahead)
+    wheel = math.atan(2 * wheelbase * math.sin(alpha) / math.hypot(lookahead, d))
+    assert side_camera_correction(d, speed, wheelbase, max_deg) == pytest.approx(wheel / math.radians(max_deg))
+    # Small offsets: 2 W d / L^2 radians, the textbook curvature of pure pursuit.
+    small = side_camera_correction(0.01, speed, wheelbase, max_deg)
+    assert small == pytest.approx(2 * wheelbase * 0.01 / lookahead**2 / math.radians(max_deg), rel=1e-3)
+    assert side_camera_correction(d, 30.0, wheelbase, max_deg) < side_camera_correction(d, 5.0, wheelbase, max_deg)
+
+
+@pytest.fixture(scope="module")
+def sim_recording(tmp_path_factory):
+    """12 seconds of the embedded simulator's expert (time stamps, speed, three cameras)."""
+    out = tmp_path_factory.mktemp("sim_recording")
+    record(7, out, laps=0.35, progress=False)
+    return out
+
+
+def test_training_derives_the_side_correction_from_the_car_and_camera(sim_recording):
+    from data_tools import load_log
+
+    chain = recipe_augmentation(TrainConfig(car="sim", side_correction=None), load_log(sim_recording))
+    choose = next(t for t in chain.transforms if isinstance(t, ChooseCamera))
+    car, rig = CarParams(), CameraRig()  # what record drives with: the sim profile's car and camera
+    assert choose.correction == pytest.approx(side_camera_correction(rig.side_offset, car.speed, car.wheelbase,
+                                                                     car.max_steer_deg), rel=1e-3)
+    fixed = recipe_augmentation(TrainConfig(car="sim", side_correction=0.25), load_log(sim_recording))
+    assert next(t for t in fixed.transforms if isinstance(t, ChooseCamera)).correction == 0.25
+
+
+# ---------------------------------------------------------------------- options and selection
+
+
+def test_recipe_options_are_validated_with_their_flags():
+    with pytest.raises(TrainConfigError, match="--smooth-seconds and --smooth-steering"):
+        TrainConfig(smooth_seconds=0.4, smooth_steering=3.0)
+    with pytest.raises(TrainConfigError, match="--select-by"):
+        TrainConfig(select_by="accuracy")
+    with pytest.raises(TrainConfigError, match="--car"):
+        TrainConfig(car="tractor")
+    with pytest.raises(TrainConfigError, match="--side-correction"):
+        TrainConfig(side_correction=-0.1)
+    config = TrainConfig(smooth_seconds=0.4, select_by="autonomy", car="sim", side_correction=0.15)
+    assert TrainConfig.from_json(config.to_json()) == config
+    new_options = ("smooth_seconds", "side_correction", "car", "select_by")
+    older = {**{k: v for k, v in TrainConfig().to_dict().items() if k not in new_options}, "version": 2}
+    resumed = TrainConfig.from_dict(older)  # a run saved before these options resumes as it was trained
+    assert (resumed.smooth_seconds, resumed.side_correction) == (0.0, 0.2)
+
+
+def test_best_epoch_by_autonomy_breaks_ties_by_validation_loss():
+    history = {AUTONOMY: [80.0, 100.0, 100.0, 90.0], "val_loss": [0.01, 0.30, 0.20, 0.05]}
+    assert best_epoch(history, AUTONOMY) == 2
+    assert best_epoch(history, "val_loss") == 0
+
+
+def test_select_by_autonomy_replays_the_validation_span_each_epoch(sim_recording, tmp_path):
+    result = train([str(sim_recording)], tmp_path / "run", epochs=2, batch_size=16, select_by="autonomy",
+                   car="sim", verbose=0, cache="memory")
+    assert len(result.history[AUTONOMY]) == 2 and all(a <= 100.0 for a in result.history[AUTONOMY])
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["monitor"] == AUTONOMY
+    assert state["best_epoch"] == best_epoch(result.history, AUTONOMY) + 1
+    assert result.val_rmse == pytest.approx(math.sqrt(result.history["val_loss"][state["best_epoch"] - 1]))
+
+
+def test_select_by_autonomy_falls_back_to_val_loss_without_time_stamps(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="e2e_drive.train")
+    log = synthetic_log(tmp_path / "log", n=40)  # no time stamps, no speed: nothing to replay
+    result = train(log, tmp_path / "run", epochs=1, batch_size=8, select_by="autonomy", verbose=0,
+                   cache="memory")
+    assert AUTONOMY not in result.history
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["monitor"] == "val_loss"
+    assert "--select-by autonomy cannot replay" in caplog.text
