@@ -33,11 +33,7 @@ def smooth_steering(log: DrivingLog, sigma_frames: float) -> DrivingLog:
         raise ValueError(f"Expected sigma_frames >= 0. Received: sigma_frames={sigma_frames}")
     if sigma_frames == 0:
         return log
-    steering = log.steering.astype(np.float64).copy()
-    for recording in log.recordings:
-        rows = np.flatnonzero(log.recording == recording)
-        steering[rows] = gaussian_smooth(steering[rows], sigma_frames)
-    return log.with_steering(np.clip(steering, -1.0, 1.0))
+    return _per_recording(log, lambda rows: gaussian_smooth(log.steering[rows].astype(np.float64), sigma_frames))
 
 
 # Keyboard steering (the Udacity simulator's arrow keys) returns to exactly 0 whenever no key is held, so a
@@ -90,15 +86,27 @@ def smooth_steering_seconds(driving_log: DrivingLog, sigma_seconds: float) -> Dr
         raise ValueError(f"Expected sigma_seconds >= 0. Received: sigma_seconds={sigma_seconds}")
     if sigma_seconds == 0:
         return driving_log
-    steering = driving_log.steering.astype(np.float64).copy()
-    for recording in driving_log.recordings:
-        rows = np.flatnonzero(driving_log.recording == recording)
+
+    def smooth(rows: np.ndarray) -> np.ndarray | None:
         times = driving_log.timestamp[rows]
         if not np.all(np.isfinite(times)):
             log.warning("%s: no time stamps: steering labels not smoothed (smoothing is in seconds)",
                         driving_log.describe(rows[0]))
-            continue
-        steering[rows] = time_gaussian_smooth(steering[rows], times, sigma_seconds)
+            return None
+        return time_gaussian_smooth(driving_log.steering[rows].astype(np.float64), times, sigma_seconds)
+
+    return _per_recording(driving_log, smooth)
+
+
+def _per_recording(driving_log: DrivingLog, smooth) -> DrivingLog:
+    """``driving_log`` with each recording's steering replaced by ``smooth(rows)`` (``None``: left as it is),
+    clipped to [-1, 1]: no label ever mixes two recordings."""
+    steering = driving_log.steering.astype(np.float64).copy()
+    for recording in driving_log.recordings:
+        rows = np.flatnonzero(driving_log.recording == recording)
+        smoothed = smooth(rows)
+        if smoothed is not None:
+            steering[rows] = smoothed
     return driving_log.with_steering(np.clip(steering, -1.0, 1.0))
 
 
