@@ -136,10 +136,9 @@ def _resolve_config(run: RunDir, data, resume: bool, overwrite: bool, options: d
         saved = run.read_config()
         differences = saved.resume_differences(given)
         if differences:
-            raise RunDirError(f"{run}: cannot resume with options other than the run's ({run.file('config.json')}):"
-                              "\n  " + "\n  ".join(differences) +
-                              f"\nonly {', '.join(flag(n) for n in RESUMABLE_CHANGES)} may change on resume; "
-                              "drop the others, or start a new --out")
+            raise RunDirError(f"{run}: cannot resume with options other than the run's: " + "; ".join(differences) +
+                              f" [only {', '.join(flag(n) for n in RESUMABLE_CHANGES)} may change on resume; "
+                              "drop the others, or start a new --out]")
         config = saved.replace(**{k: v for k, v in given.items() if k in RESUMABLE_CHANGES})
     else:
         config = TrainConfig(**given)
