@@ -78,7 +78,7 @@ def check_crop(height: int, crop: Sequence[int]) -> tuple[int, int]:
         raise ValueError(f"Expected crop rows >= 0. Received: crop=({top}, {bottom})")
     if height - top - bottom < 2:
         raise ValueError(
-            f"crop=({top}, {bottom}) leaves {height - top - bottom} rows of a {height}-row frame; "
+            f"--crop {top},{bottom}: leaves {max(height - top - bottom, 0)} rows of a {height}-row frame; "
             f"it must leave at least 2{_crop_hint(height, (top, bottom))}"
         )
     return top, bottom

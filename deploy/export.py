@@ -258,8 +258,11 @@ class _ParityFailed(Exception):
 def _check_arguments(spec: ExportFormat, out: str, parity_frames: Any, opset: Any, trt_precision: Any,
                      throttle: Any, seed: Any) -> None:
     """Every argument, before any work: a bad one never costs a conversion, nor touches ``out``."""
+    if spec.suffix and os.path.isdir(out):
+        raise ValueError(f"--out {out}: is a folder; give the artifact's file name, e.g. "
+                         f"{os.path.join(out, 'pilotnet' + spec.suffix)}")
     if spec.suffix and not out.endswith(spec.suffix):
-        raise ValueError(f"--out {out}: a {spec.name} artifact should end with {spec.suffix}")
+        raise ValueError(f"--out {out}: the {spec.name} artifact's name should end with {spec.suffix}")
     if not spec.suffix and os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"--out {out}: exists and is a file; a {spec.name} artifact is a folder")
     if spec.suffix and os.path.isdir(out):
