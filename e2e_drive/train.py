@@ -595,6 +595,17 @@ def train(
         full_train, full_val = _split(config, load_log(data if data is not None else list(config.data)))
         if transform is None and config.augment is True:
             transform = recipe_augmentation(config, full_train)
+        if config.crop is not None and len(full_train):
+            # Before decoding every frame: a crop that cannot fit fails in a second, not after minutes.
+            from data_tools.frames import image_size
+            from data_tools.preprocess import check_crop
+
+            try:
+                height = image_size(full_train.images["center"][0])[1]
+            except (ValueError, OSError):
+                height = None  # an unreadable first frame: decoding names it with its row below
+            if height is not None:
+                check_crop(height, config.crop)
         train_log, val_log = full_train, full_val
         if num_workers > 1:
             # Each worker trains on (and decodes) its own rows; the smallest share sets the steps of all.

@@ -353,3 +353,14 @@ def test_cache_auto_picks_disk_under_a_small_budget_on_a_udacity_folder(tmp_path
     assert f"frame cache: disk under {tmp_path / 'cache'} (691.2 KB of decoded frames exceed" in caplog.text
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["data"] == [str(tmp_path / "sim")] and config["cache_dir"] == str(tmp_path / "cache")
+
+
+def test_an_impossible_crop_is_refused_before_any_frame_is_decoded(tmp_path):
+    from e2e_drive.train import train
+
+    log = synthetic_log(tmp_path / "frames", n=12)
+    with open(log.images["center"][5], "wb") as broken:  # decoding would stop here first
+        broken.write(b"not an image")
+    with pytest.raises(ValueError, match="--crop 30,30: leaves 0 rows of a 40-row frame"):
+        train(log, tmp_path / "run", epochs=1, crop="30,30", verbose=0)
+    assert not (tmp_path / "run").exists()
