@@ -31,3 +31,14 @@ class DataError(ValueError):
         self.path = path
         self.row = row
         self.line = line
+
+
+def first_line(error: BaseException | str, limit: int | None = 300) -> str:
+    """The first line of an exception's message (at most ``limit`` characters), or its type's name when it has
+    none: what a one-line error report quotes of a library's multi-line message."""
+    text = str(error).strip()
+    if not text:
+        return "" if isinstance(error, str) else type(error).__name__
+    line = text.splitlines()[0]
+    return line if limit is None else line[:limit]
+

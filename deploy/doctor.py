@@ -23,6 +23,7 @@ import tempfile
 import time
 from typing import Any, Sequence
 
+from data_tools.errors import first_line
 from deploy.formats import FORMATS, get_format
 
 log = logging.getLogger(__name__)
@@ -65,11 +66,6 @@ def devices() -> list[dict[str, str]]:
     return [{"name": d.name, "type": d.device_type} for d in tf.config.list_physical_devices()]
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0][:300]}" if text else type(error).__name__
-
-
 def check_format(name: str, model, folder: str) -> dict[str, Any]:
     """Export ``model`` as ``name`` into ``folder`` and run it; what worked, what did not and why."""
     from deploy.export import export
@@ -84,7 +80,8 @@ def check_format(name: str, model, folder: str) -> dict[str, Any]:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             report = export(model, name, out, parity_frames=4)
     except Exception as error:  # any failure is the answer for this format, reported in one line
-        result["note"] = _first_line(error)
+        note = first_line(error)
+        result["note"] = note if note == type(error).__name__ else f"{type(error).__name__}: {note}"
         result["seconds"] = round(time.perf_counter() - started, 2)
         return result
     if report.tensorrt is not None and not report.tensorrt.get("engine_built", False):

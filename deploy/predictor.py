@@ -12,6 +12,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from data_tools.errors import first_line
 from deploy.formats import RUNTIME_BY_SUFFIX
 
 log = logging.getLogger(__name__)
@@ -116,11 +117,6 @@ def _steering_first(names) -> tuple[str, ...]:
     return tuple(sorted(names, key=lambda name: (name != "steering", names.index(name))))
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:300]
-
-
 def _keras(path: str) -> Predictor:
     import tensorflow as tf  # heavy: only when a Keras model is served
 
@@ -150,7 +146,7 @@ def _saved_model(path: str) -> Predictor:
         loaded = tf.saved_model.load(path)
         serve = loaded.signatures.get("serving_default") or loaded.signatures[next(iter(loaded.signatures))]
     except Exception as error:  # TensorFlow raises many types for a broken SavedModel
-        raise ValueError(f"{path}: cannot load the SavedModel: {_first_line(error)}") from None
+        raise ValueError(f"{path}: cannot load the SavedModel: {first_line(error)}") from None
     inputs = serve.structured_input_signature[1]
     if len(inputs) != 1:
         raise ValueError(f"{path}: the SavedModel's serving signature has {len(inputs)} inputs "
@@ -174,7 +170,7 @@ def _onnx(path: str) -> Predictor:
     try:
         session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise ValueError(f"{path}: cannot load the ONNX model: {_first_line(error)}") from None
+        raise ValueError(f"{path}: cannot load the ONNX model: {first_line(error)}") from None
     inputs = session.get_inputs()
     if len(inputs) != 1:
         raise ValueError(f"{path}: the ONNX model has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); "
@@ -240,7 +236,7 @@ def tflite_interpreter(path: str, num_threads: int | None = None):
     try:
         return Interpreter(model_path=path, num_threads=num_threads), runtime, note
     except Exception as error:  # LiteRT raises ValueError or RuntimeError for a damaged flatbuffer
-        raise ValueError(f"{path}: cannot load the TFLite model: {_first_line(error)}") from None
+        raise ValueError(f"{path}: cannot load the TFLite model: {first_line(error)}") from None
 
 
 def _tflite(path: str) -> Predictor:

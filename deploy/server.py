@@ -27,7 +27,6 @@ import logging
 import math
 import socket
 import socketserver
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,6 +34,8 @@ from typing import Any, Callable
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
 
 import numpy as np
+
+from data_tools.frames import image_size
 
 log = logging.getLogger(__name__)
 
@@ -74,44 +75,6 @@ class ServerAddressError(OSError):
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic...); not DHT (C4), JPG (C8), DAC (CC).
-_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
-def image_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from a PNG's IHDR or a JPEG's start-of-frame header, without decoding; TelemetryError else.
-
-    Example:
-        >>> image_size(base64.b64decode(encode_image(np.zeros((40, 80, 3), np.uint8))))
-        (80, 40)
-    """
-    if data[:8] == _PNG_SIGNATURE:
-        if len(data) < 24 or data[12:16] != b"IHDR":
-            raise TelemetryError("'image' is a PNG without its IHDR header")
-        width, height = struct.unpack(">II", data[16:24])
-        return width, height
-    if data[:2] == b"\xff\xd8":
-        i = 2
-        while i + 4 <= len(data):
-            if data[i] != 0xFF:
-                break
-            marker = data[i + 1]
-            if marker == 0xFF:  # fill byte before a marker
-                i += 1
-                continue
-            if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
-                i += 2
-                continue
-            if marker in (0xD9, 0xDA):  # end of image / start of scan: no frame header came first
-                break
-            if marker in _JPEG_SOF:
-                if i + 9 > len(data):
-                    break
-                height, width = struct.unpack(">HH", data[i + 5:i + 9])
-                return width, height
-            i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
-        raise TelemetryError("'image' is a JPEG without a readable frame header")
-    raise TelemetryError(f"'image' is not a JPEG/PNG ({len(data)} bytes)")
 
 
 def decode_image(text: Any, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -136,7 +99,10 @@ def decode_image(text: Any, shape: tuple[int, ...] | None = None) -> np.ndarray:
     # Only the formats a camera sends: other decoders (GIF, TIFF, ...) are attack surface and log noise.
     if not (data[:2] == b"\xff\xd8" or data[:8] == _PNG_SIGNATURE):
         raise TelemetryError(f"'image' is not a decodable JPEG/PNG ({len(data)} bytes)")
-    width, height = image_size(data)
+    try:
+        width, height = image_size(data)  # from the header alone
+    except ValueError as error:
+        raise TelemetryError(f"'image': {error}") from None
     if shape is not None and (height, width) != tuple(shape[:2]):
         raise TelemetryError(f"'image' is {width}x{height}, the model takes {shape[1]}x{shape[0]}")
     if shape is None and width * height > MAX_PIXELS:

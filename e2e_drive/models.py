@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from typing import Callable, Sequence
 
+from data_tools.errors import first_line
+
 ACTIVATIONS = ("elu", "relu", "prelu", "maxout", "rrelu", "apl")
 CONVS = ("keras", "reference")
 
@@ -238,5 +240,4 @@ def load_model(path: str | os.PathLike, compile: bool = False):
     try:
         return keras.saving.load_model(path, compile=compile)
     except Exception as error:  # zip, JSON or layer errors: all mean "not a usable model"
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path}: cannot load the Keras model: {first[:300]}") from error
+        raise ValueError(f"{path}: cannot load the Keras model: {first_line(error)}") from error

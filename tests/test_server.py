@@ -11,7 +11,8 @@ import pytest
 import socketio
 
 from deploy import export, load_predictor
-from deploy.server import DriveServer, ServerAddressError, SpeedController, encode_image, image_size
+from data_tools.frames import image_size
+from deploy.server import DriveServer, ServerAddressError, SpeedController, encode_image
 from e2e_drive.bench.serve import format_serve_report, load_test
 from tests.builders import FRAME, tiny_model
 

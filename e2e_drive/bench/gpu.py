@@ -22,6 +22,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from data_tools.errors import first_line
+
 log = logging.getLogger(__name__)
 
 FRAME_SHAPE = (160, 320, 3)
@@ -216,7 +218,7 @@ def _measure_tensorrt(folder: Path, frame_shape: Sequence[int], runs: int) -> di
                 entry["vs_keras_p50"] = results["keras"]["p50_ms"] / entry["p50_ms"]
             except Exception as error:  # one failed engine must not lose the others' figures; the error is reported
                 log.warning("TensorRT %s: %s", precision, error)
-                entry = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"}
+                entry = {"error": f"{type(error).__name__}: {first_line(error)}"}
             results[precision] = entry
     finally:
         tf.config.experimental.enable_tensor_float_32_execution(tf32)

@@ -26,6 +26,8 @@ import traceback
 import zipfile
 from typing import Callable, Sequence
 
+from data_tools.errors import first_line
+
 COMMAND_MODULES = ("data", "train", "sim", "deploy", "replay", "bench", "doctor")
 
 EPILOG = """examples:
@@ -148,17 +150,12 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
 
 # --- errors --------------------------------------------------------------------------------------------
 
-def _first_line(text: str) -> str:
-    text = str(text).strip()
-    return text.splitlines()[0] if text else ""
-
-
 def _os_error(error: OSError, args: argparse.Namespace | None) -> str:
     """``<file>: <what is wrong> [hint]`` for an OSError from the filesystem or the network."""
     host, port = getattr(args, "host", None), getattr(args, "port", None)
     if isinstance(error, socket.gaierror):
         name = f"--host {host}" if host else "host name"
-        return f"{name}: cannot resolve the host name ({error.strerror or _first_line(error)}) " \
+        return f"{name}: cannot resolve the host name ({error.strerror or first_line(error, limit=None)}) " \
                "[check the spelling, or use an address such as 127.0.0.1 or 0.0.0.0]"
     if error.errno == errno.EADDRINUSE:
         where = f"{host}:{port}" if host is not None and port is not None else "address"
@@ -170,7 +167,7 @@ def _os_error(error: OSError, args: argparse.Namespace | None) -> str:
         return f"--port {port}: permission denied [ports below 1024 need privileges; choose another --port]"
     if error.errno is None or not error.filename:
         # Library code raised it with a message that already names the file (``FileNotFoundError(f"{path}: ...")``).
-        message = _first_line(error) if error.errno is None else (error.strerror or _first_line(error))
+        message = error.strerror if error.errno is not None and error.strerror else first_line(error, limit=None)
         return message or type(error).__name__
     where = os.fspath(error.filename)
     if error.filename2:
@@ -203,15 +200,15 @@ def describe_error(error: BaseException, args: argparse.Namespace | None = None)
         return f"not UTF-8 text: byte {error.start} cannot be decoded ({error.reason}) " \
                "[is this a binary file, or text in another encoding?]"
     if isinstance(error, zipfile.BadZipFile):
-        return f"not a valid zip archive ({_first_line(error)}) [the file is truncated or damaged; write it again]"
+        return f"not a valid zip archive ({first_line(error, limit=None)}) [the file is truncated or damaged; write it again]"
     if isinstance(error, csv.Error):
-        return f"malformed CSV: {_first_line(error)}"
+        return f"malformed CSV: {first_line(error, limit=None)}"
     if isinstance(error, MemoryError):
         return "out of memory: the input is too large for this machine [use a smaller --batch-size, or --cache disk]"
     if isinstance(error, OSError):
         return _os_error(error, args)
     if isinstance(error, ValueError):  # DataError included: its message names the file and row
-        return _first_line(error) or type(error).__name__
+        return first_line(error, limit=None) or type(error).__name__
     return None
 
 
