@@ -24,14 +24,13 @@ from data_tools.augment import Sample, Transform
 from data_tools.errors import DataError
 from data_tools.frame_cache import FrameCache, choose_cache_mode, default_cache_dir
 from data_tools.frames import read_frame
-from data_tools.log import DrivingLog
+from data_tools.log import TARGETS, DrivingLog
 from data_tools.shared_batches import SharedBatchSlots
 
 logger = logging.getLogger(__name__)
 
 CACHE_MODES = ("auto", "memory", "disk", "none", None)
 # The labels a batch can carry, in the order of e2e_drive.models.OUTPUTS (the heads of pilotnet).
-TARGETS = ("steering", "throttle")
 
 
 def check_targets(targets) -> tuple[str, ...]:

@@ -14,6 +14,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 CAMERAS = ("center", "left", "right")
+# The labels a model can learn from a log (columns of the same names), in the order of its heads.
+TARGETS = ("steering", "throttle")
 
 
 @dataclass(frozen=True)

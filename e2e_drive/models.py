@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 from typing import Callable, Sequence
 
+from data_tools.log import TARGETS
 from data_tools.errors import first_line
 
 ACTIVATIONS = ("elu", "relu", "prelu", "maxout", "rrelu", "apl")
 CONVS = ("keras", "reference")
 
 # The heads ``pilotnet(outputs=...)`` can have, in the order every artifact lists them.
-OUTPUTS = ("steering", "throttle")
+OUTPUTS = TARGETS  # the heads a model can have: what a dataset can label, in that order
 
 # (filters, kernel, stride) of the five conv layers and the dense widths, as in the paper.
 CONV_SPECS = ((24, 5, 2), (36, 5, 2), (48, 5, 2), (64, 3, 1), (64, 3, 1))

@@ -26,10 +26,11 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
+from data_tools.log import TARGETS
+
 CONFIG_VERSION = 3
 # Versions this code reads, each with the fields it introduced (absent from older files: their defaults apply).
 FIELDS_SINCE = {1: (), 2: ("targets", "loss_weights"), 3: ("smooth_seconds", "side_correction", "car", "select_by")}
-TARGETS = ("steering", "throttle")  # what a run can learn (e2e_drive.models.OUTPUTS), in that order
 STRATEGIES = ("auto", "mirrored", "multiworker")
 CACHE_MODES = ("auto", "memory", "disk", "none")
 SELECT_BY = ("val_loss", "autonomy")
