@@ -336,16 +336,70 @@ def pursuit_lookahead(speed: float) -> float:
     return 4.0 + 0.5 * float(speed)
 
 
-def side_camera_correction(side_offset: float, speed: float, wheelbase: float, max_steer_deg: float) -> float:
-    """The steering (fraction of full lock) that brings a car ``side_offset`` metres off its path back onto it:
-    pure pursuit toward the point ``pursuit_lookahead(speed)`` metres ahead on the path,
-    wheel angle ``atan(2 * wheelbase * sin(alpha) / distance)``. This is what a side camera's frame should be
-    labelled with on top of the centre label, for the car and camera that made the log (instead of a fixed 0.2).
-    """
+def pursuit_correction(lateral: float, heading: float, speed: float, wheelbase: float, max_steer_deg: float) -> float:
+    """The steering (fraction of full lock, positive right) that brings a car ``lateral`` metres left of its path
+    and turned ``heading`` radians left of it back onto the path: pure pursuit toward the path point
+    ``pursuit_lookahead(speed)`` metres ahead, wheel angle ``atan(2 * wheelbase * sin(alpha) / distance)``.
+    Negative offsets (right of the path, turned right) give left (negative) steering."""
     lookahead = pursuit_lookahead(speed)
-    alpha = math.atan2(side_offset, lookahead)
-    wheel = math.atan2(2.0 * wheelbase * math.sin(alpha), math.hypot(lookahead, side_offset))
-    return min(1.0, wheel / math.radians(max_steer_deg))
+    # The aim point (lookahead, 0) on the path, seen from the displaced car (x forward, y left).
+    ahead = lookahead * math.cos(heading) - lateral * math.sin(heading)
+    left = -lookahead * math.sin(heading) - lateral * math.cos(heading)
+    alpha = math.atan2(left, ahead)
+    wheel = math.atan2(2.0 * wheelbase * math.sin(alpha), math.hypot(lookahead, lateral))
+    return float(np.clip(-wheel / math.radians(max_steer_deg), -1.0, 1.0))
+
+
+def side_camera_correction(side_offset: float, speed: float, wheelbase: float, max_steer_deg: float) -> float:
+    """The steering that brings a car ``side_offset`` metres off its path back onto it (``pursuit_correction``
+    with no heading error). This is what a side camera's frame should be labelled with on top of the centre
+    label, for the car and camera that made the log (instead of a fixed 0.2)."""
+    return pursuit_correction(side_offset, 0.0, speed, wheelbase, max_steer_deg)
+
+
+class ViewpointShift(Transform):
+    """The camera moved sideways and turned, as PilotNet's training shifts and rotations (Bojarski et al. 2016).
+
+    The frame is warped to the view of a car ``lateral`` metres left of where it was and turned ``heading``
+    radians left (both uniform in ``[-max, max]``); the label gains the steering that brings such a car back:
+    ``correction(base + lateral, heading) - correction(base, 0)``, where ``base`` is the sample camera's own
+    offset (``camera_offsets``), so a side camera keeps the correction ``ChooseCamera`` gave it. Unlike
+    ``Translate``, the road ahead moves as ground seen from a moved camera does (near rows more than far rows)
+    and heading errors are taught too.
+
+    Args:
+        warp: ``warp(image, lateral, heading, camera) -> image``, the camera geometry's view synthesis
+            (``e2e_drive.replay.CameraWarps``).
+        correction: ``correction(lateral, heading) -> steering`` for the car (``pursuit_correction`` bound to
+            its speed, wheelbase and wheel angle).
+        max_lateral: largest sideways move, metres. Defaults to `1.0`.
+        max_heading: largest turn, radians. Defaults to `0.1`.
+        camera_offsets: each camera's metres left of the car's centre line (``{"left": b, "right": -b}``).
+        p: probability. Defaults to `0.5`.
+    """
+
+    def __init__(self, warp, correction, max_lateral: float = 1.0, max_heading: float = 0.1,
+                 camera_offsets: Mapping[str, float] | None = None, p: float = 0.5):
+        super().__init__(p)
+        if not (max_lateral >= 0 and max_heading >= 0):
+            raise ValueError(f"Expected max_lateral >= 0 and max_heading >= 0. Received: "
+                             f"max_lateral={max_lateral}, max_heading={max_heading}")
+        self.warp, self.correction = warp, correction
+        self.max_lateral, self.max_heading = float(max_lateral), float(max_heading)
+        self.camera_offsets = dict(camera_offsets or {})
+
+    def get_params(self, rng: np.random.Generator, shape: tuple[int, ...]) -> dict[str, Any]:
+        lateral, heading = rng.uniform(-1.0, 1.0, size=2) * (self.max_lateral, self.max_heading)
+        return {"lateral": float(lateral), "heading": float(heading)}
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if rng.random() >= self.p:
+            return sample
+        params = self.get_params(rng, sample.image.shape)
+        base = self.camera_offsets.get(sample.camera, 0.0)
+        change = self.correction(base + params["lateral"], params["heading"]) - self.correction(base, 0.0)
+        return sample.replace(image=self.warp(sample.image, params["lateral"], params["heading"], sample.camera),
+                              steering=_clip_steering(sample.steering + change), applied=type(self).__name__)
 
 
 def default_augmentation(correction: float = 0.2) -> Compose:
@@ -370,5 +424,5 @@ def default_augmentation(correction: float = 0.2) -> Compose:
 __all__ = [
     "Sample", "Transform", "Compose", "ChooseCamera", "HorizontalFlip", "Translate",
     "Shadow", "Brightness", "GaussianBlur", "Noise", "default_augmentation", "pursuit_lookahead",
-    "side_camera_correction",
+    "side_camera_correction", "pursuit_correction", "ViewpointShift",
 ]

@@ -227,6 +227,8 @@ AUTONOMY = "val_autonomy"
 # Replay pieces of the validation span (each starts on the recorded pose): one model batch per step. 30 s
 # holds several times the 6 s an intervention costs, so a piece's free start rarely hides one.
 AUTONOMY_PIECE_SECONDS = 30.0
+# Laps the simulator drives each epoch when the validation recordings are its own (``_simulator_recordings``).
+SIMULATED_LAPS = 1.0
 
 
 def best_epoch(history: dict[str, list[float]], monitor: str) -> int | None:
@@ -347,24 +349,58 @@ def _autonomy_parts(config: TrainConfig, val_log: DrivingLog) -> list[DrivingLog
     return parts
 
 
+def _simulator_recordings(parts: list[DrivingLog]):
+    """The ``SimRecording`` of each validation recording when every one was written by ``e2e-drive sim record``
+    with one car, camera and frame rate (the simulator can then drive their tracks itself), else ``None``."""
+    from e2e_drive.sim import read_recording
+
+    recordings = []
+    for part in parts:
+        recording = read_recording(os.path.dirname(str(part.source[0])))
+        if recording is None:
+            return None
+        recordings.append(recording)
+    if len({(r.car, r.rig, r.fps) for r in recordings}) != 1:
+        return None
+    return recordings
+
+
 def _autonomy_callback(config: TrainConfig, parts: list[DrivingLog], frame_shape: tuple[int, ...]):
     import keras
 
     from e2e_drive.models import steering_function
     from e2e_drive.replay import camera_for_size, get_profile, replay
+    from e2e_drive.sim import drive
 
     profile = get_profile(config.car)
     camera = camera_for_size(profile.camera, frame_shape[:2])
+    simulated = _simulator_recordings(parts)
+    if simulated is not None:
+        tracks = sorted({r.track for r in simulated})
+        log.info("%s autonomy: the simulator drives track(s) %s closed loop (%g lap each), as recorded",
+                 flag("select_by"), ", ".join(map(str, tracks)), SIMULATED_LAPS)
+
+    def score(model) -> tuple[float, int]:
+        """(autonomy, interventions) of ``model`` on the validation recordings."""
+        if simulated is None:
+            total = replay(parts, steering_function(model), camera=camera, profile=profile,
+                           piece_seconds=AUTONOMY_PIECE_SECONDS).total
+            return float(total.autonomy), int(total.interventions)
+        first = simulated[0]
+        results = drive(steering_function(model), tracks, laps=SIMULATED_LAPS, params=first.car, rig=first.rig,
+                        fps=first.fps, progress=False)
+        return float(np.mean([r.autonomy for r in results])), int(sum(r.interventions for r in results))
 
     class ValidationAutonomy(keras.callbacks.Callback):
-        """Adds ``val_autonomy`` (and ``val_interventions``) to each epoch's logs: the model replayed through the
-        validation span (``e2e_drive.replay``, the profile's car and camera), before the checkpoint reads them."""
+        """Adds ``val_autonomy`` (and ``val_interventions``) to each epoch's logs, before the checkpoint reads
+        them: the model replayed through the validation span (``e2e_drive.replay``, the profile's car and
+        camera), or, for simulator recordings, driving their tracks in the simulator."""
 
         def on_epoch_end(self, epoch: int, logs=None) -> None:
-            report = replay(parts, steering_function(self.model), camera=camera, profile=profile, piece_seconds=AUTONOMY_PIECE_SECONDS)
+            autonomy, interventions = score(self.model)
             if logs is not None:
-                logs[AUTONOMY] = float(report.total.autonomy)
-                logs["val_interventions"] = float(report.total.interventions)
+                logs[AUTONOMY] = autonomy
+                logs["val_interventions"] = float(interventions)
 
     return ValidationAutonomy()
 
@@ -543,7 +579,9 @@ def train(
             subtracted for the right; None: derived, ``side_camera_correction`` for ``car`` at the log's median
             speed — it scored no better than 0.2 on held-out laps, see BENCHMARKS.md), car ("udacity": the ``e2e_drive.replay`` profile of the car and camera),
             select_by ("val_loss"; "autonomy": replay the validation span after each epoch, keep the epoch
-            with the most autonomy, ties to the lower val_loss, and stop early on it; logs without time stamps
+            with the most autonomy, ties to the lower val_loss, and stop early on it; when every validation
+            recording was written by ``e2e-drive sim record`` the simulator drives its track(s) one lap closed
+            loop instead (``recording.json``); logs without time stamps
             or speed fall back to val_loss with a warning; one intervention moves autonomy by 600/seconds
             points, so it wants minutes of validation driving), early_stopping (5, patience in epochs; 0 disables),
             strategy ("auto", "mirrored", "multiworker"), mixed_precision (False: ``mixed_float16`` on GPU,

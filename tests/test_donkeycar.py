@@ -131,6 +131,7 @@ print(json.dumps({"len": len(tub), "records": records, "images": images}))
 def test_donkeycar_reads_our_simulator_tub(donkeycar_site, tmp_path):
     from data_tools import read_tub
     from e2e_drive.sim import make_track, record
+    from e2e_drive.sim.record import RECORDING_FILE
 
     out = tmp_path / "tub"
     result = record(make_track(4), out, laps=0.05, seed=1, progress=False, format="tub")
@@ -146,8 +147,11 @@ def test_donkeycar_reads_our_simulator_tub(donkeycar_site, tmp_path):
     log = read_tub([str(out)])
     np.testing.assert_allclose(log.steering, [r["user/angle"] for r in records], atol=1e-6)
     assert [Path(p).name for p in log.images["center"]] == [r["cam/image_array"] for r in records]
-    # Layout: file for file what donkeycar's own Tub wrote for the same records (timestamps aside).
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in theirs.iterdir())
+    # Layout: file for file what donkeycar's own Tub wrote for the same records (timestamps aside), plus our
+    # recording.json (which donkeycar's reader above ignored).
+    assert sorted(p.name for p in out.iterdir() if p.name != RECORDING_FILE) == \
+        sorted(p.name for p in theirs.iterdir())
+    assert (out / RECORDING_FILE).is_file()
     assert sorted(os.listdir(out / "images")) == sorted(os.listdir(theirs / "images"))
     ours_manifest = (out / "manifest.json").read_text().splitlines()
     their_manifest = (theirs / "manifest.json").read_text().splitlines()

@@ -3,6 +3,7 @@ the car's geometry, and model selection by replay autonomy."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -12,10 +13,11 @@ import pytest
 from scipy.ndimage import gaussian_filter1d
 
 from data_tools import DrivingLog
-from data_tools.augment import ChooseCamera, side_camera_correction
+from data_tools.augment import ChooseCamera, Sample, ViewpointShift, pursuit_correction, side_camera_correction
 from data_tools.smoothing import (is_keyboard_steering, keyboard_smoothing, smooth_steering_seconds,
                                   time_gaussian_smooth)
-from e2e_drive.sim import CarParams, CameraRig, record
+from e2e_drive.replay import CameraWarps
+from e2e_drive.sim import Camera, CarParams, CameraRig, make_track, record
 from e2e_drive.train import AUTONOMY, best_epoch, recipe_augmentation, train
 from e2e_drive.train_config import TrainConfig, TrainConfigError
 from tests.builders import synthetic_log
@@ -95,6 +97,74 @@ def test_side_correction_is_pure_pursuit_back_to_the_path():
     assert side_camera_correction(d, 30.0, wheelbase, max_deg) < side_camera_correction(d, 5.0, wheelbase, max_deg)
 
 
+def test_pursuit_correction_aims_back_at_the_path_for_offsets_and_heading_errors():
+    wheelbase, max_deg, speed = 2.5, 25.0, 8.0
+    lookahead = 4.0 + 0.5 * speed
+    assert pursuit_correction(0.0, 0.0, speed, wheelbase, max_deg) == 0.0
+    # Turned psi left on the path: the aim point lies psi to the right, so pure pursuit steers right (+).
+    psi = 0.05
+    expected = math.atan(2 * wheelbase * math.sin(psi) / lookahead) / math.radians(max_deg)
+    assert pursuit_correction(0.0, psi, speed, wheelbase, max_deg) == pytest.approx(expected)
+    assert pursuit_correction(0.0, -psi, speed, wheelbase, max_deg) == pytest.approx(-expected)
+    # Right of the path: the mirror image of the side camera's correction.
+    assert pursuit_correction(-1.1, 0.0, speed, wheelbase, max_deg) == pytest.approx(
+        -side_camera_correction(1.1, speed, wheelbase, max_deg))
+    # Left of the path but already turned back toward it by exactly the aim point's bearing: no correction.
+    bearing = math.atan2(1.0, lookahead)
+    assert abs(pursuit_correction(1.0, -bearing, speed, wheelbase, max_deg)) < 1e-12
+    assert pursuit_correction(0.0, 1.2, speed, wheelbase, max_deg) == 1.0  # 30 degrees of wheel: full lock
+
+
+@pytest.mark.parametrize("camera", ["center", "left"])
+def test_viewpoint_shift_shows_what_the_moved_camera_sees_and_steers_back(camera):
+    track = make_track(3)
+    render = Camera(track)
+    rig = render.rig
+    i = 40
+    x, y, heading = track.centre[i][0], track.centre[i][1], track.heading[i]
+    frame = render.render(x, y, heading, camera)
+    correction = lambda lateral, turn: pursuit_correction(lateral, turn, 10.0, 2.5, 25.0)  # noqa: E731
+    offsets = {"left": rig.side_offset, "right": -rig.side_offset}
+    shift = ViewpointShift(CameraWarps(rig), correction, max_lateral=0.9, max_heading=0.06, camera_offsets=offsets,
+                           p=1.0)
+    rng = np.random.default_rng(5)
+    rng_copy = np.random.default_rng(5)
+    rng_copy.random()  # the probability coin comes first, then the parameters
+    params = shift.get_params(rng_copy, frame.shape)
+    out = shift(Sample(frame, 0.1, camera=camera), rng)
+    assert out.applied == ("ViewpointShift",)
+    lateral, turn = params["lateral"], params["heading"]
+    assert abs(lateral) > 0.3  # a real move for this seed
+    # Oracle: the simulator renders the same camera on the moved and turned car.
+    left = np.array([-np.sin(heading), np.cos(heading)])
+    truth = render.render(*(np.array([x, y]) + lateral * left), heading + turn, camera)
+    rows = slice(rig.ground_start + 32, rig.size[0] - rig.bonnet_rows - 8)
+    middle = slice(60, 260)
+    error = np.mean(np.abs(out.image[rows, middle].astype(int) - truth[rows, middle]))
+    unmoved = np.mean(np.abs(frame[rows, middle].astype(int) - truth[rows, middle]))
+    assert error < 4.0 and error < 0.3 * unmoved, (error, unmoved)
+    base = offsets.get(camera, 0.0)
+    assert out.steering == pytest.approx(0.1 + correction(base + lateral, turn) - correction(base, 0.0))
+    # A car moved left (or turned left) is steered right, and the reverse.
+    assert np.sign(out.steering - 0.1) == np.sign(correction(base + lateral, turn) - correction(base, 0.0))
+
+
+def test_viewpoint_shift_is_deterministic_and_survives_pickling():
+    import pickle
+
+    rig = CameraRig()
+    frame = Camera(make_track(1)).render(*make_track(1).centre[5], make_track(1).heading[5])
+    shift = ViewpointShift(CameraWarps(rig), functools.partial(pursuit_correction, speed=8.0, wheelbase=2.5,
+                                                               max_steer_deg=25.0), p=1.0)
+    copy = pickle.loads(pickle.dumps(shift))  # worker processes receive the chain pickled
+    a = shift(Sample(frame, 0.0), np.random.default_rng(3))
+    b = copy(Sample(frame, 0.0), np.random.default_rng(3))
+    np.testing.assert_array_equal(a.image, b.image)
+    assert a.steering == b.steering
+    with pytest.raises(ValueError, match="max_lateral"):
+        ViewpointShift(CameraWarps(rig), pursuit_correction, max_lateral=-1.0)
+
+
 @pytest.fixture(scope="module")
 def sim_recording(tmp_path_factory):
     """12 seconds of the embedded simulator's expert (time stamps, speed, three cameras)."""
@@ -149,6 +219,32 @@ def test_select_by_autonomy_replays_the_validation_span_each_epoch(sim_recording
     assert state["monitor"] == AUTONOMY
     assert state["best_epoch"] == best_epoch(result.history, AUTONOMY) + 1
     assert result.val_rmse == pytest.approx(math.sqrt(result.history["val_loss"][state["best_epoch"] - 1]))
+
+
+def test_select_by_autonomy_lets_the_simulator_drive_its_own_recordings(sim_recording, tmp_path):
+    from e2e_drive.models import load_model, steering_function
+    from e2e_drive.sim import drive, read_recording
+
+    recording = read_recording(sim_recording)
+    assert recording is not None and recording.track == 7 and recording.car == CarParams()
+    result = train([str(sim_recording)], tmp_path / "run", epochs=2, batch_size=16, select_by="autonomy",
+                   car="sim", verbose=0, cache="memory", early_stopping=0)
+    # The last epoch's figure is the simulator's own closed loop of last.keras on the recorded track.
+    last = load_model(tmp_path / "run" / "last.keras")
+    oracle = drive(steering_function(last), [7], laps=1.0, params=recording.car, rig=recording.rig,
+                   fps=recording.fps, progress=False)[0]
+    assert result.history[AUTONOMY][-1] == pytest.approx(oracle.autonomy)
+    assert result.history["val_interventions"][-1] == oracle.interventions
+
+
+def test_only_our_recordings_say_they_are_simulator_recordings(tmp_path, udacity_log):
+    from e2e_drive.sim import read_recording
+
+    assert read_recording(udacity_log(tmp_path / "log")) is None
+    (tmp_path / "recording.json").write_text('{"kind": "something else", "track": 1}')
+    assert read_recording(tmp_path) is None
+    (tmp_path / "recording.json").write_text("{not json")
+    assert read_recording(tmp_path) is None
 
 
 def test_select_by_autonomy_falls_back_to_val_loss_without_time_stamps(tmp_path, caplog):

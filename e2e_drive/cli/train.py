@@ -101,7 +101,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
                        help="car and camera profile (replay, derived corrections) (default udacity)")
     train.add_argument("--select-by", choices=("val_loss", "autonomy"), default=None,
                        help="which epoch becomes best.keras: lowest val loss, or most replay autonomy on the "
-                       "validation span (needs time stamps and speed; minutes of validation driving) "
+                       "validation span (needs time stamps and speed; minutes of validation driving); for "
+                       "recordings of `e2e-drive sim record` the simulator drives their tracks instead "
                        "(default val_loss)")
     train.add_argument("--smooth-steering", type=nonnegative_float, default=None, metavar="SIGMA",
                        help="Gaussian-smooth the labels over SIGMA frames (default 0: off)")

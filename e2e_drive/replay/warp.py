@@ -18,6 +18,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from e2e_drive.replay.profiles import camera_for_size
 from e2e_drive.sim.render import CameraRig
 
 
@@ -89,3 +90,31 @@ class ViewWarp:
         if bottom < rows:
             out[bottom:] = frame[bottom:]
         return out
+
+
+class CameraWarps:
+    """``warp(image, lateral, heading, camera)``: any camera of a rig, moved and turned with its car.
+
+    The view-synthesis callable of ``data_tools.augment.ViewpointShift``: a frame of camera ``camera``
+    (``center``, ``left``, ``right``) becomes what that camera would see on a car ``lateral`` metres further
+    left and turned ``heading`` radians left. Frames of another size than the rig's use the rig scaled to them
+    (``camera_for_size``); one ``ViewWarp`` per camera and size is kept.
+
+    Example:
+        >>> warps = CameraWarps(get_profile("udacity").camera)
+        >>> view = warps(frame, 0.5, 0.02, "left")
+    """
+
+    def __init__(self, rig: CameraRig):
+        self.rig = rig
+        self._warps: dict[tuple[str, tuple[int, int]], ViewWarp] = {}
+
+    def __call__(self, image: np.ndarray, lateral: float, heading: float, camera: str = "center") -> np.ndarray:
+        key = (camera, tuple(image.shape[:2]))
+        warp = self._warps.get(key)
+        if warp is None:
+            warp = self._warps[key] = ViewWarp(camera_for_size(self.rig, key[1]), source=camera)
+        return warp(image, lateral, heading, target=camera)
+
+    def __repr__(self) -> str:
+        return f"CameraWarps({self.rig!r})"

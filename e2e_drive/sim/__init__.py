@@ -18,7 +18,7 @@ from e2e_drive.sim.autonomy import autonomy
 from e2e_drive.sim.car import CarParams, CarState, step
 from e2e_drive.sim.drive import DriveResult, drive
 from e2e_drive.sim.expert import Expert, pure_pursuit
-from e2e_drive.sim.record import RecordResult, record
+from e2e_drive.sim.record import RecordResult, SimRecording, read_recording, record
 from e2e_drive.sim.render import Camera, CameraRig, sample_frames
 from e2e_drive.sim.track import Theme, Track, make_track
 

@@ -12,6 +12,10 @@ metadata, manifest metadata with the session, catalog metadata), ``catalog_N.cat
 line, keys sorted, at most 1000 per catalog) with its ``catalog_N.catalog_manifest`` (line lengths), and
 ``images/{index}_cam_image_array_.jpg``; so donkeycar's own ``Tub`` (and ``data_tools.read_tub``) read it and
 simulator data trains donkeycar models too.
+
+Both formats also get ``recording.json`` (``RECORDING_FILE``): the track seed, frame rate, car and camera
+the expert drove with, so that training can let the simulator drive that track itself when it selects a
+model by autonomy (``read_recording``). Readers of Udacity logs and tubs ignore it.
 """
 
 from __future__ import annotations
@@ -21,13 +25,13 @@ import datetime as dt
 import io
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from data_tools.frames import write_frame
-from data_tools.io import atomic_directory, write_text
+from data_tools.io import atomic_directory, write_json, write_text
 from data_tools.progress import progress as progress_bar
 from e2e_drive.sim.car import CarParams, CarState, step
 from e2e_drive.sim.expert import Expert
@@ -42,6 +46,42 @@ THROTTLE = 0.3  # the throttle column: the expert drives at a constant speed
 TUB_INPUTS = ["cam/image_array", "user/angle", "user/throttle", "user/mode"]
 TUB_TYPES = ["image_array", "float", "float", "str"]
 TUB_CATALOG_LENGTH = 1000
+RECORDING_FILE = "recording.json"
+RECORDING_KIND = "e2e-drive simulator recording"
+
+
+@dataclass(frozen=True)
+class SimRecording:
+    """What ``recording.json`` says about a folder ``record`` wrote: enough to drive its track again."""
+
+    track: int
+    fps: float
+    car: CarParams
+    rig: CameraRig
+    laps: float
+    seed: int
+
+    def to_json(self) -> dict:
+        rig = asdict(self.rig)
+        rig["size"] = list(rig["size"])
+        return {"kind": RECORDING_KIND, "version": 1, "track": self.track, "fps": self.fps, "laps": self.laps,
+                "seed": self.seed, "car": asdict(self.car), "camera": rig}
+
+
+def read_recording(folder: str | os.PathLike) -> SimRecording | None:
+    """The simulator recording behind ``folder`` (a Udacity log folder or a tub), or ``None`` when the folder has
+    no readable ``recording.json`` of ours (any log not written by ``record``)."""
+    path = Path(folder) / RECORDING_FILE
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        if payload.get("kind") != RECORDING_KIND:
+            return None
+        camera = dict(payload["camera"])
+        camera["size"] = tuple(camera["size"])
+        return SimRecording(int(payload["track"]), float(payload["fps"]), CarParams(**payload["car"]),
+                            CameraRig(**camera), float(payload["laps"]), int(payload["seed"]))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -105,10 +145,12 @@ def record(
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_directory(out) as tmp:
             rows, offsets, seconds = _drive(track, Path(tmp), laps, seed, fps, params, rig, quality, progress, "tub")
+            write_json(Path(tmp) / RECORDING_FILE, SimRecording(int(track.seed), fps, params, rig, laps, seed).to_json())
         return RecordResult(out, None, rows, rows * seconds * params.speed / track.length, rows * seconds,
                             float(np.mean(np.abs(offsets))))
     out.mkdir(parents=True, exist_ok=True)
     steps, offsets, step_seconds = _drive(track, out, laps, seed, fps, params, rig, quality, progress, "udacity")
+    write_json(out / RECORDING_FILE, SimRecording(int(track.seed), fps, params, rig, laps, seed).to_json())
     return RecordResult(out, out / "driving_log.csv", steps, steps * step_seconds * params.speed / track.length,
                         steps * step_seconds, float(np.mean(np.abs(offsets))))
 
