@@ -65,6 +65,8 @@ class DrivingDataset(keras.utils.PyDataset):
         targets: the labels of a batch, steering first. ``("steering",)``: ``(frames, steering)`` batches;
             ``("steering", "throttle")``: ``(frames, {"steering": s, "throttle": t})`` with the throttle of
             ``log.throttle``, untouched by the augmentations. Defaults to `("steering",)`.
+        repeat: serve every row this many times per epoch (each time freshly augmented, in one shuffled
+            order), so that a small log still gives an epoch enough optimizer steps. Defaults to `1`.
 
     Example:
         >>> ds = DrivingDataset(log, 64, augment=default_augmentation(), workers=2)
@@ -95,6 +97,7 @@ class DrivingDataset(keras.utils.PyDataset):
         progress: bool = True,
         memory_budget: int | None = None,
         targets: tuple[str, ...] = ("steering",),
+        repeat: int = 1,
     ):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         if batch_size < 1:
@@ -103,7 +106,10 @@ class DrivingDataset(keras.utils.PyDataset):
             raise ValueError(f"Expected cache in {CACHE_MODES}. Received: cache={cache!r}")
         if len(log) == 0:
             raise ValueError("DrivingDataset needs a log with at least one row")
-        if drop_remainder and len(log) < batch_size:
+        if int(repeat) != repeat or repeat < 1:
+            raise ValueError(f"Expected repeat >= 1 (an integer). Received: repeat={repeat}")
+        self.repeat = int(repeat)
+        if drop_remainder and len(log) * self.repeat < batch_size:
             raise ValueError(f"drop_remainder=True with {len(log)} rows < batch_size={batch_size} leaves no batch")
         self.targets = check_targets(targets)
         self.log = log
@@ -146,8 +152,13 @@ class DrivingDataset(keras.utils.PyDataset):
         return SharedBatchSlots(n_slots, self.batch_size, self.frame_shape, self.targets)
 
     def __len__(self) -> int:
-        n = len(self.log)
+        n = self.rows_per_epoch
         return n // self.batch_size if self.drop_remainder else -(-n // self.batch_size)
+
+    @property
+    def rows_per_epoch(self) -> int:
+        """Samples one epoch serves: every row ``repeat`` times, each time freshly augmented."""
+        return len(self.log) * self.repeat
 
     def on_epoch_end(self) -> None:
         """Next epoch: a new order and new augmentations.
@@ -170,9 +181,9 @@ class DrivingDataset(keras.utils.PyDataset):
         cached = self._order_cache
         if cached is None or cached[0] != epoch:
             if self.shuffle:
-                rows = np.random.default_rng([self.seed, epoch, 0]).permutation(len(self.log))
+                rows = np.random.default_rng([self.seed, epoch, 0]).permutation(self.rows_per_epoch) % len(self.log)
             else:
-                rows = np.arange(len(self.log))
+                rows = np.arange(self.rows_per_epoch) % len(self.log)
             cached = (epoch, rows)
             self._order_cache = cached
         return cached[1]
@@ -194,7 +205,7 @@ class DrivingDataset(keras.utils.PyDataset):
         return by_target["steering"] if self.targets == ("steering",) else {t: by_target[t] for t in self.targets}
 
     def _batch_length(self, index: int) -> int:
-        return max(0, min(self.batch_size, len(self.log) - int(index) * self.batch_size))
+        return max(0, min(self.batch_size, self.rows_per_epoch - int(index) * self.batch_size))
 
     def batch(
         self, epoch: int, index: int,

@@ -41,6 +41,15 @@ from e2e_drive.train_config import RESUMABLE_CHANGES, STRATEGIES, TrainConfig, f
 
 log = logging.getLogger(__name__)
 
+# The recipe (issue 12, BENCHMARKS.md "Training recipe"): rules that hold for any log, not fitted to one.
+# Viewpoint shifts (PilotNet's shifts and rotations, --viewpoint-shift METRES, off by default): up to
+# VIEWPOINT_HEADING radians turned too, on this share of the samples.
+VIEWPOINT_HEADING = 0.1
+VIEWPOINT_PROBABILITY = 0.5
+# An epoch serves at least this many samples (a small log repeats its rows, each time augmented afresh):
+# PilotNet's few hundred steps per epoch, whatever the size of the log.
+MIN_EPOCH_SAMPLES = 12000
+
 __all__ = ["STRATEGIES", "TrainResult", "TrainingDiverged", "make_strategy", "mixed_precision_policy", "train",
            "worker_info"]
 
@@ -149,24 +158,49 @@ def _resolve_config(run: RunDir, data, resume: bool, overwrite: bool, options: d
 
 
 def recipe_augmentation(config: TrainConfig, data_log: DrivingLog):
-    """``default_augmentation`` with the side-camera correction derived from the car profile (``config.car``:
-    wheelbase, wheel angle, side cameras' offset) and the log's median moving speed
-    (``side_camera_correction``); ``config.side_correction`` overrides it. A log without speed uses the
-    profile's nominal speed."""
-    from data_tools.augment import default_augmentation, side_camera_correction
-    from e2e_drive.replay.profiles import get_profile
+    """The training chain: ``default_augmentation`` with the recipe's geometry for the car profile
+    (``config.car``: wheelbase, wheel angle, camera) at the log's median moving speed (a log without speed:
+    the profile's nominal speed).
 
+    - Side cameras: ``config.side_correction``, or when ``None`` the pure pursuit back from the side cameras'
+      offset (``side_camera_correction``).
+    - ``ViewpointShift`` after the camera choice when ``config.viewpoint_shift`` (metres) is not 0: the frame
+      seen from up to that far to either side and ``VIEWPOINT_HEADING`` radians turned (the profile's camera,
+      ``e2e_drive.replay``'s warp), labelled with the pure pursuit back (``pursuit_correction``).
+    """
+    from functools import partial
+
+    from data_tools.augment import ViewpointShift, default_augmentation, pursuit_correction
+    from e2e_drive.replay import CameraWarps, get_profile
+
+    profile = get_profile(config.car)
+    speed = np.asarray(data_log.speed, np.float64) * profile.speed_scale
+    moving = speed[np.isfinite(speed) & (speed > profile.min_speed)]
+    speed = float(np.median(moving)) if len(moving) else profile.car.speed
+    correct = partial(pursuit_correction, speed=speed, wheelbase=profile.car.wheelbase,
+                      max_steer_deg=profile.car.max_steer_deg)
     correction = config.side_correction
     if correction is None:
-        profile = get_profile(config.car)
-        speed = np.asarray(data_log.speed, np.float64) * profile.speed_scale
-        moving = speed[np.isfinite(speed) & (speed > profile.min_speed)]
-        speed = float(np.median(moving)) if len(moving) else profile.car.speed
-        correction = side_camera_correction(profile.camera.side_offset, speed, profile.car.wheelbase,
-                                            profile.car.max_steer_deg)
+        correction = correct(profile.camera.side_offset, 0.0)
         log.info("side cameras: steering correction %.3f (the %s car's pure pursuit back from %.2f m at "
                  "%.1f m/s)", correction, profile.name, profile.camera.side_offset, speed)
-    return default_augmentation(correction=correction)
+    chain = default_augmentation(correction=correction)
+    shift = config.viewpoint_shift
+    if shift > 0:
+        rig = profile.camera
+        chain.transforms.insert(1, ViewpointShift(
+            CameraWarps(rig), correct, max_lateral=shift, max_heading=VIEWPOINT_HEADING,
+            camera_offsets={"left": rig.side_offset, "right": -rig.side_offset}, p=VIEWPOINT_PROBABILITY))
+        log.info("viewpoint shifts: up to %.2f m and %.2f rad, labelled with the %s car's pure pursuit at %.1f m/s",
+                 shift, VIEWPOINT_HEADING, profile.name, speed)
+    return chain
+
+
+def epoch_repeat(config: TrainConfig, rows: int) -> int:
+    """How many times an epoch serves each training row: enough for ``config.epoch_samples`` samples
+    (``None``: ``MIN_EPOCH_SAMPLES``; ``0``: once)."""
+    samples = MIN_EPOCH_SAMPLES if config.epoch_samples is None else config.epoch_samples
+    return max(1, math.ceil(samples / max(rows, 1)))
 
 
 def _refuse_unsupported(config: TrainConfig, strategy, num_workers: int) -> None:
@@ -577,7 +611,11 @@ def train(
             ``is_keyboard_steering``, are smoothed over 0.4 s of their time stamps; 0: off; a number: every
             recording, sigma in seconds), side_correction (0.2, the steering added for the left camera and
             subtracted for the right; None: derived, ``side_camera_correction`` for ``car`` at the log's median
-            speed — it scored no better than 0.2 on held-out laps, see BENCHMARKS.md), car ("udacity": the ``e2e_drive.replay`` profile of the car and camera),
+            speed — it scored no better than 0.2 on held-out laps, see BENCHMARKS.md), viewpoint_shift (0: off;
+            metres: PilotNet's shift-and-rotate augmentation up to that far, ``recipe_augmentation``; see
+            BENCHMARKS.md for what it did), epoch_samples (None: ``MIN_EPOCH_SAMPLES``; a smaller log serves its rows
+            several times per epoch, freshly augmented; 0: each row once), car ("udacity": the
+            ``e2e_drive.replay`` profile of the car and camera),
             select_by ("val_loss"; "autonomy": replay the validation span after each epoch, keep the epoch
             with the most autonomy, ties to the lower val_loss, and stop early on it; when every validation
             recording was written by ``e2e-drive sim record`` the simulator drives its track(s) one lap closed
@@ -662,7 +700,11 @@ def train(
         dataset_args = dict(seed=seed, cache=cache, cache_dir=config.cache_dir, workers=config.workers,
                             use_multiprocessing=config.worker_processes, progress=verbose > 0)
         dataset_args["targets"] = config.targets
-        train_ds = DrivingDataset(train_log, config.batch_size, augment=transform, shuffle=True,
+        repeat = epoch_repeat(config, len(full_train))
+        if repeat > 1:
+            log.info("an epoch serves each of the %d training rows %d times (--epoch-samples %d)", len(full_train),
+                     repeat, len(full_train) * repeat)
+        train_ds = DrivingDataset(train_log, config.batch_size, augment=transform, shuffle=True, repeat=repeat,
                                   drop_remainder=drop_remainder, **dataset_args)
         val_ds = None
         if len(full_val):
@@ -679,7 +721,7 @@ def train(
                 val_ds = DrivingDataset(val_log, val_batch, augment=None, shuffle=False,
                                         drop_remainder=drop_remainder and not custom_loop, **dataset_args)
         frame_shape = train_ds.frame_shape
-        steps = (len(full_train) // num_workers) // config.batch_size if custom_loop else len(train_ds)
+        steps = (len(full_train) * repeat // num_workers) // config.batch_size if custom_loop else len(train_ds)
         if steps < 1:
             raise ValueError(f"{flag('batch_size')}: {len(full_train)} training rows make no full batch of "
                              f"{config.batch_size} for each of {num_workers} workers; lower --batch-size")

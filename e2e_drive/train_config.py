@@ -7,8 +7,10 @@ reads it back: options not given come from it, and options that would change wha
 
 Every validation error names the command-line flag, e.g. ``--lr: expected a finite number > 0, got nan``.
 
-Versions: 2 added ``targets`` and ``loss_weights`` (issue 13); a version 1 file (written before) still loads,
-as a steering-only run with those defaults, and is written back as version 2.
+Versions: 2 added ``targets`` and ``loss_weights`` (issue 13); 3 the recipe's label smoothing, side correction,
+car profile and selection; 4 ``viewpoint_shift`` and ``epoch_samples`` (issue 12). An older file still loads,
+with what that run trained with for the fields it lacks (``LEGACY_RECIPE``: a resumed run trains on as it
+began), and is written back as the current version.
 
 Example:
     >>> config = TrainConfig(data=("../shared/data/udacity_sim_a",), epochs=5)
@@ -28,9 +30,10 @@ from typing import Any, Sequence
 
 from data_tools.log import TARGETS
 
-CONFIG_VERSION = 3
+CONFIG_VERSION = 4
 # Versions this code reads, each with the fields it introduced (absent from older files: their defaults apply).
-FIELDS_SINCE = {1: (), 2: ("targets", "loss_weights"), 3: ("smooth_seconds", "side_correction", "car", "select_by")}
+FIELDS_SINCE = {1: (), 2: ("targets", "loss_weights"), 3: ("smooth_seconds", "side_correction", "car", "select_by"),
+                4: ("viewpoint_shift", "epoch_samples")}
 STRATEGIES = ("auto", "mirrored", "multiworker")
 CACHE_MODES = ("auto", "memory", "disk", "none")
 SELECT_BY = ("val_loss", "autonomy")
@@ -39,8 +42,9 @@ VERBOSITY = (0, 1, 2)
 # What may change when a run is resumed: how long it trains, how it talks, and how its frames are read.
 # Everything else changes what is trained and is refused.
 RESUMABLE_CHANGES = ("epochs", "verbose", "workers", "worker_processes", "cache", "cache_dir")
-# What a config.json written before these options trained with (no keyboard smoothing, the fixed 0.2).
-LEGACY_RECIPE = {"smooth_seconds": 0.0, "side_correction": 0.2}
+# What a config.json written before each version's recipe options trained with: before 3 no keyboard smoothing
+# and the fixed 0.2; before 4 no viewpoint shifts and one pass over the rows per epoch.
+LEGACY_RECIPE = {3: {"smooth_seconds": 0.0, "side_correction": 0.2}, 4: {"viewpoint_shift": 0.0, "epoch_samples": 0}}
 # Recorded from the data when the run starts, not options.
 RECORDED = ("version", "frame_shape", "num_train", "num_val")
 
@@ -91,6 +95,8 @@ class TrainConfig:
     smooth_steering: float = 0.0
     smooth_seconds: float | None = None
     side_correction: float | None = 0.2
+    viewpoint_shift: float = 0.0
+    epoch_samples: int | None = None
     car: str = "udacity"
     select_by: str = "val_loss"
     early_stopping: int = 5
@@ -124,6 +130,9 @@ class TrainConfig:
                                        "(seconds of the time stamps, or frames)")
         if self.side_correction is not None:
             set_("side_correction", _number("side_correction", self.side_correction, minimum=0.0, below=1.0))
+        set_("viewpoint_shift", _number("viewpoint_shift", self.viewpoint_shift, minimum=0.0))
+        if self.epoch_samples is not None:
+            set_("epoch_samples", _integer("epoch_samples", self.epoch_samples, minimum=0))
         _choice("select_by", self.select_by, SELECT_BY)
         for name in ("balance", "mixed_precision", "worker_processes"):
             _boolean(name, getattr(self, name))
@@ -195,7 +204,9 @@ class TrainConfig:
                                        "(a damaged or hand-edited file?)")
             # An older run: new fields take their defaults, except the recipe's, which keep that run's labels
             # and side-camera correction on resume.
-            payload = {**(LEGACY_RECIPE if version < 3 else {}), **payload, "version": CONFIG_VERSION}
+            legacy = {name: value for v, fields_ in LEGACY_RECIPE.items() if version < v
+                      for name, value in fields_.items()}
+            payload = {**legacy, **payload, "version": CONFIG_VERSION}
         try:
             return cls(**payload)
         except TrainConfigError as error:

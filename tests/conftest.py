@@ -16,6 +16,19 @@ def pytest_configure(config):
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_pass_epochs():
+    """Tests train on logs of tens of rows: an epoch is one pass over them (``--epoch-samples 0``), not the
+    recipe's ``MIN_EPOCH_SAMPLES``, which would repeat each row hundreds of times. Tests of that rule pass
+    ``epoch_samples`` themselves; scripts run in other processes pass ``epoch_samples=0``."""
+    import e2e_drive.train
+
+    # Session scope: module-scoped fixtures that train (e.g. test_throttle's) are set up under it too.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(e2e_drive.train, "MIN_EPOCH_SAMPLES", 0)
+        yield
+
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("E2E_DRIVE_SHARED", REPO.parent / "shared")) / "data"
 

@@ -74,6 +74,23 @@ def test_shuffle_covers_every_row_once_and_changes_per_epoch(log):
     assert_same([ds[i] for i in range(len(ds))], all_batches(ds, 1))
 
 
+def test_repeat_serves_every_row_that_many_times_freshly_augmented(log):
+    once = DrivingDataset(log, batch_size=5, seed=3, progress=False)
+    thrice = DrivingDataset(log, batch_size=5, seed=3, repeat=3, progress=False)
+    assert len(thrice) == -(-3 * len(log) // 5) and thrice.rows_per_epoch == 3 * len(log)
+    tags = np.concatenate([frames[:, 0, 0, 0] for frames, _ in all_batches(thrice, 0)])
+    assert np.bincount(tags, minlength=len(log)).tolist() == [3] * len(log)
+    # Each serving of a row draws its own augmentation: the three labels of a row are not all the same.
+    augmented = DrivingDataset(log, batch_size=5, seed=3, repeat=3, augment=default_augmentation(), progress=False)
+    labels = np.concatenate([steering for _, steering in all_batches(augmented, 0)])
+    rows = augmented.order(0)
+    assert sum(len({round(float(v), 6) for v in labels[rows == r]}) > 1 for r in range(len(log))) > len(log) // 2
+    # repeat=1 keeps the order every earlier run trained with.
+    np.testing.assert_array_equal(once.order(4), np.random.default_rng([3, 4, 0]).permutation(len(log)))
+    with pytest.raises(ValueError, match="repeat"):
+        DrivingDataset(log, 5, repeat=0, progress=False)
+
+
 def test_same_seed_same_batches_other_seed_differs(log):
     aug = default_augmentation()
     a = DrivingDataset(log, 6, augment=aug, seed=5, progress=False)

@@ -71,7 +71,7 @@ def _weights(out: Path, index: int, tag: int):
 
 
 OPTIONS = dict(epochs=4, batch_size=4, crop=[4, 4], seed=5, dropout=0.3, mixed_precision=True, early_stopping=1,
-               augment=False, learning_rate=1e-30)
+               augment=False, learning_rate=1e-30, epoch_samples=0)
 
 
 def test_one_device_and_two_workers_honour_the_same_options(tmp_path):
@@ -108,7 +108,7 @@ def test_one_device_and_two_workers_honour_the_same_options(tmp_path):
 def test_two_workers_train_and_resume_from_the_chiefs_checkpoint(tmp_path):
     synthetic_log(tmp_path / "frames", n=40)  # written once, read by both workers
     out = tmp_path / "run"
-    options = dict(batch_size=4, crop=[4, 4], seed=5, early_stopping=0, workers=2)
+    options = dict(batch_size=4, crop=[4, 4], seed=5, early_stopping=0, workers=2, epoch_samples=0)
     first = _run_workers(tmp_path, out, epochs=1, **options)
     assert first[0]["num_train"] == 32 and first[0]["num_val"] == 8
     second = _run_workers(tmp_path, out, epochs=2, resume=True)
@@ -152,7 +152,8 @@ from e2e_drive.train import train, make_strategy
 strategy = make_strategy("mirrored")
 assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
 log = synthetic_log(Path(sys.argv[1]), n=24)
-result = train(log, sys.argv[2], epochs=2, batch_size=8, crop=(4, 4), strategy="mirrored", verbose=0, dropout=0.2)
+result = train(log, sys.argv[2], epochs=2, batch_size=8, crop=(4, 4), strategy="mirrored", verbose=0, dropout=0.2,
+               epoch_samples=0)
 print(json.dumps({"replicas": strategy.num_replicas_in_sync, "loss": result.history["loss"]}))
 """
 

@@ -185,6 +185,51 @@ def test_training_derives_the_side_correction_from_the_car_and_camera(sim_record
     assert next(t for t in fixed.transforms if isinstance(t, ChooseCamera)).correction == 0.25
 
 
+def test_viewpoint_shift_joins_the_chain_with_the_cars_camera_and_pursuit(sim_recording):
+    from data_tools import load_log
+
+    data = load_log(sim_recording)
+    assert not any(isinstance(t, ViewpointShift) for t in recipe_augmentation(TrainConfig(car="sim"), data).transforms)
+    chain = recipe_augmentation(TrainConfig(car="sim", viewpoint_shift=1.1), data)
+    assert isinstance(chain.transforms[0], ChooseCamera) and isinstance(chain.transforms[1], ViewpointShift)
+    shift = chain.transforms[1]
+    car, rig = CarParams(), CameraRig()
+    assert shift.max_lateral == 1.1 and shift.warp.rig == rig
+    assert shift.camera_offsets == {"left": rig.side_offset, "right": -rig.side_offset}
+    # Labelled with the sim car's pure pursuit at the recording's speed (the expert's cruising speed).
+    assert shift.correction(0.7, 0.02) == pytest.approx(pursuit_correction(0.7, 0.02, car.speed, car.wheelbase,
+                                                                           car.max_steer_deg), rel=1e-3)
+
+
+def test_small_logs_get_epochs_of_min_epoch_samples(monkeypatch, tmp_path):
+    import e2e_drive.train as train_module
+    from e2e_drive.models import load_model
+    from e2e_drive.train import epoch_repeat
+
+    monkeypatch.setattr(train_module, "MIN_EPOCH_SAMPLES", 12000)  # the recipe's value (conftest sets 0)
+    assert epoch_repeat(TrainConfig(), 1500) == 8 and epoch_repeat(TrainConfig(), 30000) == 1
+    assert epoch_repeat(TrainConfig(epoch_samples=0), 1500) == 1
+    assert epoch_repeat(TrainConfig(epoch_samples=100), 32) == 4
+    log = synthetic_log(tmp_path / "log", n=40)  # 32 training rows
+    train(log, tmp_path / "run", epochs=2, batch_size=8, epoch_samples=100, verbose=0, cache="memory",
+          early_stopping=0)
+    # 4 passes of 32 rows = 128 samples = 16 steps of 8, per epoch.
+    assert int(load_model(tmp_path / "run" / "last.keras", compile=True).optimizer.iterations.numpy()) == 32
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["epoch_samples"] == 100 and saved["viewpoint_shift"] == 0.0
+
+
+def test_cli_passes_the_recipe_flags():
+    from e2e_drive.cli import build_parser
+    from e2e_drive.cli.train import train_options
+
+    args = build_parser().parse_args(["train", "d", "--out", "r", "--viewpoint-shift", "1.35", "--epoch-samples",
+                                      "0"])
+    options = train_options(args)
+    assert options["viewpoint_shift"] == 1.35 and options["epoch_samples"] == 0
+    assert "epoch_samples" not in train_options(build_parser().parse_args(["train", "d", "--out", "r"]))
+
+
 # ---------------------------------------------------------------------- options and selection
 
 
@@ -199,10 +244,22 @@ def test_recipe_options_are_validated_with_their_flags():
         TrainConfig(side_correction=-0.1)
     config = TrainConfig(smooth_seconds=0.4, select_by="autonomy", car="sim", side_correction=0.15)
     assert TrainConfig.from_json(config.to_json()) == config
-    new_options = ("smooth_seconds", "side_correction", "car", "select_by")
-    older = {**{k: v for k, v in TrainConfig().to_dict().items() if k not in new_options}, "version": 2}
+    since_3 = ("smooth_seconds", "side_correction", "car", "select_by")
+    since_4 = ("viewpoint_shift", "epoch_samples")
+    older = {**{k: v for k, v in TrainConfig().to_dict().items() if k not in since_3 + since_4}, "version": 2}
     resumed = TrainConfig.from_dict(older)  # a run saved before these options resumes as it was trained
     assert (resumed.smooth_seconds, resumed.side_correction) == (0.0, 0.2)
+    assert (resumed.viewpoint_shift, resumed.epoch_samples) == (0.0, 0)
+    version_3 = {**{k: v for k, v in config.to_dict().items() if k not in since_4}, "version": 3}
+    resumed = TrainConfig.from_dict(version_3)
+    assert (resumed.smooth_seconds, resumed.select_by) == (0.4, "autonomy")  # its own recipe options are kept
+    assert (resumed.viewpoint_shift, resumed.epoch_samples) == (0.0, 0)
+    with pytest.raises(TrainConfigError, match="version 3 has no field.*viewpoint_shift"):
+        TrainConfig.from_dict({**version_3, "viewpoint_shift": 1.0})
+    with pytest.raises(TrainConfigError, match="--viewpoint-shift"):
+        TrainConfig(viewpoint_shift=-1.0)
+    with pytest.raises(TrainConfigError, match="--epoch-samples"):
+        TrainConfig(epoch_samples=2.5)
 
 
 def test_best_epoch_by_autonomy_breaks_ties_by_validation_loss():

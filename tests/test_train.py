@@ -109,7 +109,7 @@ class SlowEpochs(keras.callbacks.Callback):
 
 log = synthetic_log(Path({frames!r}))
 extra = [SlowEpochs()] if sys.argv[1] == "slow" else []
-train(log, {out!r}, epochs=3, batch_size=16, crop=(4, 4), early_stopping=0, verbose=2,
+train(log, {out!r}, epochs=3, batch_size=16, crop=(4, 4), early_stopping=0, verbose=2, epoch_samples=0,
       resume=sys.argv[2] == "resume", callbacks=extra)
 """
 

@@ -37,6 +37,7 @@ TRAIN_OPTIONS = {
     "strategy": "strategy", "mixed_precision": "mixed_precision", "cache": "cache", "cache_dir": "cache_dir",
     "overwrite": "overwrite", "targets": "targets", "loss_weights": "loss_weights",
     "smooth_seconds": "smooth_seconds", "side_correction": "side_correction", "car": "car", "select_by": "select_by",
+    "viewpoint_shift": "viewpoint_shift", "epoch_samples": "epoch_samples",
 }
 
 
@@ -97,6 +98,13 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     train.add_argument("--side-correction", type=_side_correction, default=None, metavar="X|auto",
                        help="steering added for the left camera, subtracted for the right (default 0.2); auto: "
                        "derived from --car's geometry and the log's speed")
+    train.add_argument("--viewpoint-shift", type=nonnegative_float, default=None, metavar="METRES",
+                       help="PilotNet's shift-and-rotate augmentation: frames seen from up to METRES to either "
+                       "side (and 0.1 rad turned) through --car's camera, labelled with its pure pursuit back to "
+                       "the path (e.g. 1.35 for udacity; default 0: off)")
+    train.add_argument("--epoch-samples", type=nonnegative_int, default=None, metavar="N",
+                       help="samples per epoch: a smaller log serves its rows several times, freshly augmented; "
+                       "0: each row once (default 12000)")
     train.add_argument("--car", choices=("udacity", "donkey", "sim"), default=None,
                        help="car and camera profile (replay, derived corrections) (default udacity)")
     train.add_argument("--select-by", choices=("val_loss", "autonomy"), default=None,
