@@ -47,8 +47,10 @@ log = logging.getLogger(__name__)
 VIEWPOINT_HEADING = 0.1
 VIEWPOINT_PROBABILITY = 0.5
 # An epoch serves at least this many samples (a small log repeats its rows, each time augmented afresh):
-# PilotNet's few hundred steps per epoch, whatever the size of the log.
+# a few hundred optimizer steps per epoch, whatever the size of the log; but at most MAX_EPOCH_REPEAT passes
+# over the rows (tiny logs would be learnt by heart).
 MIN_EPOCH_SAMPLES = 12000
+MAX_EPOCH_REPEAT = 8
 
 __all__ = ["STRATEGIES", "TrainResult", "TrainingDiverged", "make_strategy", "mixed_precision_policy", "train",
            "worker_info"]
@@ -198,9 +200,10 @@ def recipe_augmentation(config: TrainConfig, data_log: DrivingLog):
 
 def epoch_repeat(config: TrainConfig, rows: int) -> int:
     """How many times an epoch serves each training row: enough for ``config.epoch_samples`` samples
-    (``None``: ``MIN_EPOCH_SAMPLES``; ``0``: once)."""
-    samples = MIN_EPOCH_SAMPLES if config.epoch_samples is None else config.epoch_samples
-    return max(1, math.ceil(samples / max(rows, 1)))
+    (``0``: once); by default (``None``) enough for ``MIN_EPOCH_SAMPLES``, at most ``MAX_EPOCH_REPEAT`` times."""
+    if config.epoch_samples is None:
+        return max(1, min(MAX_EPOCH_REPEAT, math.ceil(MIN_EPOCH_SAMPLES / max(rows, 1))))
+    return max(1, math.ceil(config.epoch_samples / max(rows, 1)))
 
 
 def _refuse_unsupported(config: TrainConfig, strategy, num_workers: int) -> None:
@@ -613,8 +616,9 @@ def train(
             subtracted for the right; None: derived, ``side_camera_correction`` for ``car`` at the log's median
             speed — it scored no better than 0.2 on held-out laps, see BENCHMARKS.md), viewpoint_shift (0: off;
             metres: PilotNet's shift-and-rotate augmentation up to that far, ``recipe_augmentation``; see
-            BENCHMARKS.md for what it did), epoch_samples (None: ``MIN_EPOCH_SAMPLES``; a smaller log serves its rows
-            several times per epoch, freshly augmented; 0: each row once), car ("udacity": the
+            BENCHMARKS.md for what it did), epoch_samples (None: ``MIN_EPOCH_SAMPLES``, a smaller log serving its rows
+            several times per epoch, freshly augmented, at most ``MAX_EPOCH_REPEAT`` times; N: N samples; 0:
+            each row once), car ("udacity": the
             ``e2e_drive.replay`` profile of the car and camera),
             select_by ("val_loss"; "autonomy": replay the validation span after each epoch, keep the epoch
             with the most autonomy, ties to the lower val_loss, and stop early on it; when every validation

@@ -208,6 +208,8 @@ def test_small_logs_get_epochs_of_min_epoch_samples(monkeypatch, tmp_path):
 
     monkeypatch.setattr(train_module, "MIN_EPOCH_SAMPLES", 12000)  # the recipe's value (conftest sets 0)
     assert epoch_repeat(TrainConfig(), 1500) == 8 and epoch_repeat(TrainConfig(), 30000) == 1
+    assert epoch_repeat(TrainConfig(), 2000) == 6 and epoch_repeat(TrainConfig(), 100) == 8  # at most 8 passes
+    assert epoch_repeat(TrainConfig(epoch_samples=12000), 100) == 120  # asked for: not capped
     assert epoch_repeat(TrainConfig(epoch_samples=0), 1500) == 1
     assert epoch_repeat(TrainConfig(epoch_samples=100), 32) == 4
     log = synthetic_log(tmp_path / "log", n=40)  # 32 training rows

@@ -104,7 +104,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
                        "the path (e.g. 1.35 for udacity; default 0: off)")
     train.add_argument("--epoch-samples", type=nonnegative_int, default=None, metavar="N",
                        help="samples per epoch: a smaller log serves its rows several times, freshly augmented; "
-                       "0: each row once (default 12000)")
+                       "0: each row once (default: 12000, at most 8 passes over the rows)")
     train.add_argument("--car", choices=("udacity", "donkey", "sim"), default=None,
                        help="car and camera profile (replay, derived corrections) (default udacity)")
     train.add_argument("--select-by", choices=("val_loss", "autonomy"), default=None,
