@@ -42,8 +42,10 @@ from e2e_drive.train_config import RESUMABLE_CHANGES, STRATEGIES, TrainConfig, f
 log = logging.getLogger(__name__)
 
 # The recipe (issue 12, BENCHMARKS.md "Training recipe"): rules that hold for any log, not fitted to one.
-# Viewpoint shifts (PilotNet's shifts and rotations, --viewpoint-shift METRES, off by default): up to
-# VIEWPOINT_HEADING radians turned too, on this share of the samples.
+# Viewpoint shifts (PilotNet's shifts and rotations, --viewpoint-shift METRES): by default up to this fraction
+# of the car profile's intervention offset to either side (1.35 m for the Udacity car), up to
+# VIEWPOINT_HEADING radians turned, on VIEWPOINT_PROBABILITY of the samples.
+VIEWPOINT_FRACTION = 0.5
 VIEWPOINT_HEADING = 0.1
 VIEWPOINT_PROBABILITY = 0.5
 # An epoch serves at least this many samples (a small log repeats its rows, each time augmented afresh):
@@ -68,7 +70,7 @@ class TrainResult:
     best_model_path: str
     last_model_path: str
     history: dict[str, list[float]] = field(default_factory=dict)
-    # Steering RMSE on the validation rows at the best epoch (lowest val_loss), and the throttle's when trained.
+    # Steering RMSE on the validation rows at the selected epoch (select_by), and the throttle's when trained.
     val_rmse: float | None = None
     val_throttle_rmse: float | None = None
     train_seconds: float = 0.0
@@ -166,8 +168,8 @@ def recipe_augmentation(config: TrainConfig, data_log: DrivingLog):
 
     - Side cameras: ``config.side_correction``, or when ``None`` the pure pursuit back from the side cameras'
       offset (``side_camera_correction``).
-    - ``ViewpointShift`` after the camera choice when ``config.viewpoint_shift`` (metres) is not 0: the frame
-      seen from up to that far to either side and ``VIEWPOINT_HEADING`` radians turned (the profile's camera,
+    - ``ViewpointShift`` after the camera choice unless ``viewpoint_metres(config)`` is 0: the frame seen from
+      up to that far to either side and ``VIEWPOINT_HEADING`` radians turned (the profile's camera,
       ``e2e_drive.replay``'s warp), labelled with the pure pursuit back (``pursuit_correction``).
     """
     from functools import partial
@@ -187,7 +189,7 @@ def recipe_augmentation(config: TrainConfig, data_log: DrivingLog):
         log.info("side cameras: steering correction %.3f (the %s car's pure pursuit back from %.2f m at "
                  "%.1f m/s)", correction, profile.name, profile.camera.side_offset, speed)
     chain = default_augmentation(correction=correction)
-    shift = config.viewpoint_shift
+    shift = viewpoint_metres(config)
     if shift > 0:
         rig = profile.camera
         chain.transforms.insert(1, ViewpointShift(
@@ -196,6 +198,16 @@ def recipe_augmentation(config: TrainConfig, data_log: DrivingLog):
         log.info("viewpoint shifts: up to %.2f m and %.2f rad, labelled with the %s car's pure pursuit at %.1f m/s",
                  shift, VIEWPOINT_HEADING, profile.name, speed)
     return chain
+
+
+def viewpoint_metres(config: TrainConfig) -> float:
+    """The largest sideways viewpoint shift of the run: ``config.viewpoint_shift``, or when ``None``
+    ``VIEWPOINT_FRACTION`` of the car profile's intervention offset."""
+    if config.viewpoint_shift is not None:
+        return float(config.viewpoint_shift)
+    from e2e_drive.replay import get_profile
+
+    return VIEWPOINT_FRACTION * get_profile(config.car).intervention_offset
 
 
 def epoch_repeat(config: TrainConfig, rows: int) -> int:
@@ -261,6 +273,8 @@ def _cache_mode(config: TrainConfig, logs: Sequence[DrivingLog], cameras, memory
 # ----------------------------------------------------------------------------- progress and checkpoints
 
 AUTONOMY = "val_autonomy"
+# The monitor of select_by="last": best.keras is the last epoch, and nothing stops early.
+LAST_EPOCH = "last_epoch"
 # Replay pieces of the validation span (each starts on the recorded pose): one model batch per step. 30 s
 # holds several times the 6 s an intervention costs, so a piece's free start rarely hides one.
 AUTONOMY_PIECE_SECONDS = 30.0
@@ -270,25 +284,32 @@ SIMULATED_LAPS = 1.0
 
 def best_epoch(history: dict[str, list[float]], monitor: str) -> int | None:
     """Index of the best epoch: the lowest ``monitor``; for ``val_autonomy`` the highest, ties (autonomy counts
-    whole interventions, so epochs often tie) broken by the lowest ``val_loss``."""
-    values = history.get(monitor, [])
+    whole interventions, so epochs often tie) broken by the lowest ``val_loss``; for ``LAST_EPOCH`` the last."""
+    values = _monitored(history, monitor)
     if not values:
         return None
+    if monitor == LAST_EPOCH:
+        return len(values) - 1
     if monitor == AUTONOMY:
         loss = history.get("val_loss", [0.0] * len(values))
         return min(range(len(values)), key=lambda i: (-values[i], loss[i]))
     return int(np.argmin(values))
 
 
+def _monitored(history: dict[str, list[float]], monitor: str) -> list[float]:
+    """The per-epoch values selection reads: ``monitor``'s, or for ``LAST_EPOCH`` the training loss's."""
+    return history.get("loss" if monitor == LAST_EPOCH else monitor, [])
+
+
 def progress_state(history: dict[str, list[float]], monitor: str, patience: int, epochs: int) -> dict[str, Any]:
     """``state.json``: the last finished epoch and the early-stopping counters, all derived from the history
     (so they are right after any resume)."""
-    values = history.get(monitor, [])
+    values = _monitored(history, monitor)
     state: dict[str, Any] = {"epoch": len(values), "epochs": epochs, "monitor": monitor}
     if values:
         best = best_epoch(history, monitor)
         state.update(best=float(values[best]), best_epoch=best + 1, wait=len(values) - best - 1)
-    state["stopped_early"] = bool(patience and state.get("wait", 0) >= patience)
+    state["stopped_early"] = bool(patience and monitor != LAST_EPOCH and state.get("wait", 0) >= patience)
     return state
 
 
@@ -614,18 +635,21 @@ def train(
             ``is_keyboard_steering``, are smoothed over 0.4 s of their time stamps; 0: off; a number: every
             recording, sigma in seconds), side_correction (0.2, the steering added for the left camera and
             subtracted for the right; None: derived, ``side_camera_correction`` for ``car`` at the log's median
-            speed — it scored no better than 0.2 on held-out laps, see BENCHMARKS.md), viewpoint_shift (0: off;
-            metres: PilotNet's shift-and-rotate augmentation up to that far, ``recipe_augmentation``; see
-            BENCHMARKS.md for what it did), epoch_samples (None: ``MIN_EPOCH_SAMPLES``, a smaller log serving its rows
+            speed — it scored no better than 0.2 on held-out laps, see BENCHMARKS.md), viewpoint_shift (None: half the car profile's
+            intervention offset, 1.35 m for udacity; metres; 0: off — PilotNet's shift-and-rotate augmentation,
+            ``recipe_augmentation``), epoch_samples (None: ``MIN_EPOCH_SAMPLES``, a smaller log serving its rows
             several times per epoch, freshly augmented, at most ``MAX_EPOCH_REPEAT`` times; N: N samples; 0:
             each row once), car ("udacity": the
             ``e2e_drive.replay`` profile of the car and camera),
-            select_by ("val_loss"; "autonomy": replay the validation span after each epoch, keep the epoch
+            select_by ("last": best.keras is the last epoch and nothing stops early — the validation loss
+            of unshifted centre frames rises as a model learns to recover, BENCHMARKS.md; "val_loss": the
+            lowest validation loss, with early stopping on it; "autonomy": replay the validation span after
+            each epoch, keep the epoch
             with the most autonomy, ties to the lower val_loss, and stop early on it; when every validation
             recording was written by ``e2e-drive sim record`` the simulator drives its track(s) one lap closed
             loop instead (``recording.json``); logs without time stamps
             or speed fall back to val_loss with a warning; one intervention moves autonomy by 600/seconds
-            points, so it wants minutes of validation driving), early_stopping (5, patience in epochs; 0 disables),
+            points, so it wants minutes of validation driving), early_stopping (5, patience in epochs for "val_loss" and "autonomy"; 0 disables),
             strategy ("auto", "mirrored", "multiworker"), mixed_precision (False: ``mixed_float16`` on GPU,
             ``mixed_bfloat16`` on CPU), workers (1), worker_processes (False), cache ("auto", "memory",
             "disk", "none"), cache_dir (None: ``default_cache_dir()``), verbose (1).
@@ -753,6 +777,8 @@ def train(
         autonomy_parts = _autonomy_parts(config, full_val) if monitor == "val_loss" else []
         if autonomy_parts:
             monitor = AUTONOMY
+        elif config.select_by == "last":
+            monitor = LAST_EPOCH
         history: dict[str, list[float]] = {}
         initial_epoch = 0
         if resume:

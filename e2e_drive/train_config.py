@@ -36,7 +36,7 @@ FIELDS_SINCE = {1: (), 2: ("targets", "loss_weights"), 3: ("smooth_seconds", "si
                 4: ("viewpoint_shift", "epoch_samples")}
 STRATEGIES = ("auto", "mirrored", "multiworker")
 CACHE_MODES = ("auto", "memory", "disk", "none")
-SELECT_BY = ("val_loss", "autonomy")
+SELECT_BY = ("last", "val_loss", "autonomy")
 VERBOSITY = (0, 1, 2)
 
 # What may change when a run is resumed: how long it trains, how it talks, and how its frames are read.
@@ -44,7 +44,8 @@ VERBOSITY = (0, 1, 2)
 RESUMABLE_CHANGES = ("epochs", "verbose", "workers", "worker_processes", "cache", "cache_dir")
 # What a config.json written before each version's recipe options trained with: before 3 no keyboard smoothing
 # and the fixed 0.2; before 4 no viewpoint shifts and one pass over the rows per epoch.
-LEGACY_RECIPE = {3: {"smooth_seconds": 0.0, "side_correction": 0.2}, 4: {"viewpoint_shift": 0.0, "epoch_samples": 0}}
+LEGACY_RECIPE = {3: {"smooth_seconds": 0.0, "side_correction": 0.2, "select_by": "val_loss"},
+                 4: {"viewpoint_shift": 0.0, "epoch_samples": 0}}
 # Recorded from the data when the run starts, not options.
 RECORDED = ("version", "frame_shape", "num_train", "num_val")
 
@@ -95,10 +96,10 @@ class TrainConfig:
     smooth_steering: float = 0.0
     smooth_seconds: float | None = None
     side_correction: float | None = 0.2
-    viewpoint_shift: float = 0.0
+    viewpoint_shift: float | None = None
     epoch_samples: int | None = None
     car: str = "udacity"
-    select_by: str = "val_loss"
+    select_by: str = "last"
     early_stopping: int = 5
     strategy: str = "auto"
     mixed_precision: bool = False
@@ -130,7 +131,8 @@ class TrainConfig:
                                        "(seconds of the time stamps, or frames)")
         if self.side_correction is not None:
             set_("side_correction", _number("side_correction", self.side_correction, minimum=0.0, below=1.0))
-        set_("viewpoint_shift", _number("viewpoint_shift", self.viewpoint_shift, minimum=0.0))
+        if self.viewpoint_shift is not None:
+            set_("viewpoint_shift", _number("viewpoint_shift", self.viewpoint_shift, minimum=0.0))
         if self.epoch_samples is not None:
             set_("epoch_samples", _integer("epoch_samples", self.epoch_samples, minimum=0))
         _choice("select_by", self.select_by, SELECT_BY)

@@ -71,7 +71,7 @@ def _weights(out: Path, index: int, tag: int):
 
 
 OPTIONS = dict(epochs=4, batch_size=4, crop=[4, 4], seed=5, dropout=0.3, mixed_precision=True, early_stopping=1,
-               augment=False, learning_rate=1e-30, epoch_samples=0)
+               augment=False, learning_rate=1e-30, epoch_samples=0, select_by="val_loss")
 
 
 def test_one_device_and_two_workers_honour_the_same_options(tmp_path):

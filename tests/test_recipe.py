@@ -16,7 +16,7 @@ from data_tools import DrivingLog
 from data_tools.augment import ChooseCamera, Sample, ViewpointShift, pursuit_correction, side_camera_correction
 from data_tools.smoothing import (is_keyboard_steering, keyboard_smoothing, smooth_steering_seconds,
                                   time_gaussian_smooth)
-from e2e_drive.replay import CameraWarps
+from e2e_drive.replay import CameraWarps, get_profile
 from e2e_drive.sim import Camera, CarParams, CameraRig, make_track, record
 from e2e_drive.train import AUTONOMY, best_epoch, recipe_augmentation, train
 from e2e_drive.train_config import TrainConfig, TrainConfigError
@@ -189,7 +189,10 @@ def test_viewpoint_shift_joins_the_chain_with_the_cars_camera_and_pursuit(sim_re
     from data_tools import load_log
 
     data = load_log(sim_recording)
-    assert not any(isinstance(t, ViewpointShift) for t in recipe_augmentation(TrainConfig(car="sim"), data).transforms)
+    off = recipe_augmentation(TrainConfig(car="sim", viewpoint_shift=0.0), data)
+    assert not any(isinstance(t, ViewpointShift) for t in off.transforms)
+    by_default = recipe_augmentation(TrainConfig(car="sim"), data).transforms[1]
+    assert by_default.max_lateral == pytest.approx(0.5 * get_profile("sim").intervention_offset)
     chain = recipe_augmentation(TrainConfig(car="sim", viewpoint_shift=1.1), data)
     assert isinstance(chain.transforms[0], ChooseCamera) and isinstance(chain.transforms[1], ViewpointShift)
     shift = chain.transforms[1]
@@ -218,7 +221,7 @@ def test_small_logs_get_epochs_of_min_epoch_samples(monkeypatch, tmp_path):
     # 4 passes of 32 rows = 128 samples = 16 steps of 8, per epoch.
     assert int(load_model(tmp_path / "run" / "last.keras", compile=True).optimizer.iterations.numpy()) == 32
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert saved["epoch_samples"] == 100 and saved["viewpoint_shift"] == 0.0
+    assert saved["epoch_samples"] == 100 and saved["viewpoint_shift"] is None and saved["select_by"] == "last"
 
 
 def test_cli_passes_the_recipe_flags():
@@ -262,6 +265,24 @@ def test_recipe_options_are_validated_with_their_flags():
         TrainConfig(viewpoint_shift=-1.0)
     with pytest.raises(TrainConfigError, match="--epoch-samples"):
         TrainConfig(epoch_samples=2.5)
+
+
+def test_select_by_last_keeps_the_last_epoch_and_never_stops_early(tmp_path):
+    from e2e_drive.models import load_model
+    from e2e_drive.train import LAST_EPOCH
+
+    log = synthetic_log(tmp_path / "log", n=40)
+    # lr 1e-30: the val loss never improves, which would stop a val_loss run after epoch 2 with patience 1.
+    result = train(log, tmp_path / "run", epochs=3, batch_size=8, learning_rate=1e-30, early_stopping=1,
+                   augment=False, verbose=0, cache="memory")
+    assert result.epochs_run == 3 and not result.stopped_early
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["monitor"] == LAST_EPOCH and state["best_epoch"] == 3
+    best, last = load_model(tmp_path / "run" / "best.keras"), load_model(tmp_path / "run" / "last.keras")
+    for a, b in zip(best.get_weights(), last.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert result.val_rmse == pytest.approx(math.sqrt(result.history["val_loss"][-1]))
+    assert best_epoch({"loss": [0.3, 0.1, 0.2]}, LAST_EPOCH) == 2
 
 
 def test_best_epoch_by_autonomy_breaks_ties_by_validation_loss():

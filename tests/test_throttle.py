@@ -30,6 +30,7 @@ def two_head_run(throttle_log, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("runs") / "run"
     result = train(throttle_log, out, epochs=8, batch_size=8, crop=CROP, augment=False, early_stopping=0,
+                   select_by="val_loss",
                    targets=TARGETS, loss_weights={"throttle": 0.5}, verbose=0)
     return result
 
@@ -54,7 +55,7 @@ def test_config_round_trip_with_targets_and_old_files_still_load():
     # ... and keeps the labels it was trained on (no automatic smoothing, the fixed side correction, no
     # viewpoint shifts, one pass per epoch).
     assert loaded == TrainConfig(data=("a",), smooth_seconds=0.0, side_correction=0.2, viewpoint_shift=0.0,
-                                 epoch_samples=0)
+                                 epoch_samples=0, select_by="val_loss")
     assert loaded.version == CONFIG_VERSION
     with pytest.raises(TrainConfigError, match="version 1 has no field.*targets"):
         TrainConfig.from_dict({**old, "version": 1, "targets": ["steering"]})

@@ -57,7 +57,8 @@ def test_train_writes_a_complete_run(tiny_log, tmp_path):
     from e2e_drive.train import train
     from e2e_drive.train_config import TrainConfig
 
-    result = train(tiny_log, tmp_path / "run", epochs=2, batch_size=16, crop=CROP, early_stopping=0, verbose=0)
+    result = train(tiny_log, tmp_path / "run", epochs=2, batch_size=16, crop=CROP, early_stopping=0, verbose=0,
+                   select_by="val_loss")
     run = Path(result.run_dir)
     for name in ARTIFACTS:
         assert (run / name).is_file(), name
@@ -265,7 +266,7 @@ def test_early_stopping_stops_on_val_loss(tiny_log, tmp_path):
     # A learning rate of 1e-30 and no augmentation: the weights stay where they start (the update is below
     # float32 resolution), the val loss never improves after epoch 1, so patience 2 stops after epoch 3 of 8.
     result = train(tiny_log, tmp_path / "run", epochs=8, batch_size=16, crop=CROP, learning_rate=1e-30,
-                   early_stopping=2, augment=False, verbose=0)
+                   early_stopping=2, augment=False, verbose=0, select_by="val_loss")
     losses = result.history["val_loss"]
     assert result.stopped_early and result.epochs_run == 3 and len(losses) == 3
     assert losses[1] == pytest.approx(losses[0]) and losses[2] == pytest.approx(losses[0])
@@ -300,7 +301,8 @@ def test_a_log_too_small_for_validation_is_refused(tmp_path):
         train(log, tmp_path / "run", batch_size=2, crop=CROP, verbose=0)
     assert not (tmp_path / "run").exists()
     # Without validation the run trains, and says it has no validation figure.
-    result = train(log, tmp_path / "run", epochs=1, batch_size=2, crop=CROP, val_fraction=0.0, verbose=0)
+    result = train(log, tmp_path / "run", epochs=1, batch_size=2, crop=CROP, val_fraction=0.0, verbose=0,
+                   select_by="val_loss")
     assert result.val_rmse is None and result.num_val == 0 and "val_loss" not in result.history
     assert json.loads((tmp_path / "run" / "state.json").read_text())["monitor"] == "loss"
 

@@ -101,17 +101,17 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     train.add_argument("--viewpoint-shift", type=nonnegative_float, default=None, metavar="METRES",
                        help="PilotNet's shift-and-rotate augmentation: frames seen from up to METRES to either "
                        "side (and 0.1 rad turned) through --car's camera, labelled with its pure pursuit back to "
-                       "the path (e.g. 1.35 for udacity; default 0: off)")
+                       "the path; 0: off (default: half of --car's intervention offset, 1.35 m for udacity)")
     train.add_argument("--epoch-samples", type=nonnegative_int, default=None, metavar="N",
                        help="samples per epoch: a smaller log serves its rows several times, freshly augmented; "
                        "0: each row once (default: 12000, at most 8 passes over the rows)")
     train.add_argument("--car", choices=("udacity", "donkey", "sim"), default=None,
                        help="car and camera profile (replay, derived corrections) (default udacity)")
-    train.add_argument("--select-by", choices=("val_loss", "autonomy"), default=None,
-                       help="which epoch becomes best.keras: lowest val loss, or most replay autonomy on the "
-                       "validation span (needs time stamps and speed; minutes of validation driving); for "
-                       "recordings of `e2e-drive sim record` the simulator drives their tracks instead "
-                       "(default val_loss)")
+    train.add_argument("--select-by", choices=("last", "val_loss", "autonomy"), default=None,
+                       help="which epoch becomes best.keras: the last (no early stopping), the lowest val loss, "
+                       "or the most replay autonomy on the validation span (needs time stamps and speed; "
+                       "minutes of validation driving; for recordings of `e2e-drive sim record` the simulator "
+                       "drives their tracks instead); --early-stopping applies to the last two (default last)")
     train.add_argument("--smooth-steering", type=nonnegative_float, default=None, metavar="SIGMA",
                        help="Gaussian-smooth the labels over SIGMA frames (default 0: off)")
     train.add_argument("--cache", choices=("auto", "memory", "disk", "none"), default=None,
