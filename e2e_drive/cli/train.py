@@ -129,7 +129,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     train.add_argument("--overwrite", action="store_true", default=None,
                        help="replace a finished run in --out instead of refusing")
     train.add_argument("--early-stopping", type=nonnegative_int, default=None, metavar="PATIENCE",
-                       help="stop after PATIENCE epochs without val loss improvement; 0 disables (default 5)")
+                       help="with --select-by val_loss or autonomy: stop after PATIENCE epochs without "
+                       "improvement; 0 disables (default 5)")
     train.add_argument("--strategy", choices=("auto", "mirrored", "multiworker"), default=None,
                        help="auto (mirrored when several GPUs), mirrored, or multiworker (TF_CONFIG) (default auto)")
     train.add_argument("--mixed-precision", action="store_true", default=None,
