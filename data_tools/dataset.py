@@ -30,7 +30,6 @@ from data_tools.shared_batches import SharedBatchSlots
 logger = logging.getLogger(__name__)
 
 CACHE_MODES = ("auto", "memory", "disk", "none", None)
-# The labels a batch can carry, in the order of e2e_drive.models.OUTPUTS (the heads of pilotnet).
 
 
 def check_targets(targets) -> tuple[str, ...]:

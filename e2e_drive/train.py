@@ -635,21 +635,20 @@ def train(
             ``is_keyboard_steering``, are smoothed over 0.4 s of their time stamps; 0: off; a number: every
             recording, sigma in seconds), side_correction (0.2, the steering added for the left camera and
             subtracted for the right; None: derived, ``side_camera_correction`` for ``car`` at the log's median
-            speed — it scored no better than 0.2 on held-out laps, see BENCHMARKS.md), viewpoint_shift (None: half the car profile's
-            intervention offset, 1.35 m for udacity; metres; 0: off — PilotNet's shift-and-rotate augmentation,
-            ``recipe_augmentation``), epoch_samples (None: ``MIN_EPOCH_SAMPLES``, a smaller log serving its rows
-            several times per epoch, freshly augmented, at most ``MAX_EPOCH_REPEAT`` times; N: N samples; 0:
-            each row once), car ("udacity": the
-            ``e2e_drive.replay`` profile of the car and camera),
-            select_by ("last": best.keras is the last epoch and nothing stops early — the validation loss
-            of unshifted centre frames rises as a model learns to recover, BENCHMARKS.md; "val_loss": the
-            lowest validation loss, with early stopping on it; "autonomy": replay the validation span after
-            each epoch, keep the epoch
-            with the most autonomy, ties to the lower val_loss, and stop early on it; when every validation
-            recording was written by ``e2e-drive sim record`` the simulator drives its track(s) one lap closed
-            loop instead (``recording.json``); logs without time stamps
-            or speed fall back to val_loss with a warning; one intervention moves autonomy by 600/seconds
-            points, so it wants minutes of validation driving), early_stopping (5, patience in epochs for "val_loss" and "autonomy"; 0 disables),
+            speed — it scored no better than 0.2 on held-out laps, see BENCHMARKS.md), viewpoint_shift (None:
+            half the car profile's intervention offset, 1.35 m for udacity; metres; 0: off — PilotNet's
+            shift-and-rotate augmentation, ``recipe_augmentation``), epoch_samples (None: ``MIN_EPOCH_SAMPLES``,
+            a smaller log serving its rows several times per epoch, freshly augmented, at most
+            ``MAX_EPOCH_REPEAT`` times; N: N samples; 0: each row once), car ("udacity": the
+            ``e2e_drive.replay`` profile of the car and camera), select_by ("last": best.keras is the last
+            epoch and nothing stops early — the validation loss of unshifted centre frames rises as a model
+            learns to recover, BENCHMARKS.md; "val_loss": the lowest validation loss, with early stopping on
+            it; "autonomy": replay the validation span after each epoch, keep the epoch with the most autonomy,
+            ties to the lower val_loss, and stop early on it; when every validation recording was written by
+            ``e2e-drive sim record`` the simulator drives its track(s) one lap closed loop instead
+            (``recording.json``); logs without time stamps or speed fall back to val_loss with a warning; one
+            intervention moves autonomy by 600/seconds points, so it wants minutes of validation driving),
+            early_stopping (5, patience in epochs for "val_loss" and "autonomy"; 0 disables),
             strategy ("auto", "mirrored", "multiworker"), mixed_precision (False: ``mixed_float16`` on GPU,
             ``mixed_bfloat16`` on CPU), workers (1), worker_processes (False), cache ("auto", "memory",
             "disk", "none"), cache_dir (None: ``default_cache_dir()``), verbose (1).
@@ -773,8 +772,9 @@ def train(
             if custom_loop and not model.optimizer.built:
                 model.optimizer.build(model.trainable_variables)
 
-        monitor = "val_loss" if val_ds is not None or (custom_loop and len(full_val)) else "loss"
-        autonomy_parts = _autonomy_parts(config, full_val) if monitor == "val_loss" else []
+        validates = val_ds is not None or bool(custom_loop and len(full_val))
+        monitor = "val_loss" if validates else "loss"
+        autonomy_parts = _autonomy_parts(config, full_val) if validates else []
         if autonomy_parts:
             monitor = AUTONOMY
         elif config.select_by == "last":
@@ -803,7 +803,7 @@ def train(
             start = time.perf_counter()
             if custom_loop:
                 _custom_loop(model, strategy, train_ds, val_ds, steps, config, initial_epoch, all_callbacks,
-                             verbose, validate=monitor != "loss")
+                             verbose, validate=validates)
             else:
                 _fit(model, train_ds, val_ds, config, initial_epoch, all_callbacks, verbose)
             seconds = time.perf_counter() - start

@@ -42,8 +42,8 @@ VERBOSITY = (0, 1, 2)
 # What may change when a run is resumed: how long it trains, how it talks, and how its frames are read.
 # Everything else changes what is trained and is refused.
 RESUMABLE_CHANGES = ("epochs", "verbose", "workers", "worker_processes", "cache", "cache_dir")
-# What a config.json written before each version's recipe options trained with: before 3 no keyboard smoothing
-# and the fixed 0.2; before 4 no viewpoint shifts and one pass over the rows per epoch.
+# What a config.json written before each version's recipe options trained with: before 3 no keyboard smoothing,
+# the fixed 0.2 and selection by val_loss; before 4 no viewpoint shifts and one pass over the rows per epoch.
 LEGACY_RECIPE = {3: {"smooth_seconds": 0.0, "side_correction": 0.2, "select_by": "val_loss"},
                  4: {"viewpoint_shift": 0.0, "epoch_samples": 0}}
 # Recorded from the data when the run starts, not options.
@@ -204,8 +204,8 @@ class TrainConfig:
             if newer:
                 raise TrainConfigError(f"{where}: version {version} has no field(s) {', '.join(newer)} "
                                        "(a damaged or hand-edited file?)")
-            # An older run: new fields take their defaults, except the recipe's, which keep that run's labels
-            # and side-camera correction on resume.
+            # An older run: new fields take their defaults, except the recipe's, which keep what that run
+            # trained with (LEGACY_RECIPE) so that it resumes as it began.
             legacy = {name: value for v, fields_ in LEGACY_RECIPE.items() if version < v
                       for name, value in fields_.items()}
             payload = {**legacy, **payload, "version": CONFIG_VERSION}

@@ -12,7 +12,8 @@ from e2e_drive.cli import add_command
 from e2e_drive.cli.output import emit
 from e2e_drive.cli.types import crop, fraction, nonnegative_float, nonnegative_int, positive_float, positive_int
 from e2e_drive.models import ACTIVATIONS, CONVS
-from e2e_drive.train_config import TrainConfigError, parse_loss_weights, parse_targets
+from e2e_drive.cli.replay import CAR_PROFILES
+from e2e_drive.train_config import SELECT_BY, TrainConfigError, parse_loss_weights, parse_targets
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +106,9 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     train.add_argument("--epoch-samples", type=nonnegative_int, default=None, metavar="N",
                        help="samples per epoch: a smaller log serves its rows several times, freshly augmented; "
                        "0: each row once (default: 12000, at most 8 passes over the rows)")
-    train.add_argument("--car", choices=("udacity", "donkey", "sim"), default=None,
+    train.add_argument("--car", choices=CAR_PROFILES, default=None,
                        help="car and camera profile (replay, derived corrections) (default udacity)")
-    train.add_argument("--select-by", choices=("last", "val_loss", "autonomy"), default=None,
+    train.add_argument("--select-by", choices=SELECT_BY, default=None,
                        help="which epoch becomes best.keras: the last (no early stopping), the lowest val loss, "
                        "or the most replay autonomy on the validation span (needs time stamps and speed; "
                        "minutes of validation driving; for recordings of `e2e-drive sim record` the simulator "

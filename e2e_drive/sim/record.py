@@ -134,6 +134,7 @@ def record(
     if format not in FORMATS:
         raise ValueError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
     track = make_track(track) if isinstance(track, (int, np.integer)) else track
+    recording = SimRecording(int(track.seed), fps, params, rig, laps, seed).to_json()
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, expected a folder for "
@@ -145,12 +146,12 @@ def record(
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_directory(out) as tmp:
             rows, offsets, seconds = _drive(track, Path(tmp), laps, seed, fps, params, rig, quality, progress, "tub")
-            write_json(Path(tmp) / RECORDING_FILE, SimRecording(int(track.seed), fps, params, rig, laps, seed).to_json())
+            write_json(Path(tmp) / RECORDING_FILE, recording)
         return RecordResult(out, None, rows, rows * seconds * params.speed / track.length, rows * seconds,
                             float(np.mean(np.abs(offsets))))
     out.mkdir(parents=True, exist_ok=True)
     steps, offsets, step_seconds = _drive(track, out, laps, seed, fps, params, rig, quality, progress, "udacity")
-    write_json(out / RECORDING_FILE, SimRecording(int(track.seed), fps, params, rig, laps, seed).to_json())
+    write_json(out / RECORDING_FILE, recording)
     return RecordResult(out, out / "driving_log.csv", steps, steps * step_seconds * params.speed / track.length,
                         steps * step_seconds, float(np.mean(np.abs(offsets))))
 
