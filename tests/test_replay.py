@@ -203,6 +203,33 @@ def test_calibration_recovers_the_simulator_camera(sim_log, tmp_path):
     assert load_camera(path) == result.camera
 
 
+def test_side_match_counts_only_ground_the_centre_camera_saw(sim_log):
+    from e2e_drive.replay.camera import _SideMatch
+
+    folder, _, _ = sim_log
+    log = load_log(folder)
+    rig = CameraRig()
+    frames = {name: [read_frame(log.images[name][40])] for name in ("center", "left", "right")}
+    match = _SideMatch(rig, frames["center"], {"left": frames["left"], "right": frames["right"]})
+    warp = ViewWarp(rig)
+    for side, outer in (("left", 0), ("right", -1)):
+        seen = match.seen(warp, side)
+        # The left camera sees ground left of what the centre camera saw (and the right camera to the right),
+        # and more of it near the car, where the side shift is largest.
+        assert not seen[-1, outer] and seen[0, seen.shape[1] // 2] and seen[-1, seen.shape[1] // 2]
+        assert seen[:, outer].mean() < seen[:, -1 - outer].mean()
+        # Each seen pixel's ground point projects inside the centre frame (independently, through the rig).
+        ground = warp.homographies(0.0, 0.0, side)[0]
+        rows, cols = np.nonzero(seen)
+        points = np.stack([cols + match.margin, rows + match.top, np.ones(len(rows))])
+        source = np.linalg.inv(ground) @ points
+        assert (source[0] / source[2]).min() >= 0 and (source[0] / source[2]).max() <= rig.size[1] - 1
+    full = match.score(rig, full_resolution=True)
+    small = match.score(rig)
+    assert min(full.values()) > 0.95 and min(small.values()) > 0.95  # the true geometry, seen pixels only
+    assert max(match.score(None).values()) < 0.5
+
+
 # --- a driver that sees frames: replay autonomy vs the simulator's closed loop ---------------------------------
 
 def test_replay_autonomy_agrees_with_the_simulators(sim_log):
@@ -350,6 +377,18 @@ def test_cli_errors_are_one_line(tmp_path, capsys, tub):
 
 
 # --- real data ------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_real_udacity_log_calibrates(udacity_sim_a):
+    result = calibrate(udacity_sim_a)
+    camera = result.camera
+    # The Udacity car's camera: horizon near row 60 of 160, side cameras about a metre off centre (1.6 m high).
+    assert 8.0 < camera.pitch_deg < 12.0 and 0.85 < camera.side_offset < 1.2 and 90 < camera.focal < 140
+    for side in ("left", "right"):
+        assert result.side_match[side] >= 0.8 and result.side_match[side] > result.unwarped_match[side] + 0.2
+        assert result.side_match_full_resolution[side] > result.unwarped_match[side]
+    assert result.to_json()["side_match_full_resolution"] == result.side_match_full_resolution
+
 
 def test_real_udacity_log_replays(udacity_sim_a):
     recorded = replay(udacity_sim_a, "recorded").total

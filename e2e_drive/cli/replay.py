@@ -32,8 +32,9 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         "frames over the road rows; then the focal length so that each frame warped by the car's recorded "
         "forward motion (speed x time) matches the next. Images fix side offset / height and height x focal: "
         "the height (the metric scale) and the camera's place on the car come from --car. Prints the camera "
-        "and the match (correlation of the warped centre frame with each side frame; 1 = identical) next to "
-        "the unwarped baseline.",
+        "and the match (correlation of the warped centre frame with each side frame over the road pixels the "
+        "centre camera saw, at the model's 66x200 input scale; 1 = identical) next to the unwarped baseline, "
+        "and the same match at full resolution.",
         epilog="example:\n  e2e-drive calibrate data/run1 --out camera.json\n"
         "  e2e-drive replay model.keras data/run1 --camera camera.json",
     )
@@ -91,11 +92,13 @@ def run_calibrate(args: argparse.Namespace) -> int:
         payload["out"] = args.out
     camera = payload["camera"]
     motion = "" if result.motion_match is None else f"; next-frame match {result.motion_match:.3f}"
+    full = result.side_match_full_resolution
     text = (f"camera: height {camera['height']:g} m, pitch {camera['pitch_deg']:.2f} deg (horizon row "
             f"{camera['horizon_row']:.1f}), focal {camera['focal']:.1f} px, side cameras {camera['side_offset']:.3f} "
-            f"m off centre\nside match (correlation, warped / unwarped): left {result.side_match['left']:.3f} / "
-            f"{result.unwarped_match['left']:.3f}, right {result.side_match['right']:.3f} / "
-            f"{result.unwarped_match['right']:.3f} on {result.frames} frames{motion}"
+            f"m off centre\nside match (correlation at the model's input scale, warped / unwarped): left "
+            f"{result.side_match['left']:.3f} / {result.unwarped_match['left']:.3f}, right "
+            f"{result.side_match['right']:.3f} / {result.unwarped_match['right']:.3f} on {result.frames} frames "
+            f"(full resolution: left {full['left']:.3f}, right {full['right']:.3f}){motion}"
             + (f"\nwrote {args.out}" if args.out else ""))
     emit(args, payload, text)
     return 0

@@ -8,8 +8,8 @@ stamps) changes ``1 / (v - v_horizon)`` by about ``dx / (h f)``: consecutive
 frames fix ``h * f``. The height ``h`` itself (the metric scale) is not
 observable from images; it comes from the car profile. ``calibrate`` fits the
 horizon and side offset by maximising the correlation of the warped centre
-frame with each side frame over the road rows (a coarse grid, then
-Nelder-Mead), then the focal length by matching each of the straightest frame
+frame with each side frame over the road pixels the centre camera saw, at
+the model's input scale (a coarse grid, then Nelder-Mead), then the focal length by matching each of the straightest frame
 pairs to its successor warped by the recorded motion (a scan, then a bounded
 search), keeping the horizon row and the side shear.
 """
@@ -28,6 +28,7 @@ import numpy as np
 from data_tools.errors import DataError
 from data_tools.frames import read_frame
 from data_tools.log import DrivingLog
+from data_tools.preprocess import MODEL_HEIGHT, MODEL_WIDTH, default_crop
 from data_tools.read import load_log
 from e2e_drive.replay.profiles import CarProfile, camera_for_size, get_profile
 from e2e_drive.replay.warp import ViewWarp
@@ -86,12 +87,14 @@ class Calibration:
 
     Attributes:
         camera: the fitted rig (pitch and side offset fitted; height, focal, forward from the profile).
-        side_match: correlation of the warped centre frame with each side frame (road rows).
+        side_match: correlation of the warped centre frame with each side frame over the road rows the centre
+            camera saw, at PilotNet's input scale (what the model is fed).
         unwarped_match: the same correlation without warping (the baseline).
         frames: frame triples used.
         source: the log.
         motion_match: correlation of frame ``i`` warped by the recorded motion with frame ``i + 1`` at the
             fitted focal length (None when the focal length was not fitted).
+        side_match_full_resolution: ``side_match`` at the frames' own resolution (fine texture included).
     """
 
     camera: CameraRig
@@ -100,11 +103,14 @@ class Calibration:
     frames: int
     source: str
     motion_match: float | None = None
+    side_match_full_resolution: dict[str, float] | None = None
 
     def to_json(self) -> dict:
         fitted = ["pitch_deg", "side_offset"] + (["focal"] if self.motion_match is not None else [])
         return {"camera": rig_to_json(self.camera), "side_match": self.side_match,
-                "unwarped_match": self.unwarped_match, "motion_match": self.motion_match, "frames": self.frames,
+                "unwarped_match": self.unwarped_match,
+                "side_match_full_resolution": self.side_match_full_resolution,
+                "motion_match": self.motion_match, "frames": self.frames,
                 "source": self.source, "fitted": fitted,
                 "note": "side frames fix the horizon row and side_offset / height, forward motion height x focal; "
                         "the height (the metric scale) comes from the car profile"}
@@ -115,16 +121,46 @@ def _gray(frame: np.ndarray) -> np.ndarray:
 
 
 class _SideMatch:
-    """Correlation of warped centre frames with side frames over a fixed band of road rows."""
+    """Correlation of warped centre frames with side frames over a fixed band of road rows.
+
+    Only pixels the centre camera saw count (the warp fills the rest by replicating its border, which no
+    geometry can get right), and the comparison is made at PilotNet's input scale (the band resized by the
+    model's 200 / width horizontally and 66 / crop-height vertically): replay and viewpoint shifts exist to feed
+    the model its view, and texture finer than its pixels (JPEG blocks, asphalt grain, resampling) is noise
+    there. ``score(rig, full_resolution=True)`` gives the same correlation at the frames' own resolution.
+    """
 
     def __init__(self, base: CameraRig, centre: list[np.ndarray], sides: dict[str, list[np.ndarray]]):
         self.base = base
         rows, cols = base.size
         self.top = int(round(0.4 * rows))
         self.bottom = int(rows - max(base.bonnet_rows, 0) - max(2, rows // 40))
-        self.centre = [_gray(f) for f in centre]
-        self.sides = {name: [_gray(f)[self.top : self.bottom] for f in frames] for name, frames in sides.items()}
         self.margin = max(4, cols // 40)
+        crop_top, crop_bottom = default_crop(rows)
+        band_rows, band_cols = self.bottom - self.top, cols - 2 * self.margin
+        self.model_size = (max(2, round(band_cols * MODEL_WIDTH / cols)),
+                           max(2, round(band_rows * MODEL_HEIGHT / max(rows - crop_top - crop_bottom, 1))))
+        self.centre = [_gray(f) for f in centre]
+        self.sides = {name: [self._band(_gray(f)) for f in frames] for name, frames in sides.items()}
+        self.sides_model = {name: [self._small(band) for band in bands] for name, bands in self.sides.items()}
+
+    def _band(self, image: np.ndarray) -> np.ndarray:
+        return image[self.top : self.bottom, self.margin : image.shape[1] - self.margin]
+
+    def _small(self, band: np.ndarray) -> np.ndarray:
+        return cv2.resize(band, self.model_size, interpolation=cv2.INTER_AREA)
+
+    def seen(self, warp: ViewWarp, side: str) -> np.ndarray:
+        """Band pixels of the warped view whose ground point the centre camera saw (above its bonnet)."""
+        rows, cols = self.base.size
+        ground = warp.homographies(0.0, 0.0, side)[0]
+        v, u = np.mgrid[self.top : self.bottom, self.margin : cols - self.margin].astype(np.float64)
+        source = np.linalg.inv(ground) @ np.stack([u.ravel(), v.ravel(), np.ones(u.size)])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            su, sv = source[0] / source[2], source[1] / source[2]
+            inside = (source[2] > 0) & (su >= 0) & (su <= cols - 1) & (sv >= 0)
+            inside &= sv <= rows - 1 - max(int(self.base.bonnet_rows), 0)
+        return inside.reshape(u.shape)
 
     def rig(self, horizon: float, ratio: float) -> CameraRig:
         """The rig with this horizon row and side_offset / height ratio."""
@@ -133,18 +169,24 @@ class _SideMatch:
         side = ratio * self.base.height / math.cos(math.radians(pitch))
         return replace(self.base, pitch_deg=pitch, side_offset=side)
 
-    def score(self, rig: CameraRig | None) -> dict[str, float]:
-        """Mean correlation per side (``rig=None``: unwarped)."""
+    def score(self, rig: CameraRig | None, full_resolution: bool = False) -> dict[str, float]:
+        """Mean correlation per side over the seen pixels (``rig=None``: unwarped, every pixel)."""
         warp = None if rig is None else ViewWarp(rig)
         result = {}
-        for name, targets in self.sides.items():
+        for name in self.sides:
+            targets = self.sides[name] if full_resolution else self.sides_model[name]
+            seen = np.ones(self.sides[name][0].shape, bool) if warp is None else self.seen(warp, name)
+            if not full_resolution:
+                # A model pixel counts when all the frame pixels it averages were seen.
+                seen = self._small(seen.astype(np.float32)) > 0.999
             values = []
-            for centre, target in zip(self.centre, targets):
-                view = centre if warp is None else warp(centre, target=name)
-                a = view[self.top : self.bottom, self.margin : -self.margin].ravel()
-                b = target[:, self.margin : -self.margin].ravel()
-                if a.std() > 1e-6 and b.std() > 1e-6:
-                    values.append(float(np.corrcoef(a, b)[0, 1]))
+            if seen.sum() > 16:
+                for centre, target in zip(self.centre, targets):
+                    view = self._band(centre if warp is None else warp(centre, target=name))
+                    a = (view if full_resolution else self._small(view))[seen]
+                    b = target[seen]
+                    if a.std() > 1e-6 and b.std() > 1e-6:
+                        values.append(float(np.corrcoef(a, b)[0, 1]))
             result[name] = float(np.mean(values)) if values else float("nan")
         return result
 
@@ -152,7 +194,8 @@ class _SideMatch:
         horizon, ratio = params
         if not (-self.base.size[0] < horizon < self.top - 2) or not (0.01 < ratio < 5.0):
             return 2.0
-        return -float(np.mean(list(self.score(self.rig(horizon, ratio)).values())))
+        values = list(self.score(self.rig(horizon, ratio)).values())
+        return 2.0 if any(math.isnan(v) for v in values) else -float(np.mean(values))
 
 
 def calibrate(
@@ -207,9 +250,10 @@ def calibrate(
         rig, motion_match = _fit_focal(driving_log, get_profile(profile), rig, frames)
     side_match = match.score(rig)
     unwarped = match.score(None)
-    log.debug("calibrated %s: pitch %.2f deg, focal %.1f, side offset %.3f m, match %s (unwarped %s)", source,
-              rig.pitch_deg, rig.focal, rig.side_offset, side_match, unwarped)
-    return Calibration(rig, side_match, unwarped, len(chosen), source, motion_match)
+    full = match.score(rig, full_resolution=True)
+    log.debug("calibrated %s: pitch %.2f deg, focal %.1f, side offset %.3f m, match %s (unwarped %s, full "
+              "resolution %s)", source, rig.pitch_deg, rig.focal, rig.side_offset, side_match, unwarped, full)
+    return Calibration(rig, side_match, unwarped, len(chosen), source, motion_match, full)
 
 
 def _with_focal(rig: CameraRig, focal: float) -> CameraRig:

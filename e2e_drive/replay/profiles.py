@@ -17,8 +17,8 @@ one preset per kind of log:
     warp of ``udacity_sim_b`` frames with its calibrated camera; NVIDIA's 1 m
     off-centre on a 3.6 m lane scaled to it gives a 2.7 m intervention
     threshold. Camera: what ``e2e-drive calibrate`` fits on ``udacity_sim_a``
-    and ``_b`` (focal 112 / 116 px, pitch 10.1 / 9.5 degrees, side cameras
-    1.00 / 1.07 m off centre) for a camera 1.6 m above the road (assumed: the
+    and ``_b`` (focal 112 / 117 px, pitch 10.1 / 9.5 degrees, side cameras
+    1.02 / 1.05 m off centre) for a camera 1.6 m above the road (assumed: the
     metric scale is not observable from images); bonnet in the bottom ~23 rows.
 ``donkey``  A donkeycar (1/16 to 1/10 hobby car). Wheelbase 0.21 m (typical of
     the Exceed Magnet / 1/10 chassis the donkeycar docs list, 0.17-0.26 m),
