@@ -79,6 +79,8 @@ class TrainResult:
     epochs_run: int = 0
     stopped_early: bool = False
     cache: str = "none"
+    # best.keras driven closed loop through the validation span (``closed_loop_check``), when it can be.
+    closed_loop: dict[str, Any] | None = None
     model: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -384,26 +386,34 @@ def _exact_head_losses(logs: dict[str, float], targets: tuple[str, ...]) -> None
                 logs[f"{prefix}{target}_loss"] = rmse * rmse
 
 
-def _autonomy_parts(config: TrainConfig, val_log: DrivingLog) -> list[DrivingLog]:
-    """The validation span's recordings for ``select_by="autonomy"``, or none (with a warning: selection falls
-    back to the validation loss) when replay cannot drive them (no time stamps or speed) or under multiworker."""
+def _replayable_parts(config: TrainConfig, val_log: DrivingLog) -> tuple[list[DrivingLog], str | None]:
+    """The validation span's recordings, each on its own, when replay can drive them; else ``([], why not)``
+    (no validation rows, no time stamps or speed, or multiworker: each worker holds a share of the rows)."""
     from data_tools.errors import DataError
     from e2e_drive.replay import get_profile, reconstruct
 
-    if config.select_by != "autonomy" or not len(val_log):
-        return []
+    if not len(val_log):
+        return [], "no validation rows"
     if config.strategy == "multiworker":
-        log.warning("%s autonomy: not with --strategy multiworker (each worker holds a share of the validation "
-                    "rows, replay needs whole recordings): selecting by val_loss", flag("select_by"))
-        return []
+        return [], "not with --strategy multiworker (each worker holds a share of the validation rows, replay " \
+                   "needs whole recordings)"
     parts = [val_log[val_log.recording == r] for r in val_log.recordings]
     try:
         for part in parts:
             reconstruct(part, get_profile(config.car))
     except DataError as error:
-        log.warning("%s: --select-by autonomy cannot replay the validation rows (%s): selecting by val_loss",
-                    flag("select_by"), error)
+        return [], f"cannot replay the validation rows ({error})"
+    return parts, None
+
+
+def _autonomy_parts(config: TrainConfig, val_log: DrivingLog) -> list[DrivingLog]:
+    """The validation span's recordings for ``select_by="autonomy"``, or none (with a warning: selection falls
+    back to the validation loss) when replay cannot drive them."""
+    if config.select_by != "autonomy" or not len(val_log):
         return []
+    parts, why = _replayable_parts(config, val_log)
+    if why:
+        log.warning("%s autonomy: %s: selecting by val_loss", flag("select_by"), why)
     return parts
 
 
@@ -423,9 +433,11 @@ def _simulator_recordings(parts: list[DrivingLog]):
     return recordings
 
 
-def _autonomy_callback(config: TrainConfig, parts: list[DrivingLog], frame_shape: tuple[int, ...]):
-    import keras
-
+def _closed_loop_scorer(config: TrainConfig, parts: list[DrivingLog], frame_shape: tuple[int, ...]):
+    """``score(model, piece_seconds)``: the model driven closed loop on the validation recordings, as a dict
+    (``autonomy``, ``interventions``, ``elapsed_seconds``, ``mean_abs_offset``, ``max_abs_offset``, ``by``):
+    replayed through the recorded frames (``e2e_drive.replay``, the profile's car and camera), or, when every
+    recording was written by ``e2e-drive sim record``, the simulator driving their tracks."""
     from e2e_drive.models import steering_function
     from e2e_drive.replay import camera_for_size, get_profile, replay
     from e2e_drive.sim import drive
@@ -433,21 +445,34 @@ def _autonomy_callback(config: TrainConfig, parts: list[DrivingLog], frame_shape
     profile = get_profile(config.car)
     camera = camera_for_size(profile.camera, frame_shape[:2])
     simulated = _simulator_recordings(parts)
-    if simulated is not None:
-        tracks = sorted({r.track for r in simulated})
-        log.info("%s autonomy: the simulator drives track(s) %s closed loop (%g lap each), as recorded",
-                 flag("select_by"), ", ".join(map(str, tracks)), SIMULATED_LAPS)
+    tracks = sorted({r.track for r in simulated}) if simulated is not None else []
 
-    def score(model) -> tuple[float, int]:
-        """(autonomy, interventions) of ``model`` on the validation recordings."""
+    def score(model, piece_seconds: float | None = None) -> dict[str, Any]:
         if simulated is None:
             total = replay(parts, steering_function(model), camera=camera, profile=profile,
-                           piece_seconds=AUTONOMY_PIECE_SECONDS).total
-            return float(total.autonomy), int(total.interventions)
+                           piece_seconds=piece_seconds).total
+            return {"by": "replay", **{k: v for k, v in total.summary().items() if k != "source"}}
         first = simulated[0]
         results = drive(steering_function(model), tracks, laps=SIMULATED_LAPS, params=first.car, rig=first.rig,
                         fps=first.fps, progress=False)
-        return float(np.mean([r.autonomy for r in results])), int(sum(r.interventions for r in results))
+        return {"by": "simulator", "tracks": tracks, "autonomy": float(np.mean([r.autonomy for r in results])),
+                "interventions": int(sum(r.interventions for r in results)),
+                "elapsed_seconds": float(sum(r.elapsed_seconds for r in results)),
+                "mean_abs_offset": float(np.mean([r.mean_abs_offset for r in results])),
+                "max_abs_offset": float(max(r.max_abs_offset for r in results))}
+
+    score.simulated = simulated is not None
+    score.tracks = tracks
+    return score
+
+
+def _autonomy_callback(config: TrainConfig, parts: list[DrivingLog], frame_shape: tuple[int, ...]):
+    import keras
+
+    score = _closed_loop_scorer(config, parts, frame_shape)
+    if score.simulated:
+        log.info("%s autonomy: the simulator drives track(s) %s closed loop (%g lap each), as recorded",
+                 flag("select_by"), ", ".join(map(str, score.tracks)), SIMULATED_LAPS)
 
     class ValidationAutonomy(keras.callbacks.Callback):
         """Adds ``val_autonomy`` (and ``val_interventions``) to each epoch's logs, before the checkpoint reads
@@ -455,12 +480,30 @@ def _autonomy_callback(config: TrainConfig, parts: list[DrivingLog], frame_shape
         camera), or, for simulator recordings, driving their tracks in the simulator."""
 
         def on_epoch_end(self, epoch: int, logs=None) -> None:
-            autonomy, interventions = score(self.model)
+            result = score(self.model, AUTONOMY_PIECE_SECONDS)
             if logs is not None:
-                logs[AUTONOMY] = autonomy
-                logs["val_interventions"] = float(interventions)
+                logs[AUTONOMY] = float(result["autonomy"])
+                logs["val_interventions"] = float(result["interventions"])
 
     return ValidationAutonomy()
+
+
+def closed_loop_check(config: TrainConfig, val_log: DrivingLog, model_path: str | os.PathLike,
+                      frame_shape: tuple[int, ...]) -> dict[str, Any] | None:
+    """``best.keras`` driven closed loop through the whole validation span, as ``e2e-drive replay`` would
+    (whole segments, the car profile's camera), or by the simulator for its own recordings: how the model
+    drives on data it never trained on, before a car does. ``None`` (logged) when it cannot be driven."""
+    from e2e_drive.models import load_model
+
+    parts, why = _replayable_parts(config, val_log)
+    if why:
+        log.info("no closed-loop check of the validation span: %s", why)
+        return None
+    result = _closed_loop_scorer(config, parts, frame_shape)(load_model(model_path))
+    log.info("closed loop on the validation span (%s): %.1f%% autonomy, %d interventions in %.0f s, mean "
+             "|offset| %.2f m", result["by"], result["autonomy"], result["interventions"],
+             result["elapsed_seconds"], result["mean_abs_offset"])
+    return result
 
 
 def _tensorboard(run: RunDir) -> list:
@@ -608,6 +651,7 @@ def train(
     overwrite: bool = False,
     callbacks: Sequence[Any] = (),
     memory_budget: int | None = None,
+    check_closed_loop: bool = True,
     **options: Any,
 ) -> TrainResult:
     """Train PilotNet on ``data`` and write the run to ``out``.
@@ -622,6 +666,9 @@ def train(
         overwrite: replace the run in ``out``. Defaults to `False`.
         callbacks: extra Keras callbacks, run after the checkpoint. Defaults to `()`.
         memory_budget: bytes ``cache="auto"`` may keep in memory. Defaults to half the available memory.
+        check_closed_loop: after training, drive ``best.keras`` closed loop through the validation span
+            (``closed_loop_check``: replay, or the simulator for its own recordings) and return it as
+            ``TrainResult.closed_loop``. Defaults to `True`.
         **options: ``TrainConfig`` fields; defaults from ``TrainConfig``:
             epochs (10, a resumed run continues up to it), batch_size (64, per worker under multiworker),
             learning_rate (1e-3, Adam), activation ("elu"), conv ("keras"), dropout (0.0),
@@ -821,6 +868,9 @@ def train(
         if held:
             run.release()
 
+    closed_loop = None
+    if check_closed_loop and chief and len(full_val) and run.best_path.exists():
+        closed_loop = closed_loop_check(config, full_val, run.best_path, frame_shape)
     best_rmse = _best_val_rmse(history, monitor, config.targets)
     return TrainResult(
         run_dir=str(run.path),
@@ -835,5 +885,6 @@ def train(
         epochs_run=int(state["epoch"]),
         stopped_early=bool(state["stopped_early"]),
         cache=cache,
+        closed_loop=closed_loop,
         model=model,
     )

@@ -317,6 +317,52 @@ def test_select_by_autonomy_lets_the_simulator_drive_its_own_recordings(sim_reco
     assert result.history["val_interventions"][-1] == oracle.interventions
 
 
+def test_training_ends_with_best_keras_driven_through_the_validation_span(sim_recording, tmp_path, capsys):
+    import shutil
+
+    from data_tools import load_log
+    from deploy import load_predictor
+    from e2e_drive.cli import main
+    from e2e_drive.replay import replay
+
+    # The same drive as a plain log (no recording.json): the check replays the recorded frames.
+    folder = tmp_path / "log"
+    shutil.copytree(sim_recording, folder)
+    (folder / "recording.json").unlink()
+    log = load_log(folder)
+    assert round(0.2 * len(log)) == len(log) - math.floor(0.8 * len(log))  # the split is replay's --start 0.8
+    result = train([str(folder)], tmp_path / "run", epochs=1, batch_size=16, car="sim", verbose=0, cache="memory")
+    check = result.closed_loop
+    # The oracle: what `e2e-drive replay best.keras LOG --start 0.8` scores, through another predictor.
+    oracle = replay(folder, load_predictor(result.best_model_path), start=0.8, profile="sim").total
+    assert check["by"] == "replay" and check["frames"] == oracle.frames
+    assert check["interventions"] == oracle.interventions and check["autonomy"] == pytest.approx(oracle.autonomy)
+    assert check["mean_abs_offset"] == pytest.approx(oracle.mean_abs_offset, abs=1e-3)
+    assert check["elapsed_seconds"] == pytest.approx(oracle.elapsed_seconds)
+    # The CLI prints it after the run and puts it into --json.
+    code = main(["train", str(folder), "--out", str(tmp_path / "cli"), "--epochs", "1", "--batch-size", "16",
+                 "--car", "sim", "--quiet"])
+    assert code == 0 and "closed loop on the validation span (replay): " in capsys.readouterr().out
+    # Without a validation span there is nothing to drive.
+    assert train([str(folder)], tmp_path / "none", epochs=1, batch_size=16, car="sim", verbose=0,
+                 val_fraction=0.0).closed_loop is None
+
+
+def test_a_simulator_recording_is_checked_by_the_simulator(sim_recording, tmp_path):
+    from e2e_drive.models import load_model, steering_function
+    from e2e_drive.sim import drive, read_recording
+
+    recording = read_recording(sim_recording)
+    result = train([str(sim_recording)], tmp_path / "run", epochs=1, batch_size=16, car="sim", verbose=0,
+                   cache="memory")
+    oracle = drive(steering_function(load_model(result.best_model_path)), [7], laps=1.0, params=recording.car,
+                   rig=recording.rig, fps=recording.fps, progress=False)[0]
+    check = result.closed_loop
+    assert check["by"] == "simulator" and check["tracks"] == [7]
+    assert check["autonomy"] == pytest.approx(oracle.autonomy) and check["interventions"] == oracle.interventions
+    assert json.loads(json.dumps(result.to_dict()))["closed_loop"] == check
+
+
 def test_only_our_recordings_say_they_are_simulator_recordings(tmp_path, udacity_log):
     from e2e_drive.sim import read_recording
 
@@ -334,4 +380,4 @@ def test_select_by_autonomy_falls_back_to_val_loss_without_time_stamps(tmp_path,
                    cache="memory")
     assert AUTONOMY not in result.history
     assert json.loads((tmp_path / "run" / "state.json").read_text())["monitor"] == "val_loss"
-    assert "--select-by autonomy cannot replay" in caplog.text
+    assert "--select-by autonomy: cannot replay the validation rows" in caplog.text

@@ -192,6 +192,16 @@ def _val_summary(result) -> str:
     return text + (f" (throttle {throttle:.4f})" if throttle is not None else "")
 
 
+def _closed_loop_summary(result) -> str:
+    check = result.closed_loop
+    if not check:
+        return ""
+    where = "simulator, track(s) " + ", ".join(map(str, check["tracks"])) if check["by"] == "simulator" else "replay"
+    return (f"\nclosed loop on the validation span ({where}): {check['autonomy']:.1f}% autonomy, "
+            f"{check['interventions']} interventions in {check['elapsed_seconds']:.0f} s, mean |offset| "
+            f"{check['mean_abs_offset']:.2f} m")
+
+
 def run_train(args: argparse.Namespace) -> int:
     from e2e_drive.train import train
 
@@ -200,7 +210,7 @@ def run_train(args: argparse.Namespace) -> int:
         result = train(args.data, args.out, **train_options(args))
     emit(args, result.to_dict(),
          f"run {result.run_dir}: {result.epochs_run} epochs, {_val_summary(result)}, "
-         f"{result.train_seconds:.1f} s; best model {result.best_model_path}")
+         f"{result.train_seconds:.1f} s; best model {result.best_model_path}" + _closed_loop_summary(result))
     return 0
 
 
