@@ -87,13 +87,16 @@ def replay_summary(model, log: DrivingLog, camera=None, required: bool = False) 
     """The model's replay autonomy on ``log`` (``e2e_drive.replay.replay``), or why it could not be replayed."""
     from data_tools import DataError
     from e2e_drive.models import steering_function
-    from e2e_drive.replay import replay
+    from e2e_drive.replay import car_for_log, replay
 
     if not required and (np.isnan(log.timestamp).any() or np.isnan(log.speed).all()):
         return {"skipped": "the log has no time stamps or no speed to rebuild the driven path from"}
     try:
         # Pieces of 60 s run as one batch per step: one model call per step for the whole log.
-        return replay(log, steering_function(model), camera=camera, piece_seconds=60.0).summary()
+        # The car profile the data calls for (the simulator's own recordings: its car and camera).
+        car = car_for_log(log)
+        summary = replay(log, steering_function(model), camera=camera, profile=car, piece_seconds=60.0).summary()
+        return {"car": car, **summary}
     except DataError as error:
         if required:
             raise

@@ -179,6 +179,10 @@ def recipe_augmentation(config: TrainConfig, data_log: DrivingLog):
     from data_tools.augment import ViewpointShift, default_augmentation, pursuit_correction
     from e2e_drive.replay import CameraWarps, get_profile
 
+    if config.car is None:
+        from e2e_drive.replay import car_for_log
+
+        config = config.replace(car=car_for_log(data_log))
     profile = get_profile(config.car)
     speed = np.asarray(data_log.speed, np.float64) * profile.speed_scale
     moving = speed[np.isfinite(speed) & (speed > profile.min_speed)]
@@ -742,7 +746,13 @@ def train(
             run.check_resumable()
 
         keras.utils.set_random_seed(config.seed)  # the same initial weights on every worker
-        full_train, full_val = _split(config, load_log(data if data is not None else list(config.data)))
+        data_log = load_log(data if data is not None else list(config.data))
+        if config.car is None:
+            from e2e_drive.replay import car_for_log
+
+            config = config.replace(car=car_for_log(data_log))
+            log.info("car profile %s (from the data; --car to choose)", config.car)
+        full_train, full_val = _split(config, data_log)
         if transform is None and config.augment is True:
             transform = recipe_augmentation(config, full_train)
         if config.crop is not None and len(full_train):

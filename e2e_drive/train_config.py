@@ -44,7 +44,7 @@ VERBOSITY = (0, 1, 2)
 RESUMABLE_CHANGES = ("epochs", "verbose", "workers", "worker_processes", "cache", "cache_dir")
 # What a config.json written before each version's recipe options trained with: before 3 no keyboard smoothing,
 # the fixed 0.2 and selection by val_loss; before 4 no viewpoint shifts and one pass over the rows per epoch.
-LEGACY_RECIPE = {3: {"smooth_seconds": 0.0, "side_correction": 0.2, "select_by": "val_loss"},
+LEGACY_RECIPE = {3: {"smooth_seconds": 0.0, "side_correction": 0.2, "select_by": "val_loss", "car": "udacity"},
                  4: {"viewpoint_shift": 0.0, "epoch_samples": 0}}
 # Recorded from the data when the run starts, not options.
 RECORDED = ("version", "frame_shape", "num_train", "num_val")
@@ -98,7 +98,7 @@ class TrainConfig:
     side_correction: float | None = 0.2
     viewpoint_shift: float | None = None
     epoch_samples: int | None = None
-    car: str = "udacity"
+    car: str | None = None
     select_by: str = "last"
     early_stopping: int = 5
     strategy: str = "auto"
@@ -144,7 +144,8 @@ class TrainConfig:
         from e2e_drive.models import ACTIVATIONS, CONVS  # light: models imports Keras only inside functions
         from e2e_drive.replay.profiles import PROFILES  # here: it imports the simulator (OpenCV, SciPy), not Keras
 
-        _choice("car", self.car, tuple(PROFILES))
+        if self.car is not None:  # None: from the data (``e2e_drive.replay.car_for_log``), when the run starts
+            _choice("car", self.car, tuple(PROFILES))
         _choice("activation", self.activation, ACTIVATIONS)
         _choice("conv", self.conv, CONVS)
         _choice("strategy", self.strategy, STRATEGIES)

@@ -99,8 +99,11 @@ def test_evaluate_replays_the_model_on_a_log_with_time_and_speed(tmp_path):
     log = read_log(tmp_path / "rec")
     model = pilotnet((160, 320, 3), seed=0)
     report = evaluate(model, log)
-    expected = replay(log, steering_function(model), piece_seconds=60.0).summary()
+    # A simulator recording is replayed with the simulator's car and camera (its recording.json says so).
+    expected = replay(log, steering_function(model), piece_seconds=60.0, profile="sim").summary()
+    assert report["replay"]["car"] == "sim"
     assert report["replay"]["autonomy"] == pytest.approx(expected["autonomy"])
+    assert report["replay"]["mean_abs_offset"] == pytest.approx(expected["mean_abs_offset"])
     assert report["replay"]["frames"] == expected["frames"] > 0
     assert "replay (closed loop on the log): autonomy" in format_report(report)
     assert "replay" not in evaluate(model, log, replay=False)

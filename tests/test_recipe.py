@@ -204,6 +204,29 @@ def test_viewpoint_shift_joins_the_chain_with_the_cars_camera_and_pursuit(sim_re
                                                                            car.max_steer_deg), rel=1e-3)
 
 
+def test_the_car_profile_comes_from_the_data(sim_recording, tmp_path, tub, udacity_log, caplog):
+    from data_tools import load_log
+    from e2e_drive.replay import car_for_log
+
+    tub_folder = tub(tmp_path / "tub", records=11, per_catalog=5, deleted=())
+    plain = udacity_log(tmp_path / "log")
+    assert car_for_log(load_log(sim_recording)) == "sim"
+    assert car_for_log(load_log(tub_folder)) == "donkey"
+    assert car_for_log(load_log(plain)) == "udacity"
+    caplog.set_level(logging.WARNING, logger="e2e_drive.replay.profiles")
+    assert car_for_log(load_log([str(tub_folder), str(plain)])) == "udacity"
+    assert "mixes donkey and udacity recordings" in caplog.text
+    # A donkeycar tub trains with the donkey car's geometry: viewpoint shifts of half its 0.3 m threshold,
+    # not the Udacity car's 1.35 m (wider than a donkeycar lane); the resolved car is saved with the run.
+    donkey = get_profile("donkey")
+    chain = recipe_augmentation(TrainConfig(), load_log(tub_folder))
+    shift = next(t for t in chain.transforms if isinstance(t, ViewpointShift))
+    assert shift.max_lateral == pytest.approx(0.5 * donkey.intervention_offset) and shift.max_lateral < 0.2
+    train([str(tub_folder)], tmp_path / "run", epochs=1, batch_size=4, verbose=0, cache="memory")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["car"] == "donkey"
+    train([str(tub_folder)], tmp_path / "run", epochs=2, verbose=0, resume=True)  # saved car kept
+
+
 def test_small_logs_get_epochs_of_min_epoch_samples(monkeypatch, tmp_path):
     import e2e_drive.train as train_module
     from e2e_drive.models import load_model

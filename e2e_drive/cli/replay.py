@@ -73,7 +73,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     replay.add_argument("--video", metavar="OUT.mp4", help="write the driver's view with steering and offset")
     replay.add_argument("--car", choices=CAR_PROFILES, default=None,
                         help="car profile: wheelbase, wheel angle, speed unit, road width, camera (default: "
-                        "udacity for Udacity logs, donkey for tubs)")
+                        "sim for `e2e-drive sim record` folders, donkey for tubs, else udacity)")
     replay.add_argument("--speed", type=positive_float, metavar="M/S",
                         help="speed in metres per second, for logs without a speed column (tubs)")
     replay.add_argument("--max-offset", type=positive_float, metavar="METRES",
@@ -105,11 +105,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 
 def _default_profile(logs: list[str]) -> str:
-    from data_tools.read import log_kind
-    from pathlib import Path
+    from data_tools import load_log
+    from e2e_drive.replay import car_for_log
 
-    kinds = {log_kind(Path(p)) for p in logs}
-    return "donkey" if kinds == {"tub"} else "udacity"
+    return car_for_log(load_log(logs))
 
 
 def run_replay(args: argparse.Namespace) -> int:

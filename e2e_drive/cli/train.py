@@ -107,7 +107,9 @@ def register(commands, common: argparse.ArgumentParser) -> None:
                        help="samples per epoch: a smaller log serves its rows several times, freshly augmented; "
                        "0: each row once (default: 12000, at most 8 passes over the rows)")
     train.add_argument("--car", choices=CAR_PROFILES, default=None,
-                       help="car and camera profile (replay, derived corrections) (default udacity)")
+                       help="car and camera profile: wheelbase, camera, road width for viewpoint shifts, derived "
+                       "corrections and replay (default: from the data: sim for `e2e-drive sim record` folders, "
+                       "donkey for donkeycar tubs, else udacity)")
     train.add_argument("--select-by", choices=SELECT_BY, default=None,
                        help="which epoch becomes best.keras: the last (no early stopping), the lowest val loss, "
                        "or the most replay autonomy on the validation span (needs time stamps and speed; "

@@ -35,8 +35,12 @@ one preset per kind of log:
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from e2e_drive.sim.car import CarParams
 from e2e_drive.sim.render import CameraRig
@@ -44,6 +48,8 @@ from e2e_drive.sim.track import INTERVENTION_FRACTION
 
 MPH = 0.44704  # metres per second in one mile per hour
 SPEED_UNITS = {"mph": MPH, "m/s": 1.0, "km/h": 1.0 / 3.6}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,27 @@ PROFILES: dict[str, CarProfile] = {
     ),
     "sim": CarProfile("sim", CarParams(), "mph", 7.25),
 }
+
+
+def car_for_log(driving_log) -> str:
+    """The profile that fits a ``DrivingLog``'s recordings: ``sim`` when every one was written by
+    ``e2e-drive sim record`` (its ``recording.json``), ``donkey`` when every one is a donkeycar tub, else
+    ``udacity`` (with a warning when the recordings are of different kinds)."""
+    from e2e_drive.sim.record import read_recording  # the simulator's file format; profiles only need the car
+
+    kinds = set()
+    for recording in driving_log.recordings:
+        source = str(driving_log.source[int(np.flatnonzero(driving_log.recording == recording)[0])])
+        if read_recording(os.path.dirname(source)) is not None:
+            kinds.add("sim")
+        else:
+            kinds.add("donkey" if source.endswith(".catalog") else "udacity")
+    if len(kinds) == 1:
+        return kinds.pop()
+    if kinds:
+        log.warning("the log mixes %s recordings: using the udacity car profile (choose one with --car)",
+                    " and ".join(sorted(kinds)))
+    return "udacity"
 
 
 def get_profile(name: str | CarProfile) -> CarProfile:
