@@ -171,8 +171,9 @@ def recipe_augmentation(config: TrainConfig, data_log: DrivingLog):
     - Side cameras: ``config.side_correction``, or when ``None`` the pure pursuit back from the side cameras'
       offset (``side_camera_correction``).
     - ``ViewpointShift`` after the camera choice unless ``viewpoint_metres(config)`` is 0: the frame seen from
-      up to that far to either side and ``VIEWPOINT_HEADING`` radians turned (the profile's camera,
-      ``e2e_drive.replay``'s warp), labelled with the pure pursuit back (``pursuit_correction``).
+      up to that far to either side and ``VIEWPOINT_HEADING`` radians turned (``training_camera``: the
+      calibration ``config.camera`` or the profile's camera; ``e2e_drive.replay``'s warp), labelled with the
+      pure pursuit back (``pursuit_correction``).
     """
     from functools import partial
 
@@ -189,21 +190,36 @@ def recipe_augmentation(config: TrainConfig, data_log: DrivingLog):
     speed = float(np.median(moving)) if len(moving) else profile.car.speed
     correct = partial(pursuit_correction, speed=speed, wheelbase=profile.car.wheelbase,
                       max_steer_deg=profile.car.max_steer_deg)
+    rig = training_camera(config, data_log)
     correction = config.side_correction
     if correction is None:
-        correction = correct(profile.camera.side_offset, 0.0)
+        correction = correct(rig.side_offset, 0.0)
         log.info("side cameras: steering correction %.3f (the %s car's pure pursuit back from %.2f m at "
-                 "%.1f m/s)", correction, profile.name, profile.camera.side_offset, speed)
+                 "%.1f m/s)", correction, profile.name, rig.side_offset, speed)
     chain = default_augmentation(correction=correction)
     shift = viewpoint_metres(config)
     if shift > 0:
-        rig = profile.camera
         chain.transforms.insert(1, ViewpointShift(
             CameraWarps(rig), correct, max_lateral=shift, max_heading=VIEWPOINT_HEADING,
             camera_offsets={"left": rig.side_offset, "right": -rig.side_offset}, p=VIEWPOINT_PROBABILITY))
         log.info("viewpoint shifts: up to %.2f m and %.2f rad, labelled with the %s car's pure pursuit at %.1f m/s",
                  shift, VIEWPOINT_HEADING, profile.name, speed)
     return chain
+
+
+def training_camera(config: TrainConfig, data_log: DrivingLog):
+    """The camera of the run's viewpoint shifts, side correction and closed-loop checks: the calibration
+    ``config.camera`` (``e2e-drive calibrate``; refused, naming the file, when it is for another frame size than
+    the log's) or the car profile's."""
+    from e2e_drive.replay import get_profile, resolve_camera
+
+    profile = get_profile(config.car or "udacity")
+    if config.camera is None:
+        return profile.camera
+    from data_tools.frames import image_size
+
+    width, height = image_size(data_log.images["center"][0])
+    return resolve_camera(config.camera, profile, (height, width), data_log.describe(0))
 
 
 def viewpoint_metres(config: TrainConfig) -> float:
@@ -440,14 +456,16 @@ def _simulator_recordings(parts: list[DrivingLog]):
 def _closed_loop_scorer(config: TrainConfig, parts: list[DrivingLog], frame_shape: tuple[int, ...]):
     """``score(model, piece_seconds)``: the model driven closed loop on the validation recordings, as a dict
     (``autonomy``, ``interventions``, ``elapsed_seconds``, ``mean_abs_offset``, ``max_abs_offset``, ``by``):
-    replayed through the recorded frames (``e2e_drive.replay``, the profile's car and camera), or, when every
+    replayed through the recorded frames (``e2e_drive.replay``, the profile's car, ``config.camera`` or the
+    profile's camera), or, when every
     recording was written by ``e2e-drive sim record``, the simulator driving their tracks."""
     from e2e_drive.models import steering_function
     from e2e_drive.replay import camera_for_size, get_profile, replay
     from e2e_drive.sim import drive
 
     profile = get_profile(config.car)
-    camera = camera_for_size(profile.camera, frame_shape[:2])
+    camera = (camera_for_size(profile.camera, frame_shape[:2]) if config.camera is None
+              else training_camera(config, parts[0]))
     simulated = _simulator_recordings(parts)
     tracks = sorted({r.track for r in simulated}) if simulated is not None else []
 
@@ -495,7 +513,7 @@ def _autonomy_callback(config: TrainConfig, parts: list[DrivingLog], frame_shape
 def closed_loop_check(config: TrainConfig, val_log: DrivingLog, model_path: str | os.PathLike,
                       frame_shape: tuple[int, ...]) -> dict[str, Any] | None:
     """``best.keras`` driven closed loop through the whole validation span, as ``e2e-drive replay`` would
-    (whole segments, the car profile's camera), or by the simulator for its own recordings: how the model
+    (whole segments, ``--camera`` or the car profile's camera), or by the simulator for its own recordings: how the model
     drives on data it never trained on, before a car does. ``None`` (logged) when it cannot be driven."""
     from e2e_drive.models import load_model
 
@@ -752,6 +770,8 @@ def train(
 
             config = config.replace(car=car_for_log(data_log))
             log.info("car profile %s (from the data; --car to choose)", config.car)
+        if config.camera is not None and len(data_log):
+            training_camera(config, data_log)  # a bad calibration fails now, not after the epochs
         full_train, full_val = _split(config, data_log)
         if transform is None and config.augment is True:
             transform = recipe_augmentation(config, full_train)

@@ -8,7 +8,8 @@ reads it back: options not given come from it, and options that would change wha
 Every validation error names the command-line flag, e.g. ``--lr: expected a finite number > 0, got nan``.
 
 Versions: 2 added ``targets`` and ``loss_weights`` (issue 13); 3 the recipe's label smoothing, side correction,
-car profile and selection; 4 ``viewpoint_shift`` and ``epoch_samples`` (issue 12). An older file still loads,
+car profile and selection; 4 ``viewpoint_shift`` and ``epoch_samples`` (issue 12); 5 ``camera`` (a calibration
+for the viewpoint shifts and the closed-loop checks). An older file still loads,
 with what that run trained with for the fields it lacks (``LEGACY_RECIPE``: a resumed run trains on as it
 began), and is written back as the current version.
 
@@ -30,10 +31,10 @@ from typing import Any, Sequence
 
 from data_tools.log import TARGETS
 
-CONFIG_VERSION = 4
+CONFIG_VERSION = 5
 # Versions this code reads, each with the fields it introduced (absent from older files: their defaults apply).
 FIELDS_SINCE = {1: (), 2: ("targets", "loss_weights"), 3: ("smooth_seconds", "side_correction", "car", "select_by"),
-                4: ("viewpoint_shift", "epoch_samples")}
+                4: ("viewpoint_shift", "epoch_samples"), 5: ("camera",)}
 STRATEGIES = ("auto", "mirrored", "multiworker")
 CACHE_MODES = ("auto", "memory", "disk", "none")
 SELECT_BY = ("last", "val_loss", "autonomy")
@@ -99,6 +100,7 @@ class TrainConfig:
     viewpoint_shift: float | None = None
     epoch_samples: int | None = None
     car: str | None = None
+    camera: str | None = None
     select_by: str = "last"
     early_stopping: int = 5
     strategy: str = "auto"
@@ -154,6 +156,10 @@ class TrainConfig:
         if self.verbose not in VERBOSITY or isinstance(self.verbose, bool):
             raise TrainConfigError(f"--verbose: expected 0, 1 or 2, got {self.verbose!r}")
         set_("verbose", int(self.verbose))
+        if self.camera is not None:
+            if not isinstance(self.camera, (str, os.PathLike)) or not os.fspath(self.camera):
+                raise TrainConfigError(f"--camera: expected a camera calibration JSON file, got {self.camera!r}")
+            set_("camera", os.fspath(self.camera))
         if self.cache_dir is not None:
             if not isinstance(self.cache_dir, (str, os.PathLike)) or not os.fspath(self.cache_dir):
                 raise TrainConfigError(f"--cache-dir: expected a folder path, got {self.cache_dir!r}")

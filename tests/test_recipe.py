@@ -227,6 +227,48 @@ def test_the_car_profile_comes_from_the_data(sim_recording, tmp_path, tub, udaci
     train([str(tub_folder)], tmp_path / "run", epochs=2, verbose=0, resume=True)  # saved car kept
 
 
+def test_a_camera_calibration_drives_the_shifts_the_correction_and_the_closed_loop_check(sim_recording, tmp_path):
+    import dataclasses
+    import shutil
+
+    from data_tools import DataError, load_log
+    from deploy import load_predictor
+    from e2e_drive.replay import load_camera, replay, rig_to_json
+
+    folder = tmp_path / "log"
+    shutil.copytree(sim_recording, folder)
+    (folder / "recording.json").unlink()  # a plain three-camera log: the check replays it
+    log = load_log(folder)
+    # A calibration unlike the sim profile's camera (side cameras 0.8 m off centre, another pitch).
+    rig = dataclasses.replace(CameraRig(), side_offset=0.8, pitch_deg=9.0)
+    camera = tmp_path / "camera.json"
+    camera.write_text(json.dumps({"camera": rig_to_json(rig)}))
+    config = TrainConfig(car="sim", camera=str(camera), side_correction=None)
+    chain = recipe_augmentation(config, log)
+    shift = next(t for t in chain.transforms if isinstance(t, ViewpointShift))
+    choose = next(t for t in chain.transforms if isinstance(t, ChooseCamera))
+    assert shift.warp.rig == load_camera(camera) and shift.camera_offsets == {"left": 0.8, "right": -0.8}
+    car = CarParams()
+    speed = float(np.median(log.speed[log.speed > 1])) * 0.44704
+    assert choose.correction == pytest.approx(side_camera_correction(0.8, speed, car.wheelbase, car.max_steer_deg),
+                                              rel=1e-2)
+    result = train([str(folder)], tmp_path / "run", epochs=1, batch_size=16, car="sim", camera=str(camera),
+                   verbose=0, cache="memory")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["camera"] == str(camera)
+    oracle = replay(folder, load_predictor(result.best_model_path), start=0.8, profile="sim", camera=camera).total
+    assert result.closed_loop["frames"] == oracle.frames
+    assert result.closed_loop["mean_abs_offset"] == pytest.approx(oracle.mean_abs_offset, abs=1e-3)
+    with pytest.raises(Exception, match="--camera: saved .*camera.json, given .*other.json"):
+        train([str(folder)], tmp_path / "run", epochs=2, camera=str(tmp_path / "other.json"), resume=True,
+              verbose=0)
+    # A calibration of another frame size is refused before any training, naming the file.
+    small = tmp_path / "small.json"
+    small.write_text(json.dumps({"camera": rig_to_json(dataclasses.replace(rig, size=(120, 160)))}))
+    with pytest.raises(DataError, match=r"small\.json: the camera calibration is for 160x120 frames"):
+        train([str(folder)], tmp_path / "small_run", epochs=1, camera=str(small), car="sim", verbose=0)
+    assert not (tmp_path / "small_run").exists()
+
+
 def test_small_logs_get_epochs_of_min_epoch_samples(monkeypatch, tmp_path):
     import e2e_drive.train as train_module
     from e2e_drive.models import load_model
@@ -274,16 +316,22 @@ def test_recipe_options_are_validated_with_their_flags():
     assert TrainConfig.from_json(config.to_json()) == config
     since_3 = ("smooth_seconds", "side_correction", "car", "select_by")
     since_4 = ("viewpoint_shift", "epoch_samples")
-    older = {**{k: v for k, v in TrainConfig().to_dict().items() if k not in since_3 + since_4}, "version": 2}
+    since_5 = ("camera",)
+    older = {**{k: v for k, v in TrainConfig().to_dict().items() if k not in since_3 + since_4 + since_5},
+             "version": 2}
     resumed = TrainConfig.from_dict(older)  # a run saved before these options resumes as it was trained
     assert (resumed.smooth_seconds, resumed.side_correction) == (0.0, 0.2)
     assert (resumed.viewpoint_shift, resumed.epoch_samples) == (0.0, 0)
-    version_3 = {**{k: v for k, v in config.to_dict().items() if k not in since_4}, "version": 3}
+    version_3 = {**{k: v for k, v in config.to_dict().items() if k not in since_4 + since_5}, "version": 3}
     resumed = TrainConfig.from_dict(version_3)
     assert (resumed.smooth_seconds, resumed.select_by) == (0.4, "autonomy")  # its own recipe options are kept
     assert (resumed.viewpoint_shift, resumed.epoch_samples) == (0.0, 0)
     with pytest.raises(TrainConfigError, match="version 3 has no field.*viewpoint_shift"):
         TrainConfig.from_dict({**version_3, "viewpoint_shift": 1.0})
+    with pytest.raises(TrainConfigError, match="version 4 has no field.*camera"):
+        TrainConfig.from_dict({**version_3, "version": 4, "camera": "c.json"})
+    with pytest.raises(TrainConfigError, match="--camera"):
+        TrainConfig(camera="")
     with pytest.raises(TrainConfigError, match="--viewpoint-shift"):
         TrainConfig(viewpoint_shift=-1.0)
     with pytest.raises(TrainConfigError, match="--epoch-samples"):

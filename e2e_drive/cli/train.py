@@ -38,7 +38,7 @@ TRAIN_OPTIONS = {
     "strategy": "strategy", "mixed_precision": "mixed_precision", "cache": "cache", "cache_dir": "cache_dir",
     "overwrite": "overwrite", "targets": "targets", "loss_weights": "loss_weights",
     "smooth_seconds": "smooth_seconds", "side_correction": "side_correction", "car": "car", "select_by": "select_by",
-    "viewpoint_shift": "viewpoint_shift", "epoch_samples": "epoch_samples",
+    "viewpoint_shift": "viewpoint_shift", "epoch_samples": "epoch_samples", "camera": "camera",
 }
 
 
@@ -110,6 +110,9 @@ def register(commands, common: argparse.ArgumentParser) -> None:
                        help="car and camera profile: wheelbase, camera, road width for viewpoint shifts, derived "
                        "corrections and replay (default: from the data: sim for `e2e-drive sim record` folders, "
                        "donkey for donkeycar tubs, else udacity)")
+    train.add_argument("--camera", metavar="CAMERA.json", default=None,
+                       help="camera calibration (e2e-drive calibrate) for the viewpoint shifts, the derived side "
+                       "correction and the closed-loop checks (default: --car's camera)")
     train.add_argument("--select-by", choices=SELECT_BY, default=None,
                        help="which epoch becomes best.keras: the last (no early stopping), the lowest val loss, "
                        "or the most replay autonomy on the validation span (needs time stamps and speed; "

@@ -18,7 +18,8 @@ Example:
 from __future__ import annotations
 
 from e2e_drive.replay.camera import Calibration, calibrate, load_camera, rig_to_json
-from e2e_drive.replay.drive import Driver, Predictor, ReplayReport, ReplayResult, parse_driver, replay
+from e2e_drive.replay.drive import (Driver, Predictor, ReplayReport, ReplayResult, parse_driver, replay,
+                                    resolve_camera)
 from e2e_drive.replay.profiles import PROFILES, CarProfile, camera_for_size, car_for_log, get_profile
 from e2e_drive.replay.trajectory import Trajectory, reconstruct
 from e2e_drive.replay.warp import CameraWarps, ViewWarp
@@ -26,5 +27,5 @@ from e2e_drive.replay.warp import CameraWarps, ViewWarp
 __all__ = [
     "PROFILES", "Calibration", "CarProfile", "Driver", "Predictor", "ReplayReport", "ReplayResult", "Trajectory",
     "CameraWarps", "ViewWarp", "calibrate", "camera_for_size", "car_for_log", "get_profile", "load_camera", "parse_driver", "reconstruct",
-    "replay", "rig_to_json",
+    "replay", "resolve_camera", "rig_to_json",
 ]

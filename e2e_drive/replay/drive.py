@@ -104,8 +104,11 @@ def parse_driver(text: str) -> Driver:
     return text
 
 
-def _camera_for(rig: CameraRig | str | os.PathLike | None, profile: CarProfile, frame_size: tuple[int, int],
-                source: str) -> CameraRig:
+def resolve_camera(rig: CameraRig | str | os.PathLike | None, profile: CarProfile, frame_size: tuple[int, int],
+                   source: str) -> CameraRig:
+    """The camera for frames of ``frame_size`` (rows, columns) from ``source``: a rig, a calibration JSON (which
+    must be for that frame size: a ``DataError`` naming the file otherwise), or ``None`` for the profile's camera
+    scaled to the frames (with a warning)."""
     if rig is None:
         log.warning("%s: no camera calibration given: using the %s profile's camera (run e2e-drive calibrate on a "
                     "log with side cameras, or pass --camera CAMERA.json)", source, profile.name)
@@ -183,7 +186,7 @@ def replay(
     rig = None
     if sees_frames:
         first = read_frame(loaded[0].images["center"][0], where=loaded[0].describe(0))
-        rig = _camera_for(camera, profile, first.shape[:2], trajectories[0].source)
+        rig = resolve_camera(camera, profile, first.shape[:2], trajectories[0].source)
         for driving_log in loaded[1:]:
             size = read_frame(driving_log.images["center"][0], where=driving_log.describe(0)).shape[:2]
             if size != tuple(rig.size):
