@@ -522,7 +522,7 @@ def closed_loop_check(config: TrainConfig, val_log: DrivingLog, model_path: str 
         log.info("no closed-loop check of the validation span: %s", why)
         return None
     result = _closed_loop_scorer(config, parts, frame_shape)(load_model(model_path))
-    log.info("closed loop on the validation span (%s): %.1f%% autonomy, %d interventions in %.0f s, mean "
+    log.debug("closed loop on the validation span (%s): %.1f%% autonomy, %d interventions in %.0f s, mean "
              "|offset| %.2f m", result["by"], result["autonomy"], result["interventions"],
              result["elapsed_seconds"], result["mean_abs_offset"])
     return result
