@@ -36,10 +36,10 @@ from e2e_drive.train_config import TrainConfig, TrainConfigError
 
 log = logging.getLogger(__name__)
 
-CONFIG, STATE, HISTORY, PLOT, BEST, LAST, LOGS = (
-    "config.json", "state.json", "history.csv", "loss.png", "best.keras", "last.keras", "logs")
+CONFIG, STATE, HISTORY, PLOT, BEST, LAST, LOGS, CLOSED_LOOP = (
+    "config.json", "state.json", "history.csv", "loss.png", "best.keras", "last.keras", "logs", "closed_loop.json")
 # Everything a run writes: a folder holding any of these holds a run.
-ARTIFACTS = (CONFIG, STATE, HISTORY, PLOT, BEST, LAST, LOGS)
+ARTIFACTS = (CONFIG, STATE, HISTORY, PLOT, BEST, LAST, LOGS, CLOSED_LOOP)
 LOCK = "train.lock"
 _EMPTY_LOCK_GRACE_S = 10.0  # a lock file still empty after this long was left by a process killed mid-create
 
@@ -206,6 +206,10 @@ class RunDir:
         if not isinstance(state, dict) or not isinstance(state.get("epoch"), int) or state["epoch"] < 0:
             raise RunDirError(f"{path}: expected an object with a whole 'epoch' >= 0, got {str(state)[:200]}")
         return state
+
+    def write_closed_loop(self, result: dict[str, Any]) -> None:
+        """``closed_loop.json``: how ``best.keras`` drove the validation span (``train.closed_loop_check``)."""
+        atomic.write_json(self.path / CLOSED_LOOP, result)
 
     def write_state(self, state: dict[str, Any]) -> None:
         atomic.write_json(self.path / STATE, state)

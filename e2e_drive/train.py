@@ -751,6 +751,7 @@ def train(
 
     created = chief and not run.path.exists()
     held = False
+    closed_loop = None
     previous_policy = keras.mixed_precision.global_policy().name
     try:
         if chief:
@@ -885,6 +886,10 @@ def train(
                 _fit(model, train_ds, val_ds, config, initial_epoch, all_callbacks, verbose)
             seconds = time.perf_counter() - start
             state = progress_state(history, monitor, config.early_stopping, config.epochs)
+        if check_closed_loop and chief and len(full_val) and run.best_path.exists():
+            closed_loop = closed_loop_check(config, full_val, run.best_path, frame_shape)
+            if closed_loop is not None:
+                run.write_closed_loop(closed_loop)  # under the lock, with the model it scores
     except BaseException:
         if held:
             run.release()
@@ -898,9 +903,6 @@ def train(
         if held:
             run.release()
 
-    closed_loop = None
-    if check_closed_loop and chief and len(full_val) and run.best_path.exists():
-        closed_loop = closed_loop_check(config, full_val, run.best_path, frame_shape)
     best_rmse = _best_val_rmse(history, monitor, config.targets)
     return TrainResult(
         run_dir=str(run.path),

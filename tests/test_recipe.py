@@ -410,6 +410,7 @@ def test_training_ends_with_best_keras_driven_through_the_validation_span(sim_re
     assert check["interventions"] == oracle.interventions and check["autonomy"] == pytest.approx(oracle.autonomy)
     assert check["mean_abs_offset"] == pytest.approx(oracle.mean_abs_offset, abs=1e-3)
     assert check["elapsed_seconds"] == pytest.approx(oracle.elapsed_seconds)
+    assert json.loads((tmp_path / "run" / "closed_loop.json").read_text()) == json.loads(json.dumps(check))
     # The CLI prints it after the run and puts it into --json.
     code = main(["train", str(folder), "--out", str(tmp_path / "cli"), "--epochs", "1", "--batch-size", "16",
                  "--car", "sim", "--quiet"])
