@@ -79,7 +79,8 @@ class TrainResult:
     epochs_run: int = 0
     stopped_early: bool = False
     cache: str = "none"
-    # best.keras driven closed loop through the validation span (``closed_loop_check``), when it can be.
+    # best.keras driven closed loop through the validation span (``closed_loop_check``), or {"skipped": why};
+    # None without validation rows or with check_closed_loop=False.
     closed_loop: dict[str, Any] | None = None
     model: Any = field(default=None, repr=False, compare=False)
 
@@ -514,13 +515,13 @@ def closed_loop_check(config: TrainConfig, val_log: DrivingLog, model_path: str 
                       frame_shape: tuple[int, ...]) -> dict[str, Any] | None:
     """``best.keras`` driven closed loop through the whole validation span, as ``e2e-drive replay`` would
     (whole segments, ``--camera`` or the car profile's camera), or by the simulator for its own recordings: how the model
-    drives on data it never trained on, before a car does. ``None`` (logged) when it cannot be driven."""
+    drives on data it never trained on, before a car does. ``{"skipped": why}`` when it cannot be driven."""
     from e2e_drive.models import load_model
 
     parts, why = _replayable_parts(config, val_log)
     if why:
-        log.info("no closed-loop check of the validation span: %s", why)
-        return None
+        log.debug("no closed-loop check of the validation span: %s", why)
+        return {"skipped": why}
     result = _closed_loop_scorer(config, parts, frame_shape)(load_model(model_path))
     log.debug("closed loop on the validation span (%s): %.1f%% autonomy, %d interventions in %.0f s, mean "
              "|offset| %.2f m", result["by"], result["autonomy"], result["interventions"],
@@ -888,7 +889,7 @@ def train(
             state = progress_state(history, monitor, config.early_stopping, config.epochs)
         if check_closed_loop and chief and len(full_val) and run.best_path.exists():
             closed_loop = closed_loop_check(config, full_val, run.best_path, frame_shape)
-            if closed_loop is not None:
+            if "skipped" not in closed_loop:
                 run.write_closed_loop(closed_loop)  # under the lock, with the model it scores
     except BaseException:
         if held:

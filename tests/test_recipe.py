@@ -453,3 +453,5 @@ def test_select_by_autonomy_falls_back_to_val_loss_without_time_stamps(tmp_path,
     assert AUTONOMY not in result.history
     assert json.loads((tmp_path / "run" / "state.json").read_text())["monitor"] == "val_loss"
     assert "--select-by autonomy: cannot replay the validation rows" in caplog.text
+    assert "no time stamp" in result.closed_loop["skipped"]  # and says why the run has no closed-loop check
+    assert not (tmp_path / "run" / "closed_loop.json").exists()

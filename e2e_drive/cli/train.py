@@ -201,6 +201,8 @@ def _closed_loop_summary(result) -> str:
     check = result.closed_loop
     if not check:
         return ""
+    if "skipped" in check:
+        return f"\nno closed-loop check of the validation span: {check['skipped']}"
     where = "simulator, track(s) " + ", ".join(map(str, check["tracks"])) if check["by"] == "simulator" else "replay"
     return (f"\nclosed loop on the validation span ({where}): {check['autonomy']:.1f}% autonomy, "
             f"{check['interventions']} interventions in {check['elapsed_seconds']:.0f} s, mean |offset| "
