@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from data_tools.log import DrivingLog
-from e2e_drive.run_dir import BEST, LAST, STATE, RunDir, RunDirError
+from e2e_drive.run_dir import BEST, CLOSED_LOOP, LAST, STATE, RunDir, RunDirError
 from e2e_drive.train_config import RESUMABLE_CHANGES, STRATEGIES, TrainConfig, flag
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ def training_camera(config: TrainConfig, data_log: DrivingLog):
     the log's) or the car profile's."""
     from e2e_drive.replay import get_profile, resolve_camera
 
-    profile = get_profile(config.car or "udacity")
+    profile = get_profile(config.car or "udacity")  # an unresolved car (train resolves it first): the default
     if config.camera is None:
         return profile.camera
     from data_tools.frames import image_size
@@ -230,7 +230,7 @@ def viewpoint_metres(config: TrainConfig) -> float:
         return float(config.viewpoint_shift)
     from e2e_drive.replay import get_profile
 
-    return VIEWPOINT_FRACTION * get_profile(config.car).intervention_offset
+    return VIEWPOINT_FRACTION * get_profile(config.car or "udacity").intervention_offset
 
 
 def epoch_repeat(config: TrainConfig, rows: int) -> int:
@@ -419,6 +419,8 @@ def _replayable_parts(config: TrainConfig, val_log: DrivingLog) -> tuple[list[Dr
         return [], "not with --strategy multiworker (each worker holds a share of the validation rows, replay " \
                    "needs whole recordings)"
     parts = [val_log[val_log.recording == r] for r in val_log.recordings]
+    if _simulator_recordings(parts) is not None:
+        return parts, None  # the simulator drives their tracks: no path to rebuild (a tub of them has no speed)
     try:
         for part in parts:
             reconstruct(part, get_profile(config.car))
@@ -513,16 +515,24 @@ def _autonomy_callback(config: TrainConfig, parts: list[DrivingLog], frame_shape
 
 def closed_loop_check(config: TrainConfig, val_log: DrivingLog, model_path: str | os.PathLike,
                       frame_shape: tuple[int, ...]) -> dict[str, Any] | None:
-    """``best.keras`` driven closed loop through the whole validation span, as ``e2e-drive replay`` would
-    (whole segments, ``--camera`` or the car profile's camera), or by the simulator for its own recordings: how the model
-    drives on data it never trained on, before a car does. ``{"skipped": why}`` when it cannot be driven."""
+    """``best.keras`` driven closed loop through the whole validation span (rows it never trained on, with
+    their recorded labels, not the smoothed ones it trained on) as ``e2e-drive replay`` scores it (whole
+    segments, ``--camera`` or the car profile's camera); for the simulator's own recordings the simulator drives
+    their tracks one lap (the whole track: the model trained on most of it). How the model drives, before a car
+    does; ``{"skipped": why}`` when it cannot be driven (a run's result is never lost to its check).
+    """
+    from data_tools.errors import DataError
     from e2e_drive.models import load_model
 
     parts, why = _replayable_parts(config, val_log)
     if why:
         log.debug("no closed-loop check of the validation span: %s", why)
         return {"skipped": why}
-    result = _closed_loop_scorer(config, parts, frame_shape)(load_model(model_path))
+    try:
+        result = _closed_loop_scorer(config, parts, frame_shape)(load_model(model_path))
+    except (DataError, ValueError) as error:
+        log.warning("no closed-loop check of the validation span: %s", error)
+        return {"skipped": str(error)}
     log.debug("closed loop on the validation span (%s): %.1f%% autonomy, %d interventions in %.0f s, mean "
              "|offset| %.2f m", result["by"], result["autonomy"], result["interventions"],
              result["elapsed_seconds"], result["mean_abs_offset"])
@@ -709,8 +719,10 @@ def train(
             half the car profile's intervention offset, 1.35 m for udacity; metres; 0: off — PilotNet's
             shift-and-rotate augmentation, ``recipe_augmentation``), epoch_samples (None: ``MIN_EPOCH_SAMPLES``,
             a smaller log serving its rows several times per epoch, freshly augmented, at most
-            ``MAX_EPOCH_REPEAT`` times; N: N samples; 0: each row once), car ("udacity": the
-            ``e2e_drive.replay`` profile of the car and camera), select_by ("last": best.keras is the last
+            ``MAX_EPOCH_REPEAT`` times; N: N samples; 0: each row once), car (None: from the data,
+            ``e2e_drive.replay.car_for_log``; the ``e2e_drive.replay`` profile of the car and camera), camera
+            (None: the car's; a calibration JSON of ``e2e-drive calibrate`` for the viewpoint shifts, the derived
+            side correction and the closed-loop checks), select_by ("last": best.keras is the last
             epoch and nothing stops early — the validation loss of unshifted centre frames rises as a model
             learns to recover, BENCHMARKS.md; "val_loss": the lowest validation loss, with early stopping on
             it; "autonomy": replay the validation span after each epoch, keep the epoch with the most autonomy,
@@ -775,6 +787,9 @@ def train(
         if config.camera is not None and len(data_log):
             training_camera(config, data_log)  # a bad calibration fails now, not after the epochs
         full_train, full_val = _split(config, data_log)
+        # The validation rows with their recorded labels: replay rebuilds the driven path from the steering, and
+        # the path is what was driven, not the smoothed labels the model learns (e2e-drive replay does the same).
+        recorded_val = data_log.split(config.val_fraction)[1]
         if transform is None and config.augment is True:
             transform = recipe_augmentation(config, full_train)
         if config.crop is not None and len(full_train):
@@ -853,7 +868,7 @@ def train(
 
         validates = val_ds is not None or bool(custom_loop and len(full_val))
         monitor = "val_loss" if validates else "loss"
-        autonomy_parts = _autonomy_parts(config, full_val) if validates else []
+        autonomy_parts = _autonomy_parts(config, recorded_val) if validates else []
         if autonomy_parts:
             monitor = AUTONOMY
         elif config.select_by == "last":
@@ -888,7 +903,8 @@ def train(
             seconds = time.perf_counter() - start
             state = progress_state(history, monitor, config.early_stopping, config.epochs)
         if check_closed_loop and chief and len(full_val) and run.best_path.exists():
-            closed_loop = closed_loop_check(config, full_val, run.best_path, frame_shape)
+            run.file(CLOSED_LOOP).unlink(missing_ok=True)  # never a check of another best.keras
+            closed_loop = closed_loop_check(config, recorded_val, run.best_path, frame_shape)
             if "skipped" not in closed_loop:
                 run.write_closed_loop(closed_loop)  # under the lock, with the model it scores
     except BaseException:

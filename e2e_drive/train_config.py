@@ -255,6 +255,8 @@ class TrainConfig:
             saved, new = getattr(self, name), normalised[name]
             if name == "data":
                 saved, new = tuple(map(_same_path, saved)), tuple(map(_same_path, new))
+            elif name == "camera" and saved is not None and new is not None:
+                saved, new = _same_path(saved), _same_path(new)
             if saved != new:
                 lines.append(f"{flag(name)}: saved {_show(getattr(self, name))}, given {_show(normalised[name])}")
         return lines

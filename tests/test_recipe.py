@@ -3,6 +3,7 @@ the car's geometry, and model selection by replay autonomy."""
 
 from __future__ import annotations
 
+import csv
 import functools
 import json
 import logging
@@ -258,6 +259,10 @@ def test_a_camera_calibration_drives_the_shifts_the_correction_and_the_closed_lo
     oracle = replay(folder, load_predictor(result.best_model_path), start=0.8, profile="sim", camera=camera).total
     assert result.closed_loop["frames"] == oracle.frames
     assert result.closed_loop["mean_abs_offset"] == pytest.approx(oracle.mean_abs_offset, abs=1e-3)
+    (tmp_path / "sub").mkdir()
+    same = train([str(folder)], tmp_path / "run", camera=str(tmp_path / "sub" / ".." / "camera.json"), resume=True,
+                 verbose=0)  # the same file by another path resumes
+    assert same.closed_loop["frames"] == oracle.frames
     with pytest.raises(Exception, match="--camera: saved .*camera.json, given .*other.json"):
         train([str(folder)], tmp_path / "run", epochs=2, camera=str(tmp_path / "other.json"), resume=True,
               verbose=0)
@@ -396,11 +401,22 @@ def test_training_ends_with_best_keras_driven_through_the_validation_span(sim_re
     from e2e_drive.cli import main
     from e2e_drive.replay import replay
 
-    # The same drive as a plain log (no recording.json): the check replays the recorded frames.
+    from data_tools.smoothing import is_keyboard_steering
+
+    # The same drive as a plain log (no recording.json): the check replays the recorded frames. Its labels are
+    # made keyboard-like (two rows in three exactly 0, the third tripled), so that training smooths them: the
+    # check must still rebuild the driven path from the recorded labels, as `e2e-drive replay` does.
     folder = tmp_path / "log"
     shutil.copytree(sim_recording, folder)
     (folder / "recording.json").unlink()
+    with open(folder / "driving_log.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    for i, row in enumerate(rows):
+        row[3] = repr(float(np.clip(3 * float(row[3]), -1, 1)) if i % 3 == 0 else 0.0)
+    with open(folder / "driving_log.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
     log = load_log(folder)
+    assert is_keyboard_steering(log)
     assert round(0.2 * len(log)) == len(log) - math.floor(0.8 * len(log))  # the split is replay's --start 0.8
     result = train([str(folder)], tmp_path / "run", epochs=1, batch_size=16, car="sim", verbose=0, cache="memory")
     check = result.closed_loop
@@ -433,6 +449,11 @@ def test_a_simulator_recording_is_checked_by_the_simulator(sim_recording, tmp_pa
     assert check["by"] == "simulator" and check["tracks"] == [7]
     assert check["autonomy"] == pytest.approx(oracle.autonomy) and check["interventions"] == oracle.interventions
     assert json.loads(json.dumps(result.to_dict()))["closed_loop"] == check
+    # A tub written by `sim record --format tub` (no speed column: replay could not drive it) is checked too.
+    record(7, tmp_path / "tub", laps=0.2, progress=False, format="tub")
+    tub_check = train([str(tmp_path / "tub")], tmp_path / "tub_run", epochs=1, batch_size=16, verbose=0,
+                      cache="memory").closed_loop
+    assert tub_check["by"] == "simulator" and tub_check["tracks"] == [7]
 
 
 def test_only_our_recordings_say_they_are_simulator_recordings(tmp_path, udacity_log):

@@ -40,8 +40,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     )
     calibrate.add_argument("log", metavar="LOG", help="Udacity log folder or driving_log.csv with side cameras")
     calibrate.add_argument("--out", metavar="CAMERA.json", help="write the calibration here (JSON)")
-    calibrate.add_argument("--car", choices=CAR_PROFILES, default="udacity",
-                           help="car profile for the fixed camera figures (default udacity)")
+    calibrate.add_argument("--car", choices=CAR_PROFILES, default=None,
+                           help="car profile for the fixed camera figures (default: from the data, as replay)")
     calibrate.add_argument("--frames", type=positive_int, default=24,
                            help="frame triples to fit on, spread over the log (default 24)")
 
@@ -85,7 +85,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from data_tools.io import write_json
     from e2e_drive.replay import calibrate
 
-    result = calibrate(args.log, profile=args.car, frames=args.frames)
+    result = calibrate(args.log, profile=args.car or _default_profile([args.log]), frames=args.frames)
     payload = result.to_json()
     if args.out:
         write_json(args.out, payload)

@@ -89,7 +89,7 @@ class Calibration:
         camera: the fitted rig (pitch and side offset fitted; height, focal, forward from the profile).
         side_match: correlation of the warped centre frame with each side frame over the road rows the centre
             camera saw, at PilotNet's input scale (what the model is fed).
-        unwarped_match: the same correlation without warping (the baseline).
+        unwarped_match: the same correlation, over the same pixels, of the centre frame as it is (the baseline).
         frames: frame triples used.
         source: the log.
         motion_match: correlation of frame ``i`` warped by the recorded motion with frame ``i + 1`` at the
@@ -169,20 +169,21 @@ class _SideMatch:
         side = ratio * self.base.height / math.cos(math.radians(pitch))
         return replace(self.base, pitch_deg=pitch, side_offset=side)
 
-    def score(self, rig: CameraRig | None, full_resolution: bool = False) -> dict[str, float]:
-        """Mean correlation per side over the seen pixels (``rig=None``: unwarped, every pixel)."""
-        warp = None if rig is None else ViewWarp(rig)
+    def score(self, rig: CameraRig, full_resolution: bool = False, warped: bool = True) -> dict[str, float]:
+        """Mean correlation per side over the pixels ``rig`` says the centre camera saw (``warped=False``: the
+        centre frames as they are over the same pixels, the baseline)."""
+        warp = ViewWarp(rig)
         result = {}
         for name in self.sides:
             targets = self.sides[name] if full_resolution else self.sides_model[name]
-            seen = np.ones(self.sides[name][0].shape, bool) if warp is None else self.seen(warp, name)
+            seen = self.seen(warp, name)
             if not full_resolution:
                 # A model pixel counts when all the frame pixels it averages were seen.
                 seen = self._small(seen.astype(np.float32)) > 0.999
             values = []
             if seen.sum() > 16:
                 for centre, target in zip(self.centre, targets):
-                    view = self._band(centre if warp is None else warp(centre, target=name))
+                    view = self._band(warp(centre, target=name) if warped else centre)
                     a = (view if full_resolution else self._small(view))[seen]
                     b = target[seen]
                     if a.std() > 1e-6 and b.std() > 1e-6:
@@ -249,7 +250,7 @@ def calibrate(
     if fit_focal:
         rig, motion_match = _fit_focal(driving_log, get_profile(profile), rig, frames)
     side_match = match.score(rig)
-    unwarped = match.score(None)
+    unwarped = match.score(rig, warped=False)
     full = match.score(rig, full_resolution=True)
     log.debug("calibrated %s: pitch %.2f deg, focal %.1f, side offset %.3f m, match %s (unwarped %s, full "
               "resolution %s)", source, rig.pitch_deg, rig.focal, rig.side_offset, side_match, unwarped, full)
