@@ -22,6 +22,7 @@ TRAIN_EPILOG = """examples:
   e2e-drive train tub_a tub_b --out runs/donkey --activation prelu --smooth-steering 2 --json
   e2e-drive train ../shared/data/udacity_sim_a --out runs/udacity --epochs 20 --resume
   e2e-drive train ~/mycar/data --out runs/car --targets steering,throttle --loss-weights steering=1,throttle=0.5
+  e2e-drive calibrate data/run1 --out cam.json && e2e-drive train data/run1 --out runs/run1 --camera cam.json
 
 multi-worker (one command per machine; worker 0 is the chief and writes the run):
   TF_CONFIG='{"cluster":{"worker":["host0:2222","host1:2222"]},"task":{"type":"worker","index":0}}' \\
