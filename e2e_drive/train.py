@@ -181,10 +181,7 @@ def recipe_augmentation(config: TrainConfig, data_log: DrivingLog):
     from data_tools.augment import ViewpointShift, default_augmentation, pursuit_correction
     from e2e_drive.replay import CameraWarps, get_profile
 
-    if config.car is None:
-        from e2e_drive.replay import car_for_log
-
-        config = config.replace(car=car_for_log(data_log))
+    config = with_car(config, data_log)
     profile = get_profile(config.car)
     speed = np.asarray(data_log.speed, np.float64) * profile.speed_scale
     moving = speed[np.isfinite(speed) & (speed > profile.min_speed)]
@@ -206,6 +203,16 @@ def recipe_augmentation(config: TrainConfig, data_log: DrivingLog):
         log.info("viewpoint shifts: up to %.2f m and %.2f rad, labelled with the %s car's pure pursuit at %.1f m/s",
                  shift, VIEWPOINT_HEADING, profile.name, speed)
     return chain
+
+
+def with_car(config: TrainConfig, data_log: DrivingLog) -> TrainConfig:
+    """``config`` with its car profile resolved: ``config.car``, or when ``None`` the one the data calls for
+    (``e2e_drive.replay.car_for_log``)."""
+    if config.car is not None:
+        return config
+    from e2e_drive.replay import car_for_log
+
+    return config.replace(car=car_for_log(data_log))
 
 
 def training_camera(config: TrainConfig, data_log: DrivingLog):
@@ -514,7 +521,7 @@ def _autonomy_callback(config: TrainConfig, parts: list[DrivingLog], frame_shape
 
 
 def closed_loop_check(config: TrainConfig, val_log: DrivingLog, model_path: str | os.PathLike,
-                      frame_shape: tuple[int, ...]) -> dict[str, Any] | None:
+                      frame_shape: tuple[int, ...]) -> dict[str, Any]:
     """``best.keras`` driven closed loop through the whole validation span (rows it never trained on, with
     their recorded labels, not the smoothed ones it trained on) as ``e2e-drive replay`` scores it (whole
     segments, ``--camera`` or the car profile's camera); for the simulator's own recordings the simulator drives
@@ -780,9 +787,7 @@ def train(
         keras.utils.set_random_seed(config.seed)  # the same initial weights on every worker
         data_log = load_log(data if data is not None else list(config.data))
         if config.car is None:
-            from e2e_drive.replay import car_for_log
-
-            config = config.replace(car=car_for_log(data_log))
+            config = with_car(config, data_log)
             log.info("car profile %s (from the data; --car to choose)", config.car)
         if config.camera is not None and len(data_log):
             training_camera(config, data_log)  # a bad calibration fails now, not after the epochs
