@@ -18,10 +18,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from data_tools.io import save_figure, write_json
+from data_tools.io import write_json
 from deploy import export as export_model
 from deploy import load_predictor
-from e2e_drive.sim import DriveResult, drive, make_track, record
+from e2e_drive.sim import drive, record
+from e2e_drive.sim.plot import plot_paths
 from e2e_drive.train import train
 
 log = logging.getLogger(__name__)
@@ -188,27 +189,3 @@ def format_table(summary: dict[str, Any]) -> str:
         lines.append(f"  ONNX drives track {run['track_seed']}: autonomy {run['autonomy']:.1f}%, "
                      f"{run['interventions']} interventions")
     return "\n".join(lines)
-
-
-def plot_paths(results: Sequence[DriveResult], path: str | os.PathLike) -> None:
-    """Plot each driven path over its track map (road edges, interventions) as a PNG."""
-    import matplotlib  # heavy: only when a plot is drawn
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 5), squeeze=False)
-    for axis, result in zip(axes[0], results):
-        track = make_track(result.track_seed)
-        for edge in track.edges():
-            closed = np.vstack([edge, edge[:1]])
-            axis.plot(closed[:, 0], closed[:, 1], color="0.4", linewidth=0.8)
-        axis.plot(result.path[:, 0], result.path[:, 1], color="tab:blue", linewidth=1.2, label="network")
-        if len(result.intervention_points):
-            axis.scatter(*result.intervention_points.T, color="tab:red", marker="x", label="intervention", zorder=3)
-        axis.set_title(f"track {result.track_seed}: autonomy {result.autonomy:.1f}%")
-        axis.set_aspect("equal")
-        axis.legend(loc="lower right", fontsize=8)
-    figure.tight_layout()
-    save_figure(figure, path, dpi=80)
-

@@ -36,10 +36,11 @@ from e2e_drive.train_config import TrainConfig, TrainConfigError
 
 log = logging.getLogger(__name__)
 
-CONFIG, STATE, HISTORY, PLOT, BEST, LAST, LOGS, CLOSED_LOOP = (
-    "config.json", "state.json", "history.csv", "loss.png", "best.keras", "last.keras", "logs", "closed_loop.json")
+CONFIG, STATE, HISTORY, PLOT, BEST, LAST, LOGS, CLOSED_LOOP, CLOSED_LOOP_PLOT = (
+    "config.json", "state.json", "history.csv", "loss.png", "best.keras", "last.keras", "logs", "closed_loop.json",
+    "closed_loop.png")
 # Everything a run writes: a folder holding any of these holds a run.
-ARTIFACTS = (CONFIG, STATE, HISTORY, PLOT, BEST, LAST, LOGS, CLOSED_LOOP)
+ARTIFACTS = (CONFIG, STATE, HISTORY, PLOT, BEST, LAST, LOGS, CLOSED_LOOP, CLOSED_LOOP_PLOT)
 LOCK = "train.lock"
 _EMPTY_LOCK_GRACE_S = 10.0  # a lock file still empty after this long was left by a process killed mid-create
 

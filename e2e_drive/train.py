@@ -31,12 +31,12 @@ import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from data_tools.log import DrivingLog
-from e2e_drive.run_dir import BEST, CLOSED_LOOP, LAST, STATE, RunDir, RunDirError
+from e2e_drive.run_dir import BEST, CLOSED_LOOP, CLOSED_LOOP_PLOT, LAST, STATE, RunDir, RunDirError
 from e2e_drive.train_config import RESUMABLE_CHANGES, STRATEGIES, TrainConfig, flag
 
 log = logging.getLogger(__name__)
@@ -479,23 +479,44 @@ def _closed_loop_scorer(config: TrainConfig, parts: list[DrivingLog], frame_shap
     simulated = _simulator_recordings(parts)
     tracks = sorted({r.track for r in simulated}) if simulated is not None else []
 
-    def score(model, piece_seconds: float | None = None) -> dict[str, Any]:
+    def score(model, piece_seconds: float | None = None, plot: str | os.PathLike | None = None) -> dict[str, Any]:
         if simulated is None:
-            total = replay(parts, steering_function(model), camera=camera, profile=profile,
-                           piece_seconds=piece_seconds).total
-            return {"by": "replay", **{k: v for k, v in total.summary().items() if k != "source"}}
+            report = replay(parts, steering_function(model), camera=camera, profile=profile,
+                            piece_seconds=piece_seconds)
+            result = {"by": "replay", **{k: v for k, v in report.total.summary().items() if k != "source"}}
+            if plot is not None:
+                from e2e_drive.replay.plot import plot_replay
+
+                _plotted(result, plot, lambda: plot_replay(report, plot, title="closed loop on the validation span"))
+            return result
         first = simulated[0]
         results = drive(steering_function(model), tracks, laps=SIMULATED_LAPS, params=first.car, rig=first.rig,
                         fps=first.fps, progress=False)
-        return {"by": "simulator", "tracks": tracks, "autonomy": float(np.mean([r.autonomy for r in results])),
-                "interventions": int(sum(r.interventions for r in results)),
-                "elapsed_seconds": float(sum(r.elapsed_seconds for r in results)),
-                "mean_abs_offset": float(np.mean([r.mean_abs_offset for r in results])),
-                "max_abs_offset": float(max(r.max_abs_offset for r in results))}
+        result = {"by": "simulator", "tracks": tracks, "autonomy": float(np.mean([r.autonomy for r in results])),
+                  "interventions": int(sum(r.interventions for r in results)),
+                  "elapsed_seconds": float(sum(r.elapsed_seconds for r in results)),
+                  "mean_abs_offset": float(np.mean([r.mean_abs_offset for r in results])),
+                  "max_abs_offset": float(max(r.max_abs_offset for r in results))}
+        if plot is not None:
+            from e2e_drive.sim.plot import plot_paths
+
+            _plotted(result, plot, lambda: plot_paths(results, plot))
+        return result
 
     score.simulated = simulated is not None
     score.tracks = tracks
     return score
+
+
+def _plotted(result: dict[str, Any], path: str | os.PathLike, draw: Callable[[], None]) -> None:
+    """Draw a closed-loop plot and name it in ``result``; a plot that cannot be written costs a warning, never the
+    check's figures."""
+    try:
+        draw()
+    except OSError as error:
+        log.warning("closed-loop plot not written: %s", error)
+        return
+    result["plot"] = os.fspath(path)
 
 
 def _autonomy_callback(config: TrainConfig, parts: list[DrivingLog], frame_shape: tuple[int, ...]):
@@ -521,12 +542,13 @@ def _autonomy_callback(config: TrainConfig, parts: list[DrivingLog], frame_shape
 
 
 def closed_loop_check(config: TrainConfig, val_log: DrivingLog, model_path: str | os.PathLike,
-                      frame_shape: tuple[int, ...]) -> dict[str, Any]:
+                      frame_shape: tuple[int, ...], plot: str | os.PathLike | None = None) -> dict[str, Any]:
     """``best.keras`` driven closed loop through the whole validation span (rows it never trained on, with
     their recorded labels, not the smoothed ones it trained on) as ``e2e-drive replay`` scores it (whole
     segments, ``--camera`` or the car profile's camera); for the simulator's own recordings the simulator drives
     their tracks one lap (the whole track: the model trained on most of it). How the model drives, before a car
-    does; ``{"skipped": why}`` when it cannot be driven (a run's result is never lost to its check).
+    does; ``{"skipped": why}`` when it cannot be driven (a run's result is never lost to its check). ``plot``:
+    also draw where it strayed there (``e2e_drive.replay.plot.plot_replay``, or the simulator's track maps).
     """
     from data_tools.errors import DataError
     from e2e_drive.models import load_model
@@ -536,7 +558,7 @@ def closed_loop_check(config: TrainConfig, val_log: DrivingLog, model_path: str 
         log.debug("no closed-loop check of the validation span: %s", why)
         return {"skipped": why}
     try:
-        result = _closed_loop_scorer(config, parts, frame_shape)(load_model(model_path))
+        result = _closed_loop_scorer(config, parts, frame_shape)(load_model(model_path), plot=plot)
     except (DataError, ValueError) as error:
         log.warning("no closed-loop check of the validation span: %s", error)
         return {"skipped": str(error)}
@@ -908,8 +930,10 @@ def train(
             seconds = time.perf_counter() - start
             state = progress_state(history, monitor, config.early_stopping, config.epochs)
         if check_closed_loop and chief and len(full_val) and run.best_path.exists():
-            run.file(CLOSED_LOOP).unlink(missing_ok=True)  # never a check of another best.keras
-            closed_loop = closed_loop_check(config, recorded_val, run.best_path, frame_shape)
+            for stale in (CLOSED_LOOP, CLOSED_LOOP_PLOT):
+                run.file(stale).unlink(missing_ok=True)  # never a check of another best.keras
+            closed_loop = closed_loop_check(config, recorded_val, run.best_path, frame_shape,
+                                            plot=run.file(CLOSED_LOOP_PLOT))
             if "skipped" not in closed_loop:
                 run.write_closed_loop(closed_loop)  # under the lock, with the model it scores
     except BaseException:

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 
+import cv2
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter1d
@@ -427,6 +428,9 @@ def test_training_ends_with_best_keras_driven_through_the_validation_span(sim_re
     assert check["mean_abs_offset"] == pytest.approx(oracle.mean_abs_offset, abs=1e-3)
     assert check["elapsed_seconds"] == pytest.approx(oracle.elapsed_seconds)
     assert json.loads((tmp_path / "run" / "closed_loop.json").read_text()) == json.loads(json.dumps(check))
+    # Where it strayed, drawn beside the figures (a PNG that opens).
+    assert check["plot"] == str(tmp_path / "run" / "closed_loop.png")
+    assert cv2.imread(check["plot"]) is not None
     # The CLI prints it after the run and puts it into --json.
     code = main(["train", str(folder), "--out", str(tmp_path / "cli"), "--epochs", "1", "--batch-size", "16",
                  "--car", "sim", "--quiet"])
@@ -449,6 +453,7 @@ def test_a_simulator_recording_is_checked_by_the_simulator(sim_recording, tmp_pa
     assert check["by"] == "simulator" and check["tracks"] == [7]
     assert check["autonomy"] == pytest.approx(oracle.autonomy) and check["interventions"] == oracle.interventions
     assert json.loads(json.dumps(result.to_dict()))["closed_loop"] == check
+    assert cv2.imread(check["plot"]) is not None  # the track map with the driven path
     # A tub written by `sim record --format tub` (no speed column: replay could not drive it) is checked too.
     record(7, tmp_path / "tub", laps=0.2, progress=False, format="tub")
     tub_check = train([str(tmp_path / "tub")], tmp_path / "tub_run", epochs=1, batch_size=16, verbose=0,

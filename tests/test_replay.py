@@ -122,6 +122,40 @@ def test_constant_zero_steering_intervenes_on_bends(sim_log):
     assert replay(folder, 0.0, profile="sim", max_offset=6.0).total.interventions < result.interventions
 
 
+def test_per_step_traces_say_when_and_where_the_car_strayed(sim_log):
+    folder, _, _ = sim_log
+    log = load_log(folder)
+    path = reconstruct(log, get_profile("sim"))
+    result = replay(folder, 0.0, profile="sim").total
+    n = result.frames
+    assert len(result.seconds) == len(result.recorded) == len(result.intervened) == len(result.positions) == n
+    # An intervention is exactly a step that ended beyond the threshold, and counts once.
+    threshold = get_profile("sim").intervention_offset
+    assert np.array_equal(result.intervened, np.abs(result.offsets) > threshold)
+    assert int(result.intervened.sum()) == result.interventions >= 2
+    # Time runs on with each step, to the elapsed seconds; each step is on the row it drove from.
+    assert np.all(np.diff(result.seconds) > 0) and result.seconds[-1] == pytest.approx(result.elapsed_seconds)
+    assert np.array_equal(result.recorded, log.steering[result.rows])
+    assert np.allclose(result.positions, np.stack([path.x[result.rows], path.y[result.rows]], axis=1))
+    assert np.all(result.steering == 0.0)
+
+
+def test_plot_draws_each_log(sim_log, tmp_path):
+    import cv2
+
+    from e2e_drive.replay.plot import plot_replay
+
+    folder, _, _ = sim_log
+    one, two = tmp_path / "one.png", tmp_path / "two.png"
+    plot_replay(replay(folder, 0.0, profile="sim"), one)
+    plot_replay(replay([folder, folder], 0.0, profile="sim", start=0.5), two, title="two logs")
+    first, second = cv2.imread(str(one)), cv2.imread(str(two))
+    assert first is not None and second is not None
+    assert second.shape[0] > 1.6 * first.shape[0]  # a row per log
+    assert first.std() > 10  # drawn, not blank
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
 def test_pieces_drive_together_and_cover_the_same_time(sim_log):
     folder, track, _ = sim_log
     whole = replay(folder, "recorded", profile="sim").total
@@ -346,6 +380,20 @@ def test_cli_calibrate_and_replay_recorded_and_constant(sim_log, tmp_path, capsy
     payload = json.loads(out)
     assert code == 0 and len(payload["logs"]) == 2 and payload["interventions"] >= 2
     assert payload["interventions"] == sum(entry["interventions"] for entry in payload["logs"])
+
+
+def test_cli_replay_plot(sim_log, tmp_path, capsys):
+    import cv2
+
+    folder, _, _ = sim_log
+    plot = tmp_path / "replay.png"
+    code, out, _ = run_cli(capsys, "replay", "constant:0", str(folder), "--car", "sim", "--plot", str(plot), "--json")
+    assert code == 0 and json.loads(out)["plot"] == str(plot) and cv2.imread(str(plot)) is not None
+    # A folder that does not exist is refused before the drive, naming the flag.
+    code, out, err = run_cli(capsys, "replay", "recorded", str(folder), "--car", "sim", "--plot",
+                             str(tmp_path / "missing" / "r.png"))
+    assert code == 2 and err.strip().splitlines() == [f"error: --plot: {tmp_path / 'missing' / 'r.png'}: the folder "
+                                                       f"{tmp_path / 'missing'} does not exist"]
 
 
 def test_cli_replays_a_model_file(sim_log, tmp_path, capsys, tiny_model):

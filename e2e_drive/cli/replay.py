@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from e2e_drive.cli import add_command
 from e2e_drive.cli.output import emit
@@ -57,6 +58,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         "DRIVER: a model file (.keras, SavedModel, .onnx, .tflite, TensorRT engine), 'recorded' (the log's "
         "own steering: zero offset, the check) or 'constant:X' (steering X in [-1, 1]).",
         epilog="examples:\n  e2e-drive replay model.keras data/run1 --camera camera.json --video replay.mp4\n"
+        "  e2e-drive replay model.keras data/run1 --start 0.8 --plot replay.png\n"
         "  e2e-drive replay recorded data/run1 --json\n"
         "  e2e-drive replay constant:0 data/run1 data/run2 --start 0.5\n"
         "  e2e-drive replay model.onnx data/tub1 --car donkey --speed 2.0 --camera donkey_camera.json",
@@ -71,6 +73,9 @@ def register(commands, common: argparse.ArgumentParser) -> None:
                         help="camera calibration from e2e-drive calibrate (default: the --car profile's camera, "
                         "with a warning)")
     replay.add_argument("--video", metavar="OUT.mp4", help="write the driver's view with steering and offset")
+    replay.add_argument("--plot", metavar="OUT.png",
+                        help="PNG per log: the recorded path coloured by the offset, with the interventions; the "
+                        "offset and the steering (driver's and recorded) over time")
     replay.add_argument("--car", choices=CAR_PROFILES, default=None,
                         help="car profile: wheelbase, wheel angle, speed unit, road width, camera (default: "
                         "sim for `e2e-drive sim record` folders, donkey for tubs, else udacity)")
@@ -116,6 +121,10 @@ def run_replay(args: argparse.Namespace) -> int:
 
     if args.end <= args.start:
         raise ValueError(f"--end ({args.end:g}) must be greater than --start ({args.start:g})")
+    for flag_, path in (("--video", args.video), ("--plot", args.plot)):
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and not os.path.isdir(folder):  # before the drive: a long replay is not lost to a typo
+            raise ValueError(f"{flag_}: {path}: the folder {folder} does not exist")
     driver = parse_driver(args.driver)
     if isinstance(driver, str) and driver != "recorded":
         from deploy import load_predictor  # TensorFlow / onnxruntime: loaded only for a model driver
@@ -127,6 +136,11 @@ def run_replay(args: argparse.Namespace) -> int:
     payload = report.summary()
     if args.video:
         payload["video"] = args.video
+    if args.plot:
+        from e2e_drive.replay.plot import plot_replay
+
+        plot_replay(report, args.plot, title=f"{args.driver}: closed-loop replay")
+        payload["plot"] = args.plot
     lines = [f"{result.source}: autonomy {result.autonomy:.1f}%, {result.interventions} interventions in "
              f"{result.elapsed_seconds:.1f} s, offset mean {result.mean_abs_offset:.2f} m / max "
              f"{result.max_abs_offset:.2f} m, {result.frames} frames" for result in report.logs]
@@ -135,5 +149,6 @@ def run_replay(args: argparse.Namespace) -> int:
         lines.append(f"all: autonomy {total.autonomy:.1f}%, {total.interventions} interventions in "
                      f"{total.elapsed_seconds:.1f} s, {total.frames} frames")
     lines.append(f"(intervention beyond {report.max_offset:g} m off the recorded path)")
+    lines += [f"wrote {payload[key]}" for key in ("video", "plot") if key in payload]
     emit(args, payload, "\n".join(lines))
     return 0

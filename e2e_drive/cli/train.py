@@ -207,7 +207,7 @@ def _closed_loop_summary(result) -> str:
     where = "simulator, track(s) " + ", ".join(map(str, check["tracks"])) if check["by"] == "simulator" else "replay"
     return (f"\nclosed loop on the validation span ({where}): {check['autonomy']:.1f}% autonomy, "
             f"{check['interventions']} interventions in {check['elapsed_seconds']:.0f} s, mean |offset| "
-            f"{check['mean_abs_offset']:.2f} m")
+            f"{check['mean_abs_offset']:.2f} m" + (f" (plot: {check['plot']})" if "plot" in check else ""))
 
 
 def run_train(args: argparse.Namespace) -> int:

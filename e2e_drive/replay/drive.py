@@ -60,6 +60,13 @@ class ReplayResult:
     offsets: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     steering: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    # Per driven step, beside ``offsets`` (after the step) and ``steering`` (the driver's command): the log's own
+    # steering on the row driven from, seconds driven so far (segments one after another), whether the step ended
+    # in an intervention, and the recorded position (m) of the row driven from (the map of where it happened).
+    recorded: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    seconds: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    intervened: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
+    positions: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)), repr=False)
 
     def summary(self) -> dict:
         """The scalar fields, for JSON."""
@@ -253,6 +260,10 @@ class _Run:
     rows: np.ndarray
     offsets: np.ndarray
     steering: np.ndarray
+    recorded: np.ndarray
+    step_seconds: np.ndarray
+    intervened: np.ndarray
+    positions: np.ndarray
     interventions: int
     elapsed: float
 
@@ -263,13 +274,15 @@ def _result(source: str, runs: list[_Run], standing: int) -> ReplayResult:
     interventions = int(sum(r.interventions for r in runs))
     if elapsed <= 0:
         raise DataError("no time driven in the scored span", path=source)
+    joined = {name: np.concatenate([getattr(r, name) for r in runs])
+              for name in ("steering", "rows", "recorded", "step_seconds", "intervened", "positions")}
     return ReplayResult(
         source=source, autonomy=autonomy(interventions, elapsed), interventions=interventions,
         elapsed_seconds=elapsed, mean_abs_offset=float(np.mean(np.abs(offsets))),
         max_abs_offset=float(np.max(np.abs(offsets))), frames=int(len(offsets)), segments=len(runs),
-        standing_frames=standing, offsets=offsets,
-        steering=np.concatenate([r.steering for r in runs]) if runs else np.zeros(0),
-        rows=np.concatenate([r.rows for r in runs]) if runs else np.zeros(0, np.int64),
+        standing_frames=standing, offsets=offsets, steering=joined["steering"], rows=joined["rows"],
+        recorded=joined["recorded"], seconds=np.cumsum(joined["step_seconds"]), intervened=joined["intervened"],
+        positions=joined["positions"],
     )
 
 
@@ -300,6 +313,8 @@ class _Lane:
         self.offsets: list[float] = []
         self.commands: list[float] = []
         self.rows: list[int] = []
+        self.step_seconds: list[float] = []
+        self.intervened: list[bool] = []
         self.interventions = 0
         self.elapsed = 0.0
         self.done = len(nodes) < 2
@@ -376,10 +391,12 @@ def _drive_batch(lanes, logs, paths, driver, warp, car_params, max_offset, write
                 lane.car = CarState(car.x[j : j + 1], car.y[j : j + 1], car.heading[j : j + 1],
                                     car.steering[j : j + 1], car.speed[j : j + 1])
                 lane.elapsed += float(dt[j])
+                lane.step_seconds.append(float(dt[j]))
                 lane.commands.append(float(command[j]))
                 lane.rows.append(int(rows[j]))
                 segment, t, offset = lane.locate()
                 lane.offsets.append(offset)
+                lane.intervened.append(abs(offset) > max_offset)
                 # The node behind the car; t == 1 (up to rounding) is the next node itself.
                 lane.node = segment + 1 if t > 1.0 - 1e-9 else segment
                 if abs(offset) > max_offset:
@@ -394,8 +411,14 @@ def _drive_batch(lanes, logs, paths, driver, warp, car_params, max_offset, write
     unfinished = [lane.path.source for lane in state if not lane.done]
     if unfinished:
         log.warning("%s: the car did not reach the end of the recorded path in %d steps", unfinished[0], budget)
-    return [_Run(np.asarray(lane.rows, np.int64), np.asarray(lane.offsets), np.asarray(lane.commands),
-                 lane.interventions, lane.elapsed) for lane in state]
+    runs = []
+    for lane in state:
+        rows = np.asarray(lane.rows, np.int64)
+        runs.append(_Run(rows, np.asarray(lane.offsets, np.float64), np.asarray(lane.commands, np.float64),
+                         np.asarray(lane.path.steering[rows], np.float64), np.asarray(lane.step_seconds, np.float64),
+                         np.asarray(lane.intervened, bool), np.stack([lane.path.x[rows], lane.path.y[rows]], axis=1),
+                         lane.interventions, lane.elapsed))
+    return runs
 
 
 class _VideoWriter:
