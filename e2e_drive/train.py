@@ -592,11 +592,22 @@ def _best_val_rmse(history: dict[str, list[float]], monitor: str, targets: tuple
 
 # ----------------------------------------------------------------------------- steps
 
-def _compile(model, config: TrainConfig) -> None:
+def learning_rate(config: TrainConfig, steps_per_epoch: int):
+    """Adam's learning rate: ``config.learning_rate``, or for ``lr_schedule="cosine"`` Keras' ``CosineDecay`` from it
+    to 0 over ``config.epochs`` epochs of ``steps_per_epoch`` steps (read at the optimizer's step count, so a
+    resumed run goes on where it stopped; with more epochs, along the stretched curve)."""
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    import keras
+
+    return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.epochs * steps_per_epoch)
+
+
+def _compile(model, config: TrainConfig, steps_per_epoch: int) -> None:
     """Adam and MSE; with several targets one MSE per head, weighted by ``loss_weights``, and an RMSE per head."""
     import keras
 
-    optimizer = keras.optimizers.Adam(config.learning_rate)
+    optimizer = keras.optimizers.Adam(learning_rate(config, steps_per_epoch))
     if config.targets == ("steering",):
         model.compile(optimizer=optimizer, loss="mse", metrics=[keras.metrics.RootMeanSquaredError(name="rmse")])
         return
@@ -733,7 +744,8 @@ def train(
             ``TrainResult.closed_loop``. Defaults to `True`.
         **options: ``TrainConfig`` fields; defaults from ``TrainConfig``:
             epochs (10, a resumed run continues up to it), batch_size (64, per worker under multiworker),
-            learning_rate (1e-3, Adam), activation ("elu"), conv ("keras"), dropout (0.0),
+            learning_rate (1e-3, Adam), lr_schedule ("cosine": Keras' CosineDecay to 0 over the planned epochs,
+            ``learning_rate``; "constant"), activation ("elu"), conv ("keras"), dropout (0.0),
             targets (("steering",); ("steering", "throttle") also learns the logs' throttle with a second head),
             loss_weights (1.0 per target; e.g. {"throttle": 0.5} or "steering=1,throttle=0.5"),
             augment (True: ``default_augmentation()``; False; or a ``data_tools.augment`` transform),
@@ -885,11 +897,13 @@ def train(
                     raise RunDirError(f"{run.last_path}: the model has outputs {','.join(models.output_names(model))} "
                                       f"but {run.file('config.json')} trains --targets {','.join(config.targets)}; "
                                       "the run folder is damaged: start a new --out")
+                if config.lr_schedule != "constant":  # the schedule of the epochs asked for now
+                    model.optimizer.learning_rate = learning_rate(config, steps)
             else:
                 model = models.pilotnet(frame_shape, activation=config.activation, conv=config.conv,
                                         dropout=config.dropout, crop=config.crop, seed=config.seed,
                                         outputs=config.targets)
-                _compile(model, config)
+                _compile(model, config, steps)
             if custom_loop and not model.optimizer.built:
                 model.optimizer.build(model.trainable_variables)
 

@@ -9,7 +9,7 @@ Every validation error names the command-line flag, e.g. ``--lr: expected a fini
 
 Versions: 2 added ``targets`` and ``loss_weights`` (issue 13); 3 the recipe's label smoothing, side correction,
 car profile and selection; 4 ``viewpoint_shift`` and ``epoch_samples`` (issue 12); 5 ``camera`` (a calibration
-for the viewpoint shifts and the closed-loop checks). An older file still loads,
+for the viewpoint shifts and the closed-loop checks); 6 ``lr_schedule``. An older file still loads,
 with what that run trained with for the fields it lacks (``LEGACY_RECIPE``: a resumed run trains on as it
 began), and is written back as the current version.
 
@@ -31,22 +31,24 @@ from typing import Any, Sequence
 
 from data_tools.log import TARGETS
 
-CONFIG_VERSION = 5
+CONFIG_VERSION = 6
 # Versions this code reads, each with the fields it introduced (absent from older files: their defaults apply).
 FIELDS_SINCE = {1: (), 2: ("targets", "loss_weights"), 3: ("smooth_seconds", "side_correction", "car", "select_by"),
-                4: ("viewpoint_shift", "epoch_samples"), 5: ("camera",)}
+                4: ("viewpoint_shift", "epoch_samples"), 5: ("camera",), 6: ("lr_schedule",)}
 STRATEGIES = ("auto", "mirrored", "multiworker")
 CACHE_MODES = ("auto", "memory", "disk", "none")
 SELECT_BY = ("last", "val_loss", "autonomy")
+LR_SCHEDULES = ("cosine", "constant")
 VERBOSITY = (0, 1, 2)
 
 # What may change when a run is resumed: how long it trains, how it talks, and how its frames are read.
 # Everything else changes what is trained and is refused.
 RESUMABLE_CHANGES = ("epochs", "verbose", "workers", "worker_processes", "cache", "cache_dir")
 # What a config.json written before each version's recipe options trained with: before 3 no keyboard smoothing,
-# the fixed 0.2 and selection by val_loss; before 4 no viewpoint shifts and one pass over the rows per epoch.
+# the fixed 0.2 and selection by val_loss; before 4 no viewpoint shifts and one pass over the rows per epoch;
+# before 6 a constant learning rate.
 LEGACY_RECIPE = {3: {"smooth_seconds": 0.0, "side_correction": 0.2, "select_by": "val_loss", "car": "udacity"},
-                 4: {"viewpoint_shift": 0.0, "epoch_samples": 0}}
+                 4: {"viewpoint_shift": 0.0, "epoch_samples": 0}, 6: {"lr_schedule": "constant"}}
 # Recorded from the data when the run starts, not options.
 RECORDED = ("version", "frame_shape", "num_train", "num_val")
 
@@ -84,6 +86,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
     learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"
     activation: str = "elu"
     conv: str = "keras"
     dropout: float = 0.0
@@ -138,6 +141,7 @@ class TrainConfig:
         if self.epoch_samples is not None:
             set_("epoch_samples", _integer("epoch_samples", self.epoch_samples, minimum=0))
         _choice("select_by", self.select_by, SELECT_BY)
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         for name in ("balance", "mixed_precision", "worker_processes"):
             _boolean(name, getattr(self, name))
         if not isinstance(self.augment, (bool, str)):

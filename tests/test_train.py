@@ -223,6 +223,46 @@ def test_resume_takes_unspecified_options_from_the_saved_config(finished_run, ti
     assert json.loads((out / "state.json").read_text())["epoch"] == 2
 
 
+class LearningRates:
+    """A callback factory that records Adam's learning rate at the start of every epoch."""
+
+    def __init__(self):
+        import keras
+
+        self.seen: list[float] = []
+        seen = self.seen
+
+        class Record(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                seen.append(float(np.asarray(self.model.optimizer.learning_rate)))
+
+        self.callback = Record()
+
+
+def test_cosine_schedule_decays_the_learning_rate_and_a_resume_stretches_it(tiny_log, tmp_path):
+    from e2e_drive.models import load_model
+    from e2e_drive.train import train
+
+    out = tmp_path / "run"
+    rates = LearningRates()
+    train(tiny_log, out, epochs=4, batch_size=16, crop=CROP, learning_rate=2e-3, verbose=0, callbacks=[rates.callback])
+    # Closed form of a cosine from 2e-3 to 0 over 4 epochs, at the start of each.
+    expected = [2e-3 * 0.5 * (1 + np.cos(np.pi * epoch / 4)) for epoch in range(4)]
+    assert np.allclose(rates.seen, expected, rtol=1e-5, atol=1e-9)
+    # A run of 2 epochs resumed up to 4 follows the 4-epoch curve from where it stopped, not a finished decay.
+    short = tmp_path / "short"
+    train(tiny_log, short, epochs=2, batch_size=16, crop=CROP, learning_rate=2e-3, verbose=0)
+    assert float(np.asarray(load_model(short / "last.keras", compile=True).optimizer.learning_rate)) < 1e-9
+    resumed = LearningRates()
+    train(tiny_log, short, resume=True, epochs=4, verbose=0, callbacks=[resumed.callback])
+    assert np.allclose(resumed.seen, expected[2:], rtol=1e-5, atol=1e-9)
+    # constant: the learning rate throughout.
+    constant = LearningRates()
+    train(tiny_log, tmp_path / "constant", epochs=2, batch_size=16, crop=CROP, lr_schedule="constant", verbose=0,
+          callbacks=[constant.callback])
+    assert np.allclose(constant.seen, [1e-3, 1e-3])
+
+
 @pytest.mark.parametrize("damaged", ["state.json", "config.json"])
 def test_resume_from_a_damaged_file_names_it(finished_run, tiny_log, tmp_path, damaged):
     from e2e_drive.run_dir import RunDirError
@@ -250,7 +290,7 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tiny_log, tmp_
     with pytest.raises(TrainingDiverged, match=r"run: training loss became nan at epoch 2, step \d; kept "
                                                r"best.keras/last.keras of epoch 1 \(try a lower --lr"):
         train(tiny_log, out, epochs=3, batch_size=16, crop=CROP, augment=False, early_stopping=0, verbose=0,
-              callbacks=[BlowUp()])
+              lr_schedule="constant", callbacks=[BlowUp()])
     assert json.loads((out / "state.json").read_text())["epoch"] == 1
     assert len((out / "history.csv").read_text().strip().splitlines()) == 2
     for name in ("best.keras", "last.keras"):

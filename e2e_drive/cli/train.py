@@ -13,7 +13,7 @@ from e2e_drive.cli.output import emit
 from e2e_drive.cli.types import crop, fraction, nonnegative_float, nonnegative_int, positive_float, positive_int
 from e2e_drive.models import ACTIVATIONS, CONVS
 from e2e_drive.cli.replay import CAR_PROFILES
-from e2e_drive.train_config import SELECT_BY, TrainConfigError, parse_loss_weights, parse_targets
+from e2e_drive.train_config import LR_SCHEDULES, SELECT_BY, TrainConfigError, parse_loss_weights, parse_targets
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ TRAIN_OPTIONS = {
     "overwrite": "overwrite", "targets": "targets", "loss_weights": "loss_weights",
     "smooth_seconds": "smooth_seconds", "side_correction": "side_correction", "car": "car", "select_by": "select_by",
     "viewpoint_shift": "viewpoint_shift", "epoch_samples": "epoch_samples", "camera": "camera",
+    "lr_schedule": "lr_schedule",
 }
 
 
@@ -79,6 +80,9 @@ def register(commands, common: argparse.ArgumentParser) -> None:
                        help="total epochs; a resumed run continues up to this number (default 10)")
     train.add_argument("--batch-size", type=positive_int, default=None, help="samples per step (default 64)")
     train.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate (default 1e-3)")
+    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
+                       help="cosine: decay --lr to 0 over the --epochs (a resumed run with more epochs follows the "
+                       "stretched curve from where it stopped); constant: --lr throughout (default cosine)")
     train.add_argument("--activation", choices=ACTIVATIONS, default=None, help="activation layers (default elu)")
     train.add_argument("--conv", choices=CONVS, default=None, help="convolution layers (default keras)")
     train.add_argument("--dropout", type=fraction, default=None,
