@@ -479,10 +479,11 @@ def _closed_loop_scorer(config: TrainConfig, parts: list[DrivingLog], frame_shap
     simulated = _simulator_recordings(parts)
     tracks = sorted({r.track for r in simulated}) if simulated is not None else []
 
-    def score(model, piece_seconds: float | None = None, plot: str | os.PathLike | None = None) -> dict[str, Any]:
+    def score(model, piece_seconds: float | None = None, plot: str | os.PathLike | None = None,
+              progress: bool = False) -> dict[str, Any]:
         if simulated is None:
             report = replay(parts, steering_function(model), camera=camera, profile=profile,
-                            piece_seconds=piece_seconds)
+                            piece_seconds=piece_seconds, progress=progress)
             result = {"by": "replay", **{k: v for k, v in report.total.summary().items() if k != "source"}}
             if plot is not None:
                 from e2e_drive.replay.plot import plot_replay
@@ -491,7 +492,7 @@ def _closed_loop_scorer(config: TrainConfig, parts: list[DrivingLog], frame_shap
             return result
         first = simulated[0]
         results = drive(steering_function(model), tracks, laps=SIMULATED_LAPS, params=first.car, rig=first.rig,
-                        fps=first.fps, progress=False)
+                        fps=first.fps, progress=progress)
         result = {"by": "simulator", "tracks": tracks, "autonomy": float(np.mean([r.autonomy for r in results])),
                   "interventions": int(sum(r.interventions for r in results)),
                   "elapsed_seconds": float(sum(r.elapsed_seconds for r in results)),
@@ -557,8 +558,11 @@ def closed_loop_check(config: TrainConfig, val_log: DrivingLog, model_path: str 
     if why:
         log.debug("no closed-loop check of the validation span: %s", why)
         return {"skipped": why}
+    log.info("closed-loop check: driving %s through the validation span (%d rows)", os.path.basename(model_path),
+             sum(len(part) for part in parts))
     try:
-        result = _closed_loop_scorer(config, parts, frame_shape)(load_model(model_path), plot=plot)
+        result = _closed_loop_scorer(config, parts, frame_shape)(load_model(model_path), plot=plot,
+                                                                 progress=config.verbose > 0)
     except (DataError, ValueError) as error:
         log.warning("no closed-loop check of the validation span: %s", error)
         return {"skipped": str(error)}
