@@ -152,6 +152,10 @@ def test_unknown_host(model_path, capsys):
                                                    "60,25), got '60'"),
     (["sim", "drive", "m.onnx", "--laps", "inf"], "argument --laps: expected a finite number, got 'inf'"),
     (["sim", "record", "--out", "r", "--laps", "0"], "argument --laps: expected a number > 0, got '0'"),
+    (["sim", "drive", "m.onnx", "--plot", "/no/such/folder/p.png"],
+     "argument --plot: /no/such/folder/p.png: the folder /no/such/folder does not exist"),
+    (["replay", "m.onnx", "d", "--video", "/no/such/folder/r.mp4"],
+     "argument --video: /no/such/folder/r.mp4: the folder /no/such/folder does not exist"),
     (["data", "preview", "d", "--out", "g.png", "--n", "0"], "argument --n: expected an integer >= 1, got '0'"),
 ])
 def test_numeric_flags_are_refused_at_parse_time(argv, message, capsys):

@@ -131,11 +131,15 @@ def test_load_predictor_runs_a_saved_keras_model(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_predictor(tmp_path / "missing.keras")
     # The console script in a fresh process (where nothing is registered yet) drives with the saved file.
+    plot = tmp_path / "paths.png"
     result = subprocess.run([sys.executable, "-m", "e2e_drive", "sim", "drive", str(path), "--track", "101", "102",
-                             "--laps", "0.05", "--json"], capture_output=True, text=True, timeout=300)
+                             "--laps", "0.05", "--plot", str(plot), "--json"], capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     payload = json.loads(result.stdout)
     assert [t["track_seed"] for t in payload["tracks"]] == [101, 102]
+    image = cv2.imread(str(plot))  # a map per track, side by side
+    assert payload["plot"] == str(plot) and image is not None and image.shape[1] > 1.5 * image.shape[0]
     assert all(t["laps_completed"] >= 0.05 or t["interventions"] > 0 for t in payload["tracks"])
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"not a zip file")

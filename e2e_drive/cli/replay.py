@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 
 from e2e_drive.cli import add_command
 from e2e_drive.cli.output import emit
-from e2e_drive.cli.types import finite_float, positive_float, positive_int
+from e2e_drive.cli.types import finite_float, output_file, positive_float, positive_int
 from e2e_drive.sim.autonomy import INTERVENTION_SECONDS
 
 log = logging.getLogger(__name__)
@@ -72,8 +71,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     replay.add_argument("--camera", metavar="CAMERA.json",
                         help="camera calibration from e2e-drive calibrate (default: the --car profile's camera, "
                         "with a warning)")
-    replay.add_argument("--video", metavar="OUT.mp4", help="write the driver's view with steering and offset")
-    replay.add_argument("--plot", metavar="OUT.png",
+    replay.add_argument("--video", type=output_file, metavar="OUT.mp4", help="write the driver's view with steering and offset")
+    replay.add_argument("--plot", type=output_file, metavar="OUT.png",
                         help="PNG per log: the recorded path coloured by the offset, with the interventions; the "
                         "offset and the steering (driver's and recorded) over time")
     replay.add_argument("--car", choices=CAR_PROFILES, default=None,
@@ -121,10 +120,6 @@ def run_replay(args: argparse.Namespace) -> int:
 
     if args.end <= args.start:
         raise ValueError(f"--end ({args.end:g}) must be greater than --start ({args.start:g})")
-    for flag_, path in (("--video", args.video), ("--plot", args.plot)):
-        folder = os.path.dirname(os.path.abspath(path)) if path else None
-        if folder and not os.path.isdir(folder):  # before the drive: a long replay is not lost to a typo
-            raise ValueError(f"{flag_}: {path}: the folder {folder} does not exist")
     driver = parse_driver(args.driver)
     if isinstance(driver, str) and driver != "recorded":
         from deploy import load_predictor  # TensorFlow / onnxruntime: loaded only for a model driver

@@ -9,7 +9,7 @@ import sys
 
 from e2e_drive.cli import add_command
 from e2e_drive.cli.output import emit
-from e2e_drive.cli.types import positive_float, positive_int
+from e2e_drive.cli.types import output_file, positive_float, positive_int
 from e2e_drive.models import ACTIVATIONS, CONVS
 from e2e_drive.sim.autonomy import INTERVENTION_SECONDS
 from e2e_drive.sim.track import INTERVENTION_FRACTION
@@ -42,13 +42,17 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         f"the centre line (NVIDIA's 1 m off centre on a 3.6 m lane, scaled to the generated road) counts an "
         f"intervention: it is put back on the centre line and goes on. "
         f"autonomy = (1 - interventions * {INTERVENTION_SECONDS:g} s / elapsed) * 100.",
-        epilog="example:\n  e2e-drive sim drive runs/demo/train/best.keras --track 101 102 --laps 1 --video drive.mp4",
+        epilog="examples:\n  e2e-drive sim drive runs/demo/train/best.keras --track 101 102 --laps 1 --video drive.mp4\n"
+        "  e2e-drive sim drive runs/demo/pilotnet.onnx --track 101 102 103 --plot paths.png",
     )
     drive.add_argument("model", help="model file: .keras, SavedModel folder, .onnx, .tflite or TensorRT engine")
     drive.add_argument("--track", type=int, nargs="+", default=[101], metavar="SEED",
                        help="track seeds; all cars drive together, batched (default 101)")
     drive.add_argument("--laps", type=positive_float, default=1.0, help="laps per car, > 0 (default 1)")
-    drive.add_argument("--video", help="write an mp4 of the run with the steering overlaid")
+    drive.add_argument("--video", type=output_file, metavar="OUT.mp4",
+                       help="write an mp4 of the run with the steering overlaid")
+    drive.add_argument("--plot", type=output_file, metavar="OUT.png",
+                       help="PNG of each driven path over its track map, with the interventions")
 
     demo = add_command(
         commands, "demo", common=common, handler=run_demo,
@@ -91,12 +95,17 @@ def run_drive(args: argparse.Namespace) -> int:
 
     results = drive(load_predictor(args.model), args.track, laps=args.laps, video=args.video,
                     progress=not args.quiet)
+    if args.plot:
+        from e2e_drive.sim.plot import plot_paths
+
+        plot_paths(results, args.plot)
     lines = [f"{'track':>6} {'autonomy %':>10} {'interv.':>7} {'laps':>5} {'mean|off| m':>11} {'seconds':>8}"]
     for r in results:
         lines.append(f"{r.track_seed:>6} {r.autonomy:>10.1f} {r.interventions:>7d} {r.laps_completed:>5.2f} "
                      f"{r.mean_abs_offset:>11.2f} {r.elapsed_seconds:>8.1f}")
-    emit(args, {"model": args.model, "laps": args.laps, "video": args.video,
-                "tracks": [r.summary() for r in results]}, "\n".join(lines))
+    emit(args, {"model": args.model, "laps": args.laps, "video": args.video, "plot": args.plot,
+                "tracks": [r.summary() for r in results]},
+         "\n".join(lines + [f"wrote {path}" for path in (args.video, args.plot) if path]))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Argparse ``type=`` functions for numeric flags: a bad value is refused at parse time with a clear message.
+"""Argparse ``type=`` functions for numeric flags and output files: a bad value is refused at parse time with a
+clear message.
 
 Each raises ``argparse.ArgumentTypeError`` (argparse prints ``argument --lr: ...`` and exits 2) for text that is
 not a number, NaN, infinity where a finite value is needed, or a value out of range.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from typing import Callable
 
 
@@ -103,3 +105,13 @@ def crop(text: str) -> str:
     if top < 0 or bottom < 0:
         raise argparse.ArgumentTypeError(f"expected rows >= 0, got {text!r}")
     return f"{top},{bottom}"
+
+
+def output_file(text: str) -> str:
+    """A file to write: its folder must exist, checked before the work (a long run is not lost to a typo)."""
+    folder = os.path.dirname(os.path.abspath(text))
+    if not text or os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"expected a file name, got {text!r}")
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"{text}: the folder {folder} does not exist")
+    return text
