@@ -71,7 +71,9 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         commands, "train", common=common, handler=run_train,
         help="train PilotNet on driving logs",
         description="Train PilotNet on Udacity folders, donkeycar tubs or simulator recordings. Writes "
-        "config.json, best.keras, last.keras, history.csv, loss.png and TensorBoard logs to --out.",
+        "config.json, best.keras, last.keras, history.csv, loss.png and TensorBoard logs to --out; then drives "
+        "best.keras closed loop through the validation span (the last --val-fraction of each recording, as "
+        "e2e-drive replay scores it) and writes closed_loop.json and closed_loop.png (where the car strayed).",
         epilog=TRAIN_EPILOG,
     )
     train.add_argument("data", nargs="+", metavar="DATA", help="Udacity folders/CSVs, tubs or recordings")
