@@ -138,6 +138,7 @@ def test_per_step_traces_say_when_and_where_the_car_strayed(sim_log):
     assert np.array_equal(result.recorded, log.steering[result.rows])
     assert np.allclose(result.positions, np.stack([path.x[result.rows], path.y[result.rows]], axis=1))
     assert np.all(result.steering == 0.0)
+    assert np.array_equal(result.segment_ids, path.segment[result.rows])
 
 
 def test_plot_draws_each_log(sim_log, tmp_path):
@@ -154,6 +155,16 @@ def test_plot_draws_each_log(sim_log, tmp_path):
     assert second.shape[0] > 1.6 * first.shape[0]  # a row per log
     assert first.std() > 10  # drawn, not blank
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_plot_lays_segments_side_by_side():
+    from e2e_drive.replay.plot import _side_by_side
+
+    # Two segments, each rebuilt from the origin (a time gap between them).
+    positions = np.array([[0.0, 0.0], [10.0, 1.0], [30.0, 2.0], [0.0, 0.0], [5.0, -3.0]])
+    placed = _side_by_side(positions, np.array([0, 0, 0, 1, 1]), gap=20.0)
+    assert np.array_equal(placed[:3], positions[:3])  # the first stays where it was
+    assert np.allclose(placed[3:], [[50.0, 0.0], [55.0, -3.0]])  # the next starts 20 m right of it, same shape
 
 
 def test_pieces_drive_together_and_cover_the_same_time(sim_log):

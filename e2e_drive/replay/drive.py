@@ -67,6 +67,8 @@ class ReplayResult:
     seconds: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     intervened: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
     positions: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)), repr=False)
+    # The log's segment of each step (a time gap starts a new one, rebuilt from the origin: ``reconstruct``).
+    segment_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
 
     def summary(self) -> dict:
         """The scalar fields, for JSON."""
@@ -264,6 +266,7 @@ class _Run:
     step_seconds: np.ndarray
     intervened: np.ndarray
     positions: np.ndarray
+    segment_ids: np.ndarray
     interventions: int
     elapsed: float
 
@@ -275,14 +278,14 @@ def _result(source: str, runs: list[_Run], standing: int) -> ReplayResult:
     if elapsed <= 0:
         raise DataError("no time driven in the scored span", path=source)
     joined = {name: np.concatenate([getattr(r, name) for r in runs])
-              for name in ("steering", "rows", "recorded", "step_seconds", "intervened", "positions")}
+              for name in ("steering", "rows", "recorded", "step_seconds", "intervened", "positions", "segment_ids")}
     return ReplayResult(
         source=source, autonomy=autonomy(interventions, elapsed), interventions=interventions,
         elapsed_seconds=elapsed, mean_abs_offset=float(np.mean(np.abs(offsets))),
         max_abs_offset=float(np.max(np.abs(offsets))), frames=int(len(offsets)), segments=len(runs),
         standing_frames=standing, offsets=offsets, steering=joined["steering"], rows=joined["rows"],
         recorded=joined["recorded"], seconds=np.cumsum(joined["step_seconds"]), intervened=joined["intervened"],
-        positions=joined["positions"],
+        positions=joined["positions"], segment_ids=joined["segment_ids"],
     )
 
 
@@ -417,7 +420,7 @@ def _drive_batch(lanes, logs, paths, driver, warp, car_params, max_offset, write
         runs.append(_Run(rows, np.asarray(lane.offsets, np.float64), np.asarray(lane.commands, np.float64),
                          np.asarray(lane.path.steering[rows], np.float64), np.asarray(lane.step_seconds, np.float64),
                          np.asarray(lane.intervened, bool), np.stack([lane.path.x[rows], lane.path.y[rows]], axis=1),
-                         lane.interventions, lane.elapsed))
+                         np.asarray(lane.path.segment[rows], np.int64), lane.interventions, lane.elapsed))
     return runs
 
 

@@ -45,9 +45,15 @@ def _plot_one(axes, result: ReplayResult, max_offset: float) -> None:
     where, offset_axis, steering_axis = axes
     stray = result.intervened
     name = os.path.basename(result.source if os.path.isdir(result.source) else os.path.dirname(result.source))
-    points = where.scatter(result.positions[:, 0], result.positions[:, 1], c=np.abs(result.offsets), s=4,
-                           cmap="viridis", vmin=0.0, vmax=max_offset)
-    where.scatter(*result.positions[stray].T, color="tab:red", marker="x", s=40, label="intervention", zorder=3)
+    positions = _side_by_side(result.positions, result.segment_ids)
+    points = where.scatter(positions[:, 0], positions[:, 1], c=np.abs(result.offsets), s=4, cmap="viridis",
+                           vmin=0.0, vmax=max_offset)
+    where.scatter(*positions[stray].T, color="tab:red", marker="x", s=40, label="intervention", zorder=3)
+    segments = np.unique(result.segment_ids)
+    if len(segments) > 1:
+        for number, segment in enumerate(segments, 1):
+            start = positions[np.flatnonzero(result.segment_ids == segment)[0]]
+            where.annotate(f"segment {number}", start, fontsize=7, color="0.3")
     where.set_aspect("equal", adjustable="datalim")
     where.set_title(f"{name}: autonomy {result.autonomy:.1f}%", fontsize=10)
     where.set_xlabel("x (m)")
@@ -73,3 +79,16 @@ def _plot_one(axes, result: ReplayResult, max_offset: float) -> None:
     steering_axis.set_ylabel("steering")
     steering_axis.grid(alpha=0.3)
     steering_axis.legend(loc="upper right", fontsize=8)
+
+
+def _side_by_side(positions: np.ndarray, segment_ids: np.ndarray, gap: float = 20.0) -> np.ndarray:
+    """Each segment's path was rebuilt from the origin (nothing links the pose across a time gap): lay them out
+    left to right, ``gap`` metres apart, instead of on top of each other."""
+    placed = positions.astype(np.float64, copy=True)
+    right = None
+    for segment in np.unique(segment_ids):
+        mine = segment_ids == segment
+        if right is not None:
+            placed[mine, 0] += right + gap - placed[mine, 0].min()
+        right = placed[mine, 0].max()
+    return placed
