@@ -166,8 +166,8 @@ def _resolve_config(run: RunDir, data, resume: bool, overwrite: bool, options: d
 
 def recipe_augmentation(config: TrainConfig, data_log: DrivingLog):
     """The training chain: ``default_augmentation`` with the recipe's geometry for the car profile
-    (``config.car``: wheelbase, wheel angle, camera) at the log's median moving speed (a log without speed:
-    the profile's nominal speed).
+    (``config.car``: wheelbase, wheel angle, camera) at ``config.speed``, else the log's median moving speed (a
+    log without speed: the profile's nominal speed).
 
     - Side cameras: ``config.side_correction``, or when ``None`` the pure pursuit back from the side cameras'
       offset (``side_camera_correction``).
@@ -185,7 +185,7 @@ def recipe_augmentation(config: TrainConfig, data_log: DrivingLog):
     profile = get_profile(config.car)
     speed = np.asarray(data_log.speed, np.float64) * profile.speed_scale
     moving = speed[np.isfinite(speed) & (speed > profile.min_speed)]
-    speed = float(np.median(moving)) if len(moving) else profile.car.speed
+    speed = config.speed or (float(np.median(moving)) if len(moving) else profile.car.speed)
     correct = partial(pursuit_correction, speed=speed, wheelbase=profile.car.wheelbase,
                       max_steer_deg=profile.car.max_steer_deg)
     rig = training_camera(config, data_log)
@@ -430,7 +430,7 @@ def _replayable_parts(config: TrainConfig, val_log: DrivingLog) -> tuple[list[Dr
         return parts, None  # the simulator drives their tracks: no path to rebuild (a tub of them has no speed)
     try:
         for part in parts:
-            reconstruct(part, get_profile(config.car))
+            reconstruct(part, get_profile(config.car), speed=config.speed)
     except DataError as error:
         return [], f"cannot replay the validation rows ({error})"
     return parts, None
@@ -467,7 +467,7 @@ def _closed_loop_scorer(config: TrainConfig, parts: list[DrivingLog], frame_shap
     """``score(model, piece_seconds)``: the model driven closed loop on the validation recordings, as a dict
     (``autonomy``, ``interventions``, ``elapsed_seconds``, ``mean_abs_offset``, ``max_abs_offset``, ``by``):
     replayed through the recorded frames (``e2e_drive.replay``, the profile's car, ``config.camera`` or the
-    profile's camera), or, when every
+    profile's camera, ``config.speed`` for logs without a speed column), or, when every
     recording was written by ``e2e-drive sim record``, the simulator driving their tracks."""
     from e2e_drive.models import steering_function
     from e2e_drive.replay import camera_for_size, get_profile, replay
@@ -482,7 +482,7 @@ def _closed_loop_scorer(config: TrainConfig, parts: list[DrivingLog], frame_shap
     def score(model, piece_seconds: float | None = None, plot: str | os.PathLike | None = None,
               progress: bool = False) -> dict[str, Any]:
         if simulated is None:
-            report = replay(parts, steering_function(model), camera=camera, profile=profile,
+            report = replay(parts, steering_function(model), camera=camera, profile=profile, speed=config.speed,
                             piece_seconds=piece_seconds, progress=progress)
             result = {"by": "replay", **{k: v for k, v in report.total.summary().items() if k != "source"}}
             if plot is not None:
@@ -767,7 +767,9 @@ def train(
             ``MAX_EPOCH_REPEAT`` times; N: N samples; 0: each row once), car (None: from the data,
             ``e2e_drive.replay.car_for_log``; the ``e2e_drive.replay`` profile of the car and camera), camera
             (None: the car's; a calibration JSON of ``e2e-drive calibrate`` for the viewpoint shifts, the derived
-            side correction and the closed-loop checks), select_by ("last": best.keras is the last
+            side correction and the closed-loop checks), speed (None: the logs' speed column; metres per second
+            for logs without one, donkeycar tubs: the closed-loop checks replay at it and the recipe's labels
+            use it, as ``e2e-drive replay --speed``), select_by ("last": best.keras is the last
             epoch and nothing stops early — the validation loss of unshifted centre frames rises as a model
             learns to recover, BENCHMARKS.md; "val_loss": the lowest validation loss, with early stopping on
             it; "autonomy": replay the validation span after each epoch, keep the epoch with the most autonomy,

@@ -9,7 +9,7 @@ Every validation error names the command-line flag, e.g. ``--lr: expected a fini
 
 Versions: 2 added ``targets`` and ``loss_weights`` (issue 13); 3 the recipe's label smoothing, side correction,
 car profile and selection; 4 ``viewpoint_shift`` and ``epoch_samples`` (issue 12); 5 ``camera`` (a calibration
-for the viewpoint shifts and the closed-loop checks); 6 ``lr_schedule``. An older file still loads,
+for the viewpoint shifts and the closed-loop checks); 6 ``lr_schedule`` and ``speed``. An older file still loads,
 with what that run trained with for the fields it lacks (``LEGACY_RECIPE``: a resumed run trains on as it
 began), and is written back as the current version.
 
@@ -34,7 +34,7 @@ from data_tools.log import TARGETS
 CONFIG_VERSION = 6
 # Versions this code reads, each with the fields it introduced (absent from older files: their defaults apply).
 FIELDS_SINCE = {1: (), 2: ("targets", "loss_weights"), 3: ("smooth_seconds", "side_correction", "car", "select_by"),
-                4: ("viewpoint_shift", "epoch_samples"), 5: ("camera",), 6: ("lr_schedule",)}
+                4: ("viewpoint_shift", "epoch_samples"), 5: ("camera",), 6: ("lr_schedule", "speed")}
 STRATEGIES = ("auto", "mirrored", "multiworker")
 CACHE_MODES = ("auto", "memory", "disk", "none")
 SELECT_BY = ("last", "val_loss", "autonomy")
@@ -104,6 +104,7 @@ class TrainConfig:
     epoch_samples: int | None = None
     car: str | None = None
     camera: str | None = None
+    speed: float | None = None
     select_by: str = "last"
     early_stopping: int = 5
     strategy: str = "auto"
@@ -140,6 +141,8 @@ class TrainConfig:
             set_("viewpoint_shift", _number("viewpoint_shift", self.viewpoint_shift, minimum=0.0))
         if self.epoch_samples is not None:
             set_("epoch_samples", _integer("epoch_samples", self.epoch_samples, minimum=0))
+        if self.speed is not None:
+            set_("speed", _number("speed", self.speed, above=0.0))
         _choice("select_by", self.select_by, SELECT_BY)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         for name in ("balance", "mixed_precision", "worker_processes"):

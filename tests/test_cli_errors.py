@@ -151,6 +151,7 @@ def test_unknown_host(model_path, capsys):
     (["train", "d", "--out", "r", "--crop", "60"], "argument --crop: expected TOP,BOTTOM (two integers, e.g. "
                                                    "60,25), got '60'"),
     (["sim", "drive", "m.onnx", "--laps", "inf"], "argument --laps: expected a finite number, got 'inf'"),
+    (["train", "d", "--out", "r", "--speed", "0"], "argument --speed: expected a number > 0, got '0'"),
     (["sim", "record", "--out", "r", "--laps", "0"], "argument --laps: expected a number > 0, got '0'"),
     (["sim", "drive", "m.onnx", "--plot", "/no/such/folder/p.png"],
      "argument --plot: /no/such/folder/p.png: the folder /no/such/folder does not exist"),

@@ -322,7 +322,7 @@ def test_recipe_options_are_validated_with_their_flags():
     assert TrainConfig.from_json(config.to_json()) == config
     since_3 = ("smooth_seconds", "side_correction", "car", "select_by")
     since_4 = ("viewpoint_shift", "epoch_samples")
-    since_5 = ("camera", "lr_schedule")  # and 6
+    since_5 = ("camera", "lr_schedule", "speed")  # and 6
     older = {**{k: v for k, v in TrainConfig().to_dict().items() if k not in since_3 + since_4 + since_5},
              "version": 2}
     resumed = TrainConfig.from_dict(older)  # a run saved before these options resumes as it was trained
@@ -336,10 +336,12 @@ def test_recipe_options_are_validated_with_their_flags():
         TrainConfig.from_dict({**version_3, "viewpoint_shift": 1.0})
     with pytest.raises(TrainConfigError, match="version 4 has no field.*camera"):
         TrainConfig.from_dict({**version_3, "version": 4, "camera": "c.json"})
-    version_5 = {**{k: v for k, v in config.to_dict().items() if k != "lr_schedule"}, "version": 5}
+    version_5 = {**{k: v for k, v in config.to_dict().items() if k not in ("lr_schedule", "speed")}, "version": 5}
     assert TrainConfig.from_dict(version_5).lr_schedule == "constant"  # a run from before the schedule
     with pytest.raises(TrainConfigError, match="--lr-schedule"):
         TrainConfig(lr_schedule="step")
+    with pytest.raises(TrainConfigError, match="--speed: expected a finite number > 0, got 0"):
+        TrainConfig(speed=0)
     with pytest.raises(TrainConfigError, match="--camera"):
         TrainConfig(camera="")
     with pytest.raises(TrainConfigError, match="--viewpoint-shift"):
@@ -463,6 +465,27 @@ def test_a_simulator_recording_is_checked_by_the_simulator(sim_recording, tmp_pa
     tub_check = train([str(tmp_path / "tub")], tmp_path / "tub_run", epochs=1, batch_size=16, verbose=0,
                       cache="memory").closed_loop
     assert tub_check["by"] == "simulator" and tub_check["tracks"] == [7]
+
+
+def test_a_tub_without_speed_is_checked_at_the_given_speed(tmp_path):
+    from deploy import load_predictor
+    from e2e_drive.replay import replay
+
+    # A donkeycar tub with real time stamps and no speed column (not ours: no recording.json).
+    tub = tmp_path / "tub"
+    record(7, tub, laps=0.2, progress=False, format="tub")
+    (tub / "recording.json").unlink()
+    skipped = train([str(tub)], tmp_path / "plain", epochs=1, batch_size=16, verbose=0, cache="memory")
+    assert "give one with --speed" in skipped.closed_loop["skipped"]
+    result = train([str(tub)], tmp_path / "run", epochs=1, batch_size=16, verbose=0, cache="memory", speed=2.5)
+    check = result.closed_loop
+    # The oracle: `e2e-drive replay best.keras TUB --start 0.8 --speed 2.5` (the donkey profile, from the data).
+    oracle = replay(tub, load_predictor(result.best_model_path), start=0.8, profile="donkey", speed=2.5).total
+    assert check["by"] == "replay" and check["frames"] == oracle.frames
+    assert check["interventions"] == oracle.interventions
+    assert check["elapsed_seconds"] == pytest.approx(oracle.elapsed_seconds)
+    assert check["mean_abs_offset"] == pytest.approx(oracle.mean_abs_offset, abs=1e-3)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["speed"] == 2.5
 
 
 def test_only_our_recordings_say_they_are_simulator_recordings(tmp_path, udacity_log):

@@ -49,7 +49,7 @@ def test_config_round_trip_with_targets_and_old_files_still_load():
 
     # A config.json written before targets existed (version 1) loads as a steering-only run.
     since_2 = ("targets", "loss_weights", "smooth_seconds", "side_correction", "car", "select_by",
-               "viewpoint_shift", "epoch_samples", "camera", "lr_schedule")
+               "viewpoint_shift", "epoch_samples", "camera", "lr_schedule", "speed")
     old = {k: v for k, v in TrainConfig(data=("a",)).to_dict().items() if k not in since_2}
     loaded = TrainConfig.from_dict({**old, "version": 1})
     # ... and keeps the labels it was trained on (no automatic smoothing, the fixed side correction, no

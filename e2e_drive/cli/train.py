@@ -40,7 +40,7 @@ TRAIN_OPTIONS = {
     "overwrite": "overwrite", "targets": "targets", "loss_weights": "loss_weights",
     "smooth_seconds": "smooth_seconds", "side_correction": "side_correction", "car": "car", "select_by": "select_by",
     "viewpoint_shift": "viewpoint_shift", "epoch_samples": "epoch_samples", "camera": "camera",
-    "lr_schedule": "lr_schedule",
+    "lr_schedule": "lr_schedule", "speed": "speed",
 }
 
 
@@ -120,6 +120,10 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     train.add_argument("--camera", metavar="CAMERA.json", default=None,
                        help="camera calibration (e2e-drive calibrate) for the viewpoint shifts, the derived side "
                        "correction and the closed-loop checks (default: --car's camera)")
+    train.add_argument("--speed", type=positive_float, default=None, metavar="M/S",
+                       help="metres per second, for logs without a speed column (donkeycar tubs): the closed-loop "
+                       "check and --select-by autonomy replay at it, as e2e-drive replay --speed, and the recipe's "
+                       "steering corrections use it; given, it replaces a speed column (default: the logs' speed column)")
     train.add_argument("--select-by", choices=SELECT_BY, default=None,
                        help="which epoch becomes best.keras: the last (no early stopping), the lowest val loss, "
                        "or the most replay autonomy on the validation span (needs time stamps and speed; "
