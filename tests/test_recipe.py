@@ -440,7 +440,11 @@ def test_training_ends_with_best_keras_driven_through_the_validation_span(sim_re
     # The CLI prints it after the run and puts it into --json.
     code = main(["train", str(folder), "--out", str(tmp_path / "cli"), "--epochs", "1", "--batch-size", "16",
                  "--car", "sim", "--quiet"])
-    assert code == 0 and "closed loop on the validation span (replay): " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert code == 0 and "closed loop on the validation span (replay): " in out
+    # A span of seconds: the CLI says how coarse the figure is (six seconds per intervention over the span).
+    elapsed = json.loads((tmp_path / "cli" / "closed_loop.json").read_text())["elapsed_seconds"]
+    assert f"a short span: one intervention costs {600 / elapsed:.0f} points of autonomy here" in out
     # Without a validation span there is nothing to drive.
     assert train([str(folder)], tmp_path / "none", epochs=1, batch_size=16, car="sim", verbose=0,
                  val_fraction=0.0).closed_loop is None

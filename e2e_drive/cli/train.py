@@ -13,6 +13,7 @@ from e2e_drive.cli.output import emit
 from e2e_drive.cli.types import crop, fraction, nonnegative_float, nonnegative_int, positive_float, positive_int
 from e2e_drive.models import ACTIVATIONS, CONVS
 from e2e_drive.cli.replay import CAR_PROFILES
+from e2e_drive.sim.autonomy import INTERVENTION_SECONDS
 from e2e_drive.train_config import LR_SCHEDULES, SELECT_BY, TrainConfigError, parse_loss_weights, parse_targets
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,9 @@ multi-worker (one command per machine; worker 0 is the chief and writes the run)
   TF_CONFIG='{"cluster":{"worker":["host0:2222","host1:2222"]},"task":{"type":"worker","index":0}}' \\
     e2e-drive train DATA --out runs/mw --strategy multiworker
 """
+
+# Above this many autonomy points per intervention the closed-loop figure is flagged as coarse (20: a 30 s span).
+SHORT_SPAN_POINTS = 20.0
 
 # Flag destination -> e2e_drive.train.train keyword. Flags default to None: only the flags the user gave are
 # passed on, so a resumed run can tell a changed setting from a default.
@@ -215,9 +219,14 @@ def _closed_loop_summary(result) -> str:
     if "skipped" in check:
         return f"\nno closed-loop check of the validation span: {check['skipped']}"
     where = "simulator, track(s) " + ", ".join(map(str, check["tracks"])) if check["by"] == "simulator" else "replay"
-    return (f"\nclosed loop on the validation span ({where}): {check['autonomy']:.1f}% autonomy, "
+    text = (f"\nclosed loop on the validation span ({where}): {check['autonomy']:.1f}% autonomy, "
             f"{check['interventions']} interventions in {check['elapsed_seconds']:.0f} s, mean |offset| "
             f"{check['mean_abs_offset']:.2f} m" + (f" (plot: {check['plot']})" if "plot" in check else ""))
+    cost = INTERVENTION_SECONDS / max(check["elapsed_seconds"], 1e-9) * 100
+    if cost > SHORT_SPAN_POINTS:  # say how coarse the figure is before anyone trusts it
+        text += (f"\n  a short span: one intervention costs {cost:.0f} points of autonomy here (minutes of "
+                 "validation driving give a firmer figure: --val-fraction)")
+    return text
 
 
 def run_train(args: argparse.Namespace) -> int:
