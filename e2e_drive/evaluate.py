@@ -83,24 +83,30 @@ def predict(model, log: DrivingLog, batch_size: int = 64, verbose: int = 0) -> n
     return predict_outputs(model, log, batch_size, verbose)["steering"]
 
 
-def replay_summary(model, log: DrivingLog, camera=None, required: bool = False) -> dict[str, Any]:
-    """The model's replay autonomy on ``log`` (``e2e_drive.replay.replay``), or why it could not be replayed."""
+def replay_summary(model, log: DrivingLog, camera=None, required: bool = False, speed: float | None = None,
+                   plot: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The model's replay autonomy on ``log`` (``e2e_drive.replay.replay``; ``speed`` in m/s for logs without a
+    speed column), or why it could not be replayed; ``plot``: also draw where it strayed (``plot_replay``)."""
     from data_tools import DataError
     from e2e_drive.models import steering_function
-    from e2e_drive.replay import car_for_log, replay
+    from e2e_drive.replay import car_for_log, plot_replay, replay
 
-    if not required and (np.isnan(log.timestamp).any() or np.isnan(log.speed).all()):
-        return {"skipped": "the log has no time stamps or no speed to rebuild the driven path from"}
+    if not required and (np.isnan(log.timestamp).any() or (speed is None and np.isnan(log.speed).all())):
+        return {"skipped": "the log has no time stamps or no speed to rebuild the driven path from (tubs: --speed)"}
     try:
         # Pieces of 60 s run as one batch per step: one model call per step for the whole log.
         # The car profile the data calls for (the simulator's own recordings: its car and camera).
         car = car_for_log(log)
-        summary = replay(log, steering_function(model), camera=camera, profile=car, piece_seconds=60.0).summary()
-        return {"car": car, **summary}
+        report = replay(log, steering_function(model), camera=camera, profile=car, speed=speed, piece_seconds=60.0)
     except DataError as error:
         if required:
             raise
         return {"skipped": str(error)}
+    summary = {"car": car, **report.summary()}
+    if plot:
+        plot_replay(report, plot, title="closed-loop replay (pieces of 60 s)")
+        summary["plot"] = os.fspath(plot)
+    return summary
 
 
 def throttle_metrics(prediction: np.ndarray, label: np.ndarray) -> dict[str, Any]:
@@ -165,6 +171,8 @@ def evaluate(
     verbose: int = 0,
     replay: bool | None = None,
     camera: str | os.PathLike | None = None,
+    speed: float | None = None,
+    replay_plot: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """RMSE, MAE and Pearson correlation of a model on ``data``, each next to a mean baseline, and its closed-loop
     autonomy when the log can be replayed.
@@ -178,6 +186,8 @@ def evaluate(
         replay: also drive the model through the log (``e2e_drive.replay``): ``None`` does it when the log has
             time stamps and speed (Udacity logs), ``True`` requires it, ``False`` skips it. Defaults to `None`.
         camera: the camera calibration JSON for the replay (``e2e-drive calibrate``). Defaults to the profile's.
+        speed: metres per second for the replay of logs without a speed column (tubs). Defaults to the column.
+        replay_plot: write a PNG of where the replayed car strayed here (``plot_replay``). Defaults to `None`.
 
     Returns:
         ``{"count", "raw": {"model": {rmse, mae, pearson}, "mean_baseline": {...}},
@@ -204,7 +214,7 @@ def evaluate(
     if "throttle" in outputs:
         report["throttle"] = throttle_metrics(outputs["throttle"], log.throttle)
     if replay is not False:
-        report["replay"] = replay_summary(model, log, camera, required=bool(replay))
+        report["replay"] = replay_summary(model, log, camera, required=bool(replay), speed=speed, plot=replay_plot)
     if plot:
         plot_predictions(log.steering, smoothed, prediction, plot, title=f"{name} on {log.source[0]}",
                          throttle=(log.throttle, outputs["throttle"]) if "throttle" in outputs else None)
@@ -236,5 +246,6 @@ def format_report(report: dict[str, Any]) -> str:
     elif replayed:
         lines.append(f"replay (closed loop on the log): autonomy {replayed['autonomy']:.1f}%, "
                      f"{replayed['interventions']} interventions in {replayed['elapsed_seconds']:.0f} s, "
-                     f"mean |offset| {replayed['mean_abs_offset']:.2f} m")
+                     f"mean |offset| {replayed['mean_abs_offset']:.2f} m"
+                     + (f" (plot: {replayed['plot']})" if "plot" in replayed else ""))
     return "\n".join(lines)

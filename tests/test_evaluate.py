@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -107,6 +108,30 @@ def test_evaluate_replays_the_model_on_a_log_with_time_and_speed(tmp_path):
     assert report["replay"]["frames"] == expected["frames"] > 0
     assert "replay (closed loop on the log): autonomy" in format_report(report)
     assert "replay" not in evaluate(model, log, replay=False)
+    # With a plot of where it strayed.
+    plotted = evaluate(model, log, replay_plot=tmp_path / "replay.png")["replay"]
+    assert plotted["plot"] == str(tmp_path / "replay.png") and cv2.imread(plotted["plot"]) is not None
+    assert plotted["frames"] == expected["frames"]
+
+
+def test_evaluate_replays_a_tub_at_the_given_speed(tmp_path):
+    from deploy import load_predictor
+    from e2e_drive.evaluate import evaluate
+    from e2e_drive.models import pilotnet
+    from e2e_drive.replay import replay
+    from e2e_drive.sim import record
+
+    tub = tmp_path / "tub"
+    record(7, tub, laps=0.1, progress=False, format="tub")
+    (tub / "recording.json").unlink()  # a plain donkeycar tub: time stamps, no speed column
+    model_path = tmp_path / "m.keras"
+    pilotnet((160, 320, 3), seed=0).save(model_path)
+    assert "--speed" in evaluate(model_path, [str(tub)])["replay"]["skipped"]
+    report = evaluate(model_path, [str(tub)], speed=2.0)["replay"]
+    expected = replay(tub, load_predictor(model_path), profile="donkey", speed=2.0).total
+    assert report["car"] == "donkey" and report["frames"] == expected.frames > 0
+    assert report["interventions"] == expected.interventions
+    assert report["mean_abs_offset"] == pytest.approx(expected.mean_abs_offset, abs=1e-3)
 
 
 def test_evaluate_says_why_a_log_cannot_be_replayed(tmp_path, synthetic_log):

@@ -10,7 +10,8 @@ from typing import Any
 
 from e2e_drive.cli import add_command
 from e2e_drive.cli.output import emit
-from e2e_drive.cli.types import crop, fraction, nonnegative_float, nonnegative_int, positive_float, positive_int
+from e2e_drive.cli.types import (crop, fraction, nonnegative_float, nonnegative_int, output_file, positive_float,
+                                 positive_int)
 from e2e_drive.models import ACTIVATIONS, CONVS
 from e2e_drive.cli.replay import CAR_PROFILES
 from e2e_drive.sim.autonomy import INTERVENTION_SECONDS
@@ -163,18 +164,26 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         description="Evaluate a .keras model on driving logs: RMSE, MAE and Pearson correlation against raw and "
         "Gaussian-smoothed labels, error by steering bin, each next to a predict-the-mean baseline; and, when the log "
         "has time stamps and speed, the model's closed-loop autonomy replayed on the log (e2e-drive replay).",
-        epilog="example:\n  e2e-drive evaluate runs/udacity/best.keras ../shared/data/udacity_sim_a --plot eval.png",
+        epilog="examples:\n  e2e-drive evaluate runs/udacity/best.keras ../shared/data/udacity_sim_a --plot eval.png\n"
+        "  e2e-drive evaluate runs/b/best.keras data/run2 --camera cam.json --replay-plot replay.png\n"
+        "  e2e-drive evaluate runs/donkey/best.keras tub_a --speed 2.0",
     )
     evaluate.add_argument("model", metavar="MODEL", help=".keras model file")
     evaluate.add_argument("data", nargs="+", metavar="DATA", help="Udacity folders/CSVs, tubs or recordings")
     evaluate.add_argument("--smooth-sigma", type=nonnegative_float, default=4.0,
                           help="sigma (frames) of the smoothed labels (default 4)")
     evaluate.add_argument("--batch-size", type=positive_int, default=64, help="prediction batch size (default 64)")
-    evaluate.add_argument("--plot", default=None, metavar="OUT.png", help="PNG of predicted vs true steering")
+    evaluate.add_argument("--plot", type=output_file, default=None, metavar="OUT.png",
+                          help="PNG of predicted vs true steering")
     evaluate.add_argument("--camera", default=None, metavar="CAMERA.json",
                           help="camera calibration for the replay (e2e-drive calibrate); default: the car profile's")
     evaluate.add_argument("--no-replay", action="store_true",
                           help="skip the closed-loop replay (done by default when the log has time stamps and speed)")
+    evaluate.add_argument("--speed", type=positive_float, default=None, metavar="M/S",
+                          help="speed of the replay for logs without a speed column (donkeycar tubs)")
+    evaluate.add_argument("--replay-plot", type=output_file, default=None, metavar="OUT.png",
+                          help="PNG of the replay: the path coloured by the car's offset, the interventions, the "
+                          "offset and the steering over time (e2e-drive replay --plot)")
 
     saliency = add_command(
         commands, "saliency", common=common, handler=run_saliency,
@@ -246,7 +255,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     with contextlib.redirect_stdout(sys.stderr):
         report = evaluate(args.model, args.data, smooth_sigma=args.smooth_sigma, batch_size=args.batch_size,
-                          plot=args.plot, replay=False if args.no_replay else None, camera=args.camera)
+                          plot=args.plot, replay=False if args.no_replay else None, camera=args.camera,
+                          speed=args.speed, replay_plot=args.replay_plot)
     emit(args, report, format_report(report))
     return 0
 
