@@ -31,28 +31,17 @@ import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from data_tools.log import DrivingLog
 from e2e_drive.run_dir import BEST, CLOSED_LOOP, CLOSED_LOOP_PLOT, LAST, STATE, RunDir, RunDirError
+from e2e_drive.closed_loop import AUTONOMY, autonomy_callback, autonomy_parts, closed_loop_check
+from e2e_drive.recipe import epoch_repeat, learning_rate, recipe_augmentation, training_camera, with_car
 from e2e_drive.train_config import RESUMABLE_CHANGES, STRATEGIES, TrainConfig, flag
 
 log = logging.getLogger(__name__)
-
-# The recipe (issue 12, BENCHMARKS.md "Training recipe"): rules that hold for any log, not fitted to one.
-# Viewpoint shifts (PilotNet's shifts and rotations, --viewpoint-shift METRES): by default up to this fraction
-# of the car profile's intervention offset to either side (1.35 m for the Udacity car), up to
-# VIEWPOINT_HEADING radians turned, on VIEWPOINT_PROBABILITY of the samples.
-VIEWPOINT_FRACTION = 0.5
-VIEWPOINT_HEADING = 0.1
-VIEWPOINT_PROBABILITY = 0.5
-# An epoch serves at least this many samples (a small log repeats its rows, each time augmented afresh):
-# a few hundred optimizer steps per epoch, whatever the size of the log; but at most MAX_EPOCH_REPEAT passes
-# over the rows (tiny logs would be learnt by heart).
-MIN_EPOCH_SAMPLES = 12000
-MAX_EPOCH_REPEAT = 8
 
 __all__ = ["STRATEGIES", "TrainResult", "TrainingDiverged", "make_strategy", "mixed_precision_policy", "train",
            "worker_info"]
@@ -164,90 +153,6 @@ def _resolve_config(run: RunDir, data, resume: bool, overwrite: bool, options: d
     return config, transform
 
 
-def recipe_augmentation(config: TrainConfig, data_log: DrivingLog):
-    """The training chain: ``default_augmentation`` with the recipe's geometry for the car profile
-    (``config.car``: wheelbase, wheel angle, camera) at ``config.speed``, else the log's median moving speed (a
-    log without speed: the profile's nominal speed).
-
-    - Side cameras: ``config.side_correction``, or when ``None`` the pure pursuit back from the side cameras'
-      offset (``side_camera_correction``).
-    - ``ViewpointShift`` after the camera choice unless ``viewpoint_metres(config)`` is 0: the frame seen from
-      up to that far to either side and ``VIEWPOINT_HEADING`` radians turned (``training_camera``: the
-      calibration ``config.camera`` or the profile's camera; ``e2e_drive.replay``'s warp), labelled with the
-      pure pursuit back (``pursuit_correction``).
-    """
-    from functools import partial
-
-    from data_tools.augment import ViewpointShift, default_augmentation, pursuit_correction
-    from e2e_drive.replay import CameraWarps, get_profile
-
-    config = with_car(config, data_log)
-    profile = get_profile(config.car)
-    speed = np.asarray(data_log.speed, np.float64) * profile.speed_scale
-    moving = speed[np.isfinite(speed) & (speed > profile.min_speed)]
-    speed = config.speed or (float(np.median(moving)) if len(moving) else profile.car.speed)
-    correct = partial(pursuit_correction, speed=speed, wheelbase=profile.car.wheelbase,
-                      max_steer_deg=profile.car.max_steer_deg)
-    rig = training_camera(config, data_log)
-    correction = config.side_correction
-    if correction is None:
-        correction = correct(rig.side_offset, 0.0)
-        log.info("side cameras: steering correction %.3f (the %s car's pure pursuit back from %.2f m at "
-                 "%.1f m/s)", correction, profile.name, rig.side_offset, speed)
-    chain = default_augmentation(correction=correction)
-    shift = viewpoint_metres(config)
-    if shift > 0:
-        chain.transforms.insert(1, ViewpointShift(
-            CameraWarps(rig), correct, max_lateral=shift, max_heading=VIEWPOINT_HEADING,
-            camera_offsets={"left": rig.side_offset, "right": -rig.side_offset}, p=VIEWPOINT_PROBABILITY))
-        log.info("viewpoint shifts: up to %.2f m and %.2f rad, labelled with the %s car's pure pursuit at %.1f m/s",
-                 shift, VIEWPOINT_HEADING, profile.name, speed)
-    return chain
-
-
-def with_car(config: TrainConfig, data_log: DrivingLog) -> TrainConfig:
-    """``config`` with its car profile resolved: ``config.car``, or when ``None`` the one the data calls for
-    (``e2e_drive.replay.car_for_log``)."""
-    if config.car is not None:
-        return config
-    from e2e_drive.replay import car_for_log
-
-    return config.replace(car=car_for_log(data_log))
-
-
-def training_camera(config: TrainConfig, data_log: DrivingLog):
-    """The camera of the run's viewpoint shifts, side correction and closed-loop checks: the calibration
-    ``config.camera`` (``e2e-drive calibrate``; refused, naming the file, when it is for another frame size than
-    the log's) or the car profile's."""
-    from e2e_drive.replay import get_profile, resolve_camera
-
-    profile = get_profile(config.car or "udacity")  # an unresolved car (train resolves it first): the default
-    if config.camera is None:
-        return profile.camera
-    from data_tools.frames import image_size
-
-    width, height = image_size(data_log.images["center"][0])
-    return resolve_camera(config.camera, profile, (height, width), data_log.describe(0))
-
-
-def viewpoint_metres(config: TrainConfig) -> float:
-    """The largest sideways viewpoint shift of the run: ``config.viewpoint_shift``, or when ``None``
-    ``VIEWPOINT_FRACTION`` of the car profile's intervention offset."""
-    if config.viewpoint_shift is not None:
-        return float(config.viewpoint_shift)
-    from e2e_drive.replay import get_profile
-
-    return VIEWPOINT_FRACTION * get_profile(config.car or "udacity").intervention_offset
-
-
-def epoch_repeat(config: TrainConfig, rows: int) -> int:
-    """How many times an epoch serves each training row: enough for ``config.epoch_samples`` samples
-    (``0``: once); by default (``None``) enough for ``MIN_EPOCH_SAMPLES``, at most ``MAX_EPOCH_REPEAT`` times."""
-    if config.epoch_samples is None:
-        return max(1, min(MAX_EPOCH_REPEAT, math.ceil(MIN_EPOCH_SAMPLES / max(rows, 1))))
-    return max(1, math.ceil(config.epoch_samples / max(rows, 1)))
-
-
 def _refuse_unsupported(config: TrainConfig, strategy, num_workers: int) -> None:
     """Every option works under every strategy, except these (refused with the option and the strategy)."""
     if config.strategy != "multiworker":
@@ -302,14 +207,8 @@ def _cache_mode(config: TrainConfig, logs: Sequence[DrivingLog], cameras, memory
 
 # ----------------------------------------------------------------------------- progress and checkpoints
 
-AUTONOMY = "val_autonomy"
 # The monitor of select_by="last": best.keras is the last epoch, and nothing stops early.
 LAST_EPOCH = "last_epoch"
-# Replay pieces of the validation span (each starts on the recorded pose): one model batch per step. 30 s
-# holds several times the 6 s an intervention costs, so a piece's free start rarely hides one.
-AUTONOMY_PIECE_SECONDS = 30.0
-# Laps the simulator drives each epoch when the validation recordings are its own (``_simulator_recordings``).
-SIMULATED_LAPS = 1.0
 
 
 def best_epoch(history: dict[str, list[float]], monitor: str) -> int | None:
@@ -414,164 +313,6 @@ def _exact_head_losses(logs: dict[str, float], targets: tuple[str, ...]) -> None
                 logs[f"{prefix}{target}_loss"] = rmse * rmse
 
 
-def _replayable_parts(config: TrainConfig, val_log: DrivingLog) -> tuple[list[DrivingLog], str | None]:
-    """The validation span's recordings, each on its own, when replay can drive them; else ``([], why not)``
-    (no validation rows, no time stamps or speed, or multiworker: each worker holds a share of the rows)."""
-    from data_tools.errors import DataError
-    from e2e_drive.replay import get_profile, reconstruct
-
-    if not len(val_log):
-        return [], "no validation rows"
-    if config.strategy == "multiworker":
-        return [], "not with --strategy multiworker (each worker holds a share of the validation rows, replay " \
-                   "needs whole recordings)"
-    parts = [val_log[val_log.recording == r] for r in val_log.recordings]
-    if _simulator_recordings(parts) is not None:
-        return parts, None  # the simulator drives their tracks: no path to rebuild (a tub of them has no speed)
-    try:
-        for part in parts:
-            reconstruct(part, get_profile(config.car), speed=config.speed)
-    except DataError as error:
-        return [], f"cannot replay the validation rows ({error})"
-    return parts, None
-
-
-def _autonomy_parts(config: TrainConfig, val_log: DrivingLog) -> list[DrivingLog]:
-    """The validation span's recordings for ``select_by="autonomy"``, or none (with a warning: selection falls
-    back to the validation loss) when replay cannot drive them."""
-    if config.select_by != "autonomy" or not len(val_log):
-        return []
-    parts, why = _replayable_parts(config, val_log)
-    if why:
-        log.warning("%s autonomy: %s: selecting by val_loss", flag("select_by"), why)
-    return parts
-
-
-def _simulator_recordings(parts: list[DrivingLog]):
-    """The ``SimRecording`` of each validation recording when every one was written by ``e2e-drive sim record``
-    with one car, camera and frame rate (the simulator can then drive their tracks itself), else ``None``."""
-    from e2e_drive.sim import read_recording
-
-    recordings = []
-    for part in parts:
-        recording = read_recording(os.path.dirname(str(part.source[0])))
-        if recording is None:
-            return None
-        recordings.append(recording)
-    if len({(r.car, r.rig, r.fps) for r in recordings}) != 1:
-        return None
-    return recordings
-
-
-def _closed_loop_scorer(config: TrainConfig, parts: list[DrivingLog], frame_shape: tuple[int, ...]):
-    """``score(model, piece_seconds)``: the model driven closed loop on the validation recordings, as a dict
-    (``autonomy``, ``interventions``, ``elapsed_seconds``, ``mean_abs_offset``, ``max_abs_offset``, ``by``):
-    replayed through the recorded frames (``e2e_drive.replay``, the profile's car, ``config.camera`` or the
-    profile's camera, ``config.speed`` for logs without a speed column), or, when every
-    recording was written by ``e2e-drive sim record``, the simulator driving their tracks."""
-    from e2e_drive.models import steering_function
-    from e2e_drive.replay import camera_for_size, get_profile, replay
-    from e2e_drive.sim import drive
-
-    profile = get_profile(config.car)
-    camera = (camera_for_size(profile.camera, frame_shape[:2]) if config.camera is None
-              else training_camera(config, parts[0]))
-    simulated = _simulator_recordings(parts)
-    tracks = sorted({r.track for r in simulated}) if simulated is not None else []
-
-    def score(model, piece_seconds: float | None = None, plot: str | os.PathLike | None = None,
-              progress: bool = False) -> dict[str, Any]:
-        if simulated is None:
-            report = replay(parts, steering_function(model), camera=camera, profile=profile, speed=config.speed,
-                            piece_seconds=piece_seconds, progress=progress)
-            result = {"by": "replay", **{k: v for k, v in report.total.summary().items() if k != "source"}}
-            if plot is not None:
-                from e2e_drive.replay.plot import plot_replay
-
-                _plotted(result, plot, lambda: plot_replay(report, plot, title="closed loop on the validation span"))
-            return result
-        first = simulated[0]
-        results = drive(steering_function(model), tracks, laps=SIMULATED_LAPS, params=first.car, rig=first.rig,
-                        fps=first.fps, progress=progress)
-        result = {"by": "simulator", "tracks": tracks, "autonomy": float(np.mean([r.autonomy for r in results])),
-                  "interventions": int(sum(r.interventions for r in results)),
-                  "elapsed_seconds": float(sum(r.elapsed_seconds for r in results)),
-                  "mean_abs_offset": float(np.mean([r.mean_abs_offset for r in results])),
-                  "max_abs_offset": float(max(r.max_abs_offset for r in results))}
-        if plot is not None:
-            from e2e_drive.sim.plot import plot_paths
-
-            _plotted(result, plot, lambda: plot_paths(results, plot))
-        return result
-
-    score.simulated = simulated is not None
-    score.tracks = tracks
-    return score
-
-
-def _plotted(result: dict[str, Any], path: str | os.PathLike, draw: Callable[[], None]) -> None:
-    """Draw a closed-loop plot and name it in ``result``; a plot that cannot be written costs a warning, never the
-    check's figures."""
-    try:
-        draw()
-    except OSError as error:
-        log.warning("closed-loop plot not written: %s", error)
-        return
-    result["plot"] = os.fspath(path)
-
-
-def _autonomy_callback(config: TrainConfig, parts: list[DrivingLog], frame_shape: tuple[int, ...]):
-    import keras
-
-    score = _closed_loop_scorer(config, parts, frame_shape)
-    if score.simulated:
-        log.info("%s autonomy: the simulator drives track(s) %s closed loop (%g lap each), as recorded",
-                 flag("select_by"), ", ".join(map(str, score.tracks)), SIMULATED_LAPS)
-
-    class ValidationAutonomy(keras.callbacks.Callback):
-        """Adds ``val_autonomy`` (and ``val_interventions``) to each epoch's logs, before the checkpoint reads
-        them: the model replayed through the validation span (``e2e_drive.replay``, the profile's car and
-        camera), or, for simulator recordings, driving their tracks in the simulator."""
-
-        def on_epoch_end(self, epoch: int, logs=None) -> None:
-            result = score(self.model, AUTONOMY_PIECE_SECONDS)
-            if logs is not None:
-                logs[AUTONOMY] = float(result["autonomy"])
-                logs["val_interventions"] = float(result["interventions"])
-
-    return ValidationAutonomy()
-
-
-def closed_loop_check(config: TrainConfig, val_log: DrivingLog, model_path: str | os.PathLike,
-                      frame_shape: tuple[int, ...], plot: str | os.PathLike | None = None) -> dict[str, Any]:
-    """``best.keras`` driven closed loop through the whole validation span (rows it never trained on, with
-    their recorded labels, not the smoothed ones it trained on) as ``e2e-drive replay`` scores it (whole
-    segments, ``--camera`` or the car profile's camera); for the simulator's own recordings the simulator drives
-    their tracks one lap (the whole track: the model trained on most of it). How the model drives, before a car
-    does; ``{"skipped": why}`` when it cannot be driven (a run's result is never lost to its check). ``plot``:
-    also draw where it strayed there (``e2e_drive.replay.plot.plot_replay``, or the simulator's track maps).
-    """
-    from data_tools.errors import DataError
-    from e2e_drive.models import load_model
-
-    parts, why = _replayable_parts(config, val_log)
-    if why:
-        log.debug("no closed-loop check of the validation span: %s", why)
-        return {"skipped": why}
-    log.info("closed-loop check: driving %s through the validation span (%d rows)", os.path.basename(model_path),
-             sum(len(part) for part in parts))
-    try:
-        result = _closed_loop_scorer(config, parts, frame_shape)(load_model(model_path), plot=plot,
-                                                                 progress=config.verbose > 0)
-    except (DataError, ValueError) as error:
-        log.warning("no closed-loop check of the validation span: %s", error)
-        return {"skipped": str(error)}
-    log.debug("closed loop on the validation span (%s): %.1f%% autonomy, %d interventions in %.0f s, mean "
-             "|offset| %.2f m", result["by"], result["autonomy"], result["interventions"],
-             result["elapsed_seconds"], result["mean_abs_offset"])
-    return result
-
-
 def _tensorboard(run: RunDir) -> list:
     """A TensorBoard callback writing to ``run/logs``, or none when the tensorboard package is absent."""
     import importlib.util
@@ -595,17 +336,6 @@ def _best_val_rmse(history: dict[str, list[float]], monitor: str, targets: tuple
 
 
 # ----------------------------------------------------------------------------- steps
-
-def learning_rate(config: TrainConfig, steps_per_epoch: int):
-    """Adam's learning rate: ``config.learning_rate``, or for ``lr_schedule="cosine"`` Keras' ``CosineDecay`` from it
-    to 0 over ``config.epochs`` epochs of ``steps_per_epoch`` steps (read at the optimizer's step count, so a
-    resumed run goes on where it stopped; with more epochs, along the stretched curve)."""
-    if config.lr_schedule == "constant":
-        return config.learning_rate
-    import keras
-
-    return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.epochs * steps_per_epoch)
-
 
 def _compile(model, config: TrainConfig, steps_per_epoch: int) -> None:
     """Adam and MSE; with several targets one MSE per head, weighted by ``loss_weights``, and an RMSE per head."""
@@ -744,7 +474,7 @@ def train(
         callbacks: extra Keras callbacks, run after the checkpoint. Defaults to `()`.
         memory_budget: bytes ``cache="auto"`` may keep in memory. Defaults to half the available memory.
         check_closed_loop: after training, drive ``best.keras`` closed loop through the validation span
-            (``closed_loop_check``: replay, or the simulator for its own recordings) and return it as
+            (``e2e_drive.closed_loop.closed_loop_check``: replay, or the simulator for its own recordings) and return it as
             ``TrainResult.closed_loop``. Defaults to `True`.
         **options: ``TrainConfig`` fields; defaults from ``TrainConfig``:
             epochs (10, a resumed run continues up to it), batch_size (64, per worker under multiworker),
@@ -762,7 +492,7 @@ def train(
             subtracted for the right; None: derived, ``side_camera_correction`` for ``car`` at the log's median
             speed — it scored no better than 0.2 on held-out laps, see BENCHMARKS.md), viewpoint_shift (None:
             half the car profile's intervention offset, 1.35 m for udacity; metres; 0: off — PilotNet's
-            shift-and-rotate augmentation, ``recipe_augmentation``), epoch_samples (None: ``MIN_EPOCH_SAMPLES``,
+            shift-and-rotate augmentation, ``e2e_drive.recipe``), epoch_samples (None: ``MIN_EPOCH_SAMPLES``,
             a smaller log serving its rows several times per epoch, freshly augmented, at most
             ``MAX_EPOCH_REPEAT`` times; N: N samples; 0: each row once), car (None: from the data,
             ``e2e_drive.replay.car_for_log``; the ``e2e_drive.replay`` profile of the car and camera), camera
@@ -915,8 +645,8 @@ def train(
 
         validates = val_ds is not None or bool(custom_loop and len(full_val))
         monitor = "val_loss" if validates else "loss"
-        autonomy_parts = _autonomy_parts(config, recorded_val) if validates else []
-        if autonomy_parts:
+        scored_parts = autonomy_parts(config, recorded_val) if validates else []
+        if scored_parts:
             monitor = AUTONOMY
         elif config.select_by == "last":
             monitor = LAST_EPOCH
@@ -939,7 +669,7 @@ def train(
         seconds = 0.0
         if initial_epoch < config.epochs and not state["stopped_early"]:
             checkpoint = _checkpoint_callback(run, history, monitor, config, writes=chief)
-            scoring = [_autonomy_callback(config, autonomy_parts, frame_shape)] if autonomy_parts else []
+            scoring = [autonomy_callback(config, scored_parts, frame_shape)] if scored_parts else []
             all_callbacks = [*scoring, checkpoint, *(_tensorboard(run) if chief else []), *callbacks]
             start = time.perf_counter()
             if custom_loop:

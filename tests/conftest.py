@@ -21,11 +21,11 @@ def one_pass_epochs():
     """Tests train on logs of tens of rows: an epoch is one pass over them (``--epoch-samples 0``), not the
     recipe's ``MIN_EPOCH_SAMPLES``, which would repeat each row hundreds of times. Tests of that rule pass
     ``epoch_samples`` themselves; scripts run in other processes pass ``epoch_samples=0``."""
-    import e2e_drive.train
+    import e2e_drive.recipe
 
     # Session scope: module-scoped fixtures that train (e.g. test_throttle's) are set up under it too.
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(e2e_drive.train, "MIN_EPOCH_SAMPLES", 0)
+        patch.setattr(e2e_drive.recipe, "MIN_EPOCH_SAMPLES", 0)
         yield
 
 

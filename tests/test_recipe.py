@@ -20,7 +20,9 @@ from data_tools.smoothing import (is_keyboard_steering, keyboard_smoothing, smoo
                                   time_gaussian_smooth)
 from e2e_drive.replay import CameraWarps, get_profile
 from e2e_drive.sim import Camera, CarParams, CameraRig, make_track, record
-from e2e_drive.train import AUTONOMY, best_epoch, recipe_augmentation, train
+from e2e_drive.closed_loop import AUTONOMY
+from e2e_drive.recipe import recipe_augmentation
+from e2e_drive.train import best_epoch, train
 from e2e_drive.train_config import TrainConfig, TrainConfigError
 from tests.builders import synthetic_log
 
@@ -276,11 +278,11 @@ def test_a_camera_calibration_drives_the_shifts_the_correction_and_the_closed_lo
 
 
 def test_small_logs_get_epochs_of_min_epoch_samples(monkeypatch, tmp_path):
-    import e2e_drive.train as train_module
+    import e2e_drive.recipe as recipe_module
     from e2e_drive.models import load_model
-    from e2e_drive.train import epoch_repeat
+    from e2e_drive.recipe import epoch_repeat
 
-    monkeypatch.setattr(train_module, "MIN_EPOCH_SAMPLES", 12000)  # the recipe's value (conftest sets 0)
+    monkeypatch.setattr(recipe_module, "MIN_EPOCH_SAMPLES", 12000)  # the recipe's value (conftest sets 0)
     assert epoch_repeat(TrainConfig(), 1500) == 8 and epoch_repeat(TrainConfig(), 30000) == 1
     assert epoch_repeat(TrainConfig(), 2000) == 6 and epoch_repeat(TrainConfig(), 100) == 8  # at most 8 passes
     assert epoch_repeat(TrainConfig(epoch_samples=12000), 100) == 120  # asked for: not capped
@@ -503,7 +505,7 @@ def test_only_our_recordings_say_they_are_simulator_recordings(tmp_path, udacity
 
 
 def test_select_by_autonomy_falls_back_to_val_loss_without_time_stamps(tmp_path, caplog):
-    caplog.set_level(logging.WARNING, logger="e2e_drive.train")
+    caplog.set_level(logging.WARNING, logger="e2e_drive.closed_loop")
     log = synthetic_log(tmp_path / "log", n=40)  # no time stamps, no speed: nothing to replay
     result = train(log, tmp_path / "run", epochs=1, batch_size=8, select_by="autonomy", verbose=0,
                    cache="memory")
