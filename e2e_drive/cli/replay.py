@@ -71,7 +71,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     replay.add_argument("--camera", metavar="CAMERA.json",
                         help="camera calibration from e2e-drive calibrate (default: the --car profile's camera, "
                         "with a warning)")
-    replay.add_argument("--video", type=output_file, metavar="OUT.mp4", help="write the driver's view with steering and offset")
+    replay.add_argument("--video", type=output_file, metavar="OUT.mp4",
+                        help="write the driver's view with steering and offset")
     replay.add_argument("--plot", type=output_file, metavar="OUT.png",
                         help="PNG per log: the recorded path coloured by the offset, with the interventions; the "
                         "offset and the steering (driver's and recorded) over time")

@@ -267,18 +267,17 @@ class _Run:
     intervened: np.ndarray
     positions: np.ndarray
     segment_ids: np.ndarray
-    interventions: int
-    elapsed: float
 
 
 def _result(source: str, runs: list[_Run], standing: int) -> ReplayResult:
-    offsets = np.concatenate([r.offsets for r in runs]) if runs else np.zeros(0)
-    elapsed = float(sum(r.elapsed for r in runs))
-    interventions = int(sum(r.interventions for r in runs))
+    joined = {name: np.concatenate([getattr(r, name) for r in runs]) if runs else np.zeros(0)
+              for name in ("offsets", "steering", "rows", "recorded", "step_seconds", "intervened", "positions",
+                           "segment_ids")}
+    offsets = joined["offsets"]
+    elapsed = float(np.sum(joined["step_seconds"]))
+    interventions = int(np.count_nonzero(joined["intervened"]))
     if elapsed <= 0:
         raise DataError("no time driven in the scored span", path=source)
-    joined = {name: np.concatenate([getattr(r, name) for r in runs])
-              for name in ("steering", "rows", "recorded", "step_seconds", "intervened", "positions", "segment_ids")}
     return ReplayResult(
         source=source, autonomy=autonomy(interventions, elapsed), interventions=interventions,
         elapsed_seconds=elapsed, mean_abs_offset=float(np.mean(np.abs(offsets))),
@@ -318,8 +317,6 @@ class _Lane:
         self.rows: list[int] = []
         self.step_seconds: list[float] = []
         self.intervened: list[bool] = []
-        self.interventions = 0
-        self.elapsed = 0.0
         self.done = len(nodes) < 2
 
     @property
@@ -393,7 +390,6 @@ def _drive_batch(lanes, logs, paths, driver, warp, car_params, max_offset, write
                     writer.write(views[j], command[j], poses[j][1], lane.path.steering[rows[j]])
                 lane.car = CarState(car.x[j : j + 1], car.y[j : j + 1], car.heading[j : j + 1],
                                     car.steering[j : j + 1], car.speed[j : j + 1])
-                lane.elapsed += float(dt[j])
                 lane.step_seconds.append(float(dt[j]))
                 lane.commands.append(float(command[j]))
                 lane.rows.append(int(rows[j]))
@@ -404,7 +400,6 @@ def _drive_batch(lanes, logs, paths, driver, warp, car_params, max_offset, write
                 lane.node = segment + 1 if t > 1.0 - 1e-9 else segment
                 if abs(offset) > max_offset:
                     # The safety driver puts the car back on the recorded path, at the next recorded pose.
-                    lane.interventions += 1
                     lane.node = min(segment + 1, len(lane.nodes) - 1)
                     lane.car = lane.path.state(lane.nodes[lane.node : lane.node + 1])
                 lane.done = lane.node >= len(lane.nodes) - 1
@@ -420,7 +415,7 @@ def _drive_batch(lanes, logs, paths, driver, warp, car_params, max_offset, write
         runs.append(_Run(rows, np.asarray(lane.offsets, np.float64), np.asarray(lane.commands, np.float64),
                          np.asarray(lane.path.steering[rows], np.float64), np.asarray(lane.step_seconds, np.float64),
                          np.asarray(lane.intervened, bool), np.stack([lane.path.x[rows], lane.path.y[rows]], axis=1),
-                         np.asarray(lane.path.segment[rows], np.int64), lane.interventions, lane.elapsed))
+                         np.asarray(lane.path.segment[rows], np.int64)))
     return runs
 
 
