@@ -209,7 +209,8 @@ class RunDir:
         return state
 
     def write_closed_loop(self, result: dict[str, Any]) -> None:
-        """``closed_loop.json``: how ``best.keras`` drove the validation span (``e2e_drive.closed_loop.closed_loop_check``)."""
+        """``closed_loop.json``: how ``best.keras`` drove the validation span
+        (``e2e_drive.closed_loop.closed_loop_check``)."""
         atomic.write_json(self.path / CLOSED_LOOP, result)
 
     def write_state(self, state: dict[str, Any]) -> None:

@@ -36,9 +36,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from data_tools.log import DrivingLog
-from e2e_drive.run_dir import BEST, CLOSED_LOOP, CLOSED_LOOP_PLOT, LAST, STATE, RunDir, RunDirError
 from e2e_drive.closed_loop import AUTONOMY, autonomy_callback, autonomy_parts, closed_loop_check
 from e2e_drive.recipe import epoch_repeat, learning_rate, recipe_augmentation, training_camera, with_car
+from e2e_drive.run_dir import BEST, CLOSED_LOOP, CLOSED_LOOP_PLOT, LAST, STATE, RunDir, RunDirError
 from e2e_drive.train_config import RESUMABLE_CHANGES, STRATEGIES, TrainConfig, flag
 
 log = logging.getLogger(__name__)
@@ -474,8 +474,8 @@ def train(
         callbacks: extra Keras callbacks, run after the checkpoint. Defaults to `()`.
         memory_budget: bytes ``cache="auto"`` may keep in memory. Defaults to half the available memory.
         check_closed_loop: after training, drive ``best.keras`` closed loop through the validation span
-            (``e2e_drive.closed_loop.closed_loop_check``: replay, or the simulator for its own recordings) and return it as
-            ``TrainResult.closed_loop``. Defaults to `True`.
+            (``e2e_drive.closed_loop.closed_loop_check``: replay, or the simulator for its own recordings) and
+            return it as ``TrainResult.closed_loop``. Defaults to `True`.
         **options: ``TrainConfig`` fields; defaults from ``TrainConfig``:
             epochs (10, a resumed run continues up to it), batch_size (64, per worker under multiworker),
             learning_rate (1e-3, Adam), lr_schedule ("cosine": Keras' CosineDecay to 0 over the planned epochs,

@@ -402,7 +402,8 @@ def test_cli_replay_plot(sim_log, tmp_path, capsys):
     assert code == 0 and json.loads(out)["plot"] == str(plot) and cv2.imread(str(plot)) is not None
     # A folder that does not exist is refused before the drive, naming the flag.
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(capsys, "replay", "recorded", str(folder), "--car", "sim", "--plot", str(tmp_path / "missing" / "r.png"))
+        run_cli(capsys, "replay", "recorded", str(folder), "--car", "sim", "--plot",
+                str(tmp_path / "missing" / "r.png"))
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
         f"error: argument --plot: {tmp_path / 'missing' / 'r.png'}: the folder {tmp_path / 'missing'} does not exist")

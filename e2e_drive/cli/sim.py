@@ -42,7 +42,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         f"the centre line (NVIDIA's 1 m off centre on a 3.6 m lane, scaled to the generated road) counts an "
         f"intervention: it is put back on the centre line and goes on. "
         f"autonomy = (1 - interventions * {INTERVENTION_SECONDS:g} s / elapsed) * 100.",
-        epilog="examples:\n  e2e-drive sim drive runs/demo/train/best.keras --track 101 102 --laps 1 --video drive.mp4\n"
+        epilog="examples:\n"
+        "  e2e-drive sim drive runs/demo/train/best.keras --track 101 102 --laps 1 --video drive.mp4\n"
         "  e2e-drive sim drive runs/demo/pilotnet.onnx --track 101 102 103 --plot paths.png",
     )
     drive.add_argument("model", help="model file: .keras, SavedModel folder, .onnx, .tflite or TensorRT engine")

@@ -128,7 +128,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     train.add_argument("--speed", type=positive_float, default=None, metavar="M/S",
                        help="metres per second, for logs without a speed column (donkeycar tubs): the closed-loop "
                        "check and --select-by autonomy replay at it, as e2e-drive replay --speed, and the recipe's "
-                       "steering corrections use it; given, it replaces a speed column (default: the logs' speed column)")
+                       "steering corrections use it; given, it replaces a speed column (default: the logs' speed "
+                       "column)")
     train.add_argument("--select-by", choices=SELECT_BY, default=None,
                        help="which epoch becomes best.keras: the last (no early stopping), the lowest val loss, "
                        "or the most replay autonomy on the validation span (needs time stamps and speed; "

@@ -27,6 +27,6 @@ from e2e_drive.replay.warp import CameraWarps, ViewWarp
 
 __all__ = [
     "PROFILES", "Calibration", "CarProfile", "Driver", "Predictor", "ReplayReport", "ReplayResult", "Trajectory",
-    "CameraWarps", "ViewWarp", "calibrate", "camera_for_size", "car_for_log", "get_profile", "load_camera", "parse_driver",
-    "plot_replay", "reconstruct", "replay", "resolve_camera", "rig_to_json",
+    "CameraWarps", "ViewWarp", "calibrate", "camera_for_size", "car_for_log", "get_profile", "load_camera",
+    "parse_driver", "plot_replay", "reconstruct", "replay", "resolve_camera", "rig_to_json",
 ]
