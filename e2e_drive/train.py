@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import shutil
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
@@ -39,7 +40,7 @@ from data_tools.log import DrivingLog
 from e2e_drive.closed_loop import AUTONOMY, autonomy_callback, autonomy_parts, closed_loop_check
 from e2e_drive.recipe import epoch_repeat, learning_rate, recipe_augmentation, training_camera, with_car
 from e2e_drive.run_dir import BEST, CLOSED_LOOP, CLOSED_LOOP_PLOT, LAST, STATE, RunDir, RunDirError
-from e2e_drive.train_config import RESUMABLE_CHANGES, STRATEGIES, TrainConfig, flag
+from e2e_drive.train_config import STRATEGIES, TrainConfig, flag
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +143,9 @@ def _resolve_config(run: RunDir, data, resume: bool, overwrite: bool, options: d
         differences = saved.resume_differences(given)
         if differences:
             raise RunDirError(f"{run}: cannot resume with options other than the run's: " + "; ".join(differences) +
-                              f" [only {', '.join(flag(n) for n in RESUMABLE_CHANGES)} may change on resume; "
+                              f" [only {', '.join(flag(n) for n in TrainConfig.resumable())} may change on resume; "
                               "drop the others, or start a new --out]")
-        config = saved.replace(**{k: v for k, v in given.items() if k in RESUMABLE_CHANGES})
+        config = saved.replace(**{k: v for k, v in given.items() if k in TrainConfig.resumable()})
     else:
         config = TrainConfig(**given)
     if transform is None and isinstance(config.augment, str):
@@ -468,49 +469,20 @@ def train(
             saved config's paths.
         out: the run folder. It must hold no run unless ``resume`` or ``overwrite``.
         resume: continue the run in ``out`` from ``last.keras``. Options not given come from its
-            ``config.json``; given options that would change what is trained are refused (only ``epochs``,
-            ``verbose``, ``workers``, ``worker_processes``, ``cache``, ``cache_dir`` may change). Defaults to `False`.
+            ``config.json``; given recipe options (what is trained) are refused, runtime options may change.
+            Defaults to `False`.
         overwrite: replace the run in ``out``. Defaults to `False`.
         callbacks: extra Keras callbacks, run after the checkpoint. Defaults to `()`.
         memory_budget: bytes ``cache="auto"`` may keep in memory. Defaults to half the available memory.
         check_closed_loop: after training, drive ``best.keras`` closed loop through the validation span
             (``e2e_drive.closed_loop.closed_loop_check``: replay, or the simulator for its own recordings) and
             return it as ``TrainResult.closed_loop``. Defaults to `True`.
-        **options: ``TrainConfig`` fields; defaults from ``TrainConfig``:
-            epochs (10, a resumed run continues up to it), batch_size (64, per worker under multiworker),
-            learning_rate (1e-3, Adam), lr_schedule ("cosine": Keras' CosineDecay to 0 over the planned epochs,
-            ``learning_rate``; "constant"), activation ("elu"), conv ("keras"), dropout (0.0),
-            targets (("steering",); ("steering", "throttle") also learns the logs' throttle with a second head),
-            loss_weights (1.0 per target; e.g. {"throttle": 0.5} or "steering=1,throttle=0.5"),
-            augment (True: ``default_augmentation()``; False; or a ``data_tools.augment`` transform),
-            balance (False), seed (0, the one seed of weights, order and augmentation),
-            val_fraction (0.2, the last fraction of each recording, time-ordered; 0: no validation),
-            crop (None: ``default_crop(H)``; ``(top, bottom)`` or ``"TOP,BOTTOM"``), smooth_steering (0.0,
-            Gaussian sigma in frames), smooth_seconds (None: recordings whose labels look keyboard-driven,
-            ``is_keyboard_steering``, are smoothed over 0.4 s of their time stamps; 0: off; a number: every
-            recording, sigma in seconds), side_correction (0.2, the steering added for the left camera and
-            subtracted for the right; None: derived, ``side_camera_correction`` for ``car`` at the log's median
-            speed — it scored no better than 0.2 on held-out laps, see BENCHMARKS.md), viewpoint_shift (None:
-            half the car profile's intervention offset, 1.35 m for udacity; metres; 0: off — PilotNet's
-            shift-and-rotate augmentation, ``e2e_drive.recipe``), epoch_samples (None: ``MIN_EPOCH_SAMPLES``,
-            a smaller log serving its rows several times per epoch, freshly augmented, at most
-            ``MAX_EPOCH_REPEAT`` times; N: N samples; 0: each row once), car (None: from the data,
-            ``e2e_drive.replay.car_for_log``; the ``e2e_drive.replay`` profile of the car and camera), camera
-            (None: the car's; a calibration JSON of ``e2e-drive calibrate`` for the viewpoint shifts, the derived
-            side correction and the closed-loop checks), speed (None: the logs' speed column; metres per second
-            for logs without one, donkeycar tubs: the closed-loop checks replay at it and the recipe's labels
-            use it, as ``e2e-drive replay --speed``), select_by ("last": best.keras is the last
-            epoch and nothing stops early — the validation loss of unshifted centre frames rises as a model
-            learns to recover, BENCHMARKS.md; "val_loss": the lowest validation loss, with early stopping on
-            it; "autonomy": replay the validation span after each epoch, keep the epoch with the most autonomy,
-            ties to the lower val_loss, and stop early on it; when every validation recording was written by
-            ``e2e-drive sim record`` the simulator drives its track(s) one lap closed loop instead
-            (``recording.json``); logs without time stamps or speed fall back to val_loss with a warning; one
-            intervention moves autonomy by 600/seconds points, so it wants minutes of validation driving),
-            early_stopping (5, patience in epochs for "val_loss" and "autonomy"; 0 disables),
-            strategy ("auto", "mirrored", "multiworker"), mixed_precision (False: ``mixed_float16`` on GPU,
-            ``mixed_bfloat16`` on CPU), workers (1), worker_processes (False), cache ("auto", "memory",
-            "disk", "none"), cache_dir (None: ``default_cache_dir()``), verbose (1).
+        **options: ``TrainConfig`` fields, each declared with its flag, section and default (the table below,
+            made from the declarations). Recipe options change what is trained and are refused on resume; runtime
+            options may change.
+
+    Options:
+{options}
 
     Returns:
         a ``TrainResult``.
@@ -716,3 +688,8 @@ def train(
         closed_loop=closed_loop,
         model=model,
     )
+
+
+train.__doc__ = train.__doc__.replace("{options}", "\n".join(
+    textwrap.fill(line, 112, initial_indent=" " * 8, subsequent_indent=" " * 12)
+    for line in TrainConfig.describe_options().splitlines()))

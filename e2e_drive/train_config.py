@@ -1,17 +1,16 @@
-"""``TrainConfig``: every option of a training run, validated, and the schema of the run's ``config.json``.
+"""``TrainConfig``: every option of a training run, declared once, validated, and the schema of ``config.json``.
 
-``e2e_drive.train.train`` builds one from the options it is given (defaults come from here), records the
-data it read (``frame_shape``, ``num_train``, ``num_val``) and writes it to ``config.json``. A resumed run
-reads it back: options not given come from it, and options that would change what is trained are refused
-(``resume_differences``).
+Each field is declared with ``e2e_drive.options.option``: its flag, help, section (recipe: changes what is trained,
+refused on resume; runtime: how the run reads, trains and talks, free to change on resume; recorded: what the data
+turned out to be), the config version it arrived in and the value older runs trained with. The command line
+(``e2e_drive.cli.train``), the resume rules, the reading of older files and ``train()``'s docstring come from
+these declarations.
 
-Every validation error names the command-line flag, e.g. ``--lr: expected a finite number > 0, got nan``.
-
-Versions: 2 added ``targets`` and ``loss_weights`` (issue 13); 3 the recipe's label smoothing, side correction,
-car profile and selection; 4 ``viewpoint_shift`` and ``epoch_samples`` (issue 12); 5 ``camera`` (a calibration
-for the viewpoint shifts and the closed-loop checks); 6 ``lr_schedule`` and ``speed``. An older file still loads,
-with what that run trained with for the fields it lacks (``LEGACY_RECIPE``: a resumed run trains on as it
-began), and is written back as the current version.
+``e2e_drive.train.train`` builds one from the options it is given, records the data it read (``frame_shape``,
+``num_train``, ``num_val``) and writes it to ``config.json``. A resumed run reads it back: options not given come
+from it, and recipe options are refused (``resume_differences``). An older file still loads, with what that run
+trained with for the fields it lacks (a resumed run trains on as it began), and is written back as the current
+version. Every validation error names the command-line flag, e.g. ``--lr: expected a finite number > 0, got nan``.
 
 Example:
     >>> config = TrainConfig(data=("../shared/data/udacity_sim_a",), epochs=5)
@@ -30,167 +29,233 @@ from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
 from data_tools.log import TARGETS
+from e2e_drive.options import (NO_LEGACY, RECIPE, RECORDED, RUNTIME, Boolean, Check, Choice, Integer, Number,
+                               NumberOrAuto, OptionError, Parsed, Path, declared, flag_of, option, show)
 
 CONFIG_VERSION = 6
-# Versions this code reads, each with the fields it introduced (absent from older files: their defaults apply).
-FIELDS_SINCE = {1: (), 2: ("targets", "loss_weights"), 3: ("smooth_seconds", "side_correction", "car", "select_by"),
-                4: ("viewpoint_shift", "epoch_samples"), 5: ("camera",), 6: ("lr_schedule", "speed")}
 STRATEGIES = ("auto", "mirrored", "multiworker")
 CACHE_MODES = ("auto", "memory", "disk", "none")
 SELECT_BY = ("last", "val_loss", "autonomy")
 LR_SCHEDULES = ("cosine", "constant")
-VERBOSITY = (0, 1, 2)
-
-# What may change when a run is resumed: how long it trains, how it talks, and how its frames are read.
-# Everything else changes what is trained and is refused.
-RESUMABLE_CHANGES = ("epochs", "verbose", "workers", "worker_processes", "cache", "cache_dir")
-# What a config.json written before each version's recipe options trained with: before 3 no keyboard smoothing,
-# the fixed 0.2 and selection by val_loss; before 4 no viewpoint shifts and one pass over the rows per epoch;
-# before 6 a constant learning rate.
-LEGACY_RECIPE = {3: {"smooth_seconds": 0.0, "side_correction": 0.2, "select_by": "val_loss", "car": "udacity"},
-                 4: {"viewpoint_shift": 0.0, "epoch_samples": 0}, 6: {"lr_schedule": "constant"}}
-# Recorded from the data when the run starts, not options.
-RECORDED = ("version", "frame_shape", "num_train", "num_val")
-
-# The command-line flag of each option (error messages name the flag the user typed).
-FLAGS = {
-    "data": "DATA", "learning_rate": "--lr", "augment": "--no-augment", "version": "config.json version",
-    "frame_shape": "config.json frame_shape", "num_train": "config.json num_train",
-    "num_val": "config.json num_val",
-}
 
 
-def flag(name: str) -> str:
-    """The command-line flag of option ``name`` (``learning_rate`` -> ``--lr``, ``batch_size`` -> ``--batch-size``)."""
-    return FLAGS.get(name, "--" + name.replace("_", "-"))
-
-
-class TrainConfigError(ValueError):
+class TrainConfigError(OptionError):
     """An option of a training run is invalid, or a saved config.json cannot be used."""
+
+
+def _activations() -> tuple[str, ...]:
+    from e2e_drive.models import ACTIVATIONS  # light: models imports Keras only inside functions
+
+    return ACTIVATIONS
+
+
+def _convs() -> tuple[str, ...]:
+    from e2e_drive.models import CONVS
+
+    return CONVS
+
+
+def _cars() -> tuple[str, ...]:
+    from e2e_drive.replay.profiles import PROFILES  # it imports the simulator (OpenCV, SciPy), not Keras
+
+    return tuple(PROFILES)
+
+
+class _Augment(Check):
+    def validate(self, name: str, value: Any) -> bool | str:
+        if not isinstance(value, (bool, str)):
+            raise OptionError(f"{name}: expected true, false or a transform's repr, got {value!r}")
+        return value
+
+
+class _FrameShape(Check):
+    optional = True
+
+    def validate(self, name: str, value: Any) -> tuple[int, int, int]:
+        shape = tuple(Integer(minimum=1)(name, d) for d in value)
+        if len(shape) != 3 or shape[2] != 3:
+            raise OptionError(f"{name}: expected [H, W, 3], got {list(value)}")
+        return shape
+
+
+class _Version(Check):
+    def validate(self, name: str, value: Any) -> int:
+        if value != CONFIG_VERSION or isinstance(value, bool):
+            raise OptionError(f"{name}: this e2e-drive reads config versions "
+                              f"{', '.join(map(str, range(1, CONFIG_VERSION + 1)))} (and writes {CONFIG_VERSION}), "
+                              f"got {value!r}")
+        return value
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The options of a training run (see ``e2e_drive.train.train`` for what each does).
+    """The options of a training run, each declared once with its flag, help, section and history (``option``).
 
     ``frame_shape``, ``num_train`` and ``num_val`` are recorded once the data is read (``None`` before).
     ``augment`` is ``True`` (``default_augmentation()``), ``False``, or the ``repr`` of a custom transform.
-    ``cache_dir`` ``None`` is ``data_tools.frame_cache.default_cache_dir()``.
-    ``targets``: what the model learns, steering first (``("steering", "throttle")`` adds a throttle head).
     ``loss_weights``: the weight of each target's MSE in the loss, as ``(target, weight)`` pairs in ``targets``
     order; given as a mapping, ``"steering=1,throttle=0.5"`` or pairs, a target not named weighs 1.0
     (``weights`` gives them as a dict).
+
+    A subclass adds options the same way (``@dataclass(frozen=True)`` and fields declared with ``option``): they
+    reach the command line (``e2e_drive.cli.train.add_config_options``), ``config.json`` and the resume checks.
     """
 
-    data: tuple[str, ...] = ()
-    epochs: int = 10
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    lr_schedule: str = "cosine"
-    activation: str = "elu"
-    conv: str = "keras"
-    dropout: float = 0.0
-    targets: tuple[str, ...] = ("steering",)
-    loss_weights: tuple[tuple[str, float], ...] | None = None
-    augment: bool | str = True
-    balance: bool = False
-    seed: int = 0
-    val_fraction: float = 0.2
-    crop: tuple[int, int] | None = None
-    smooth_steering: float = 0.0
-    smooth_seconds: float | None = None
-    side_correction: float | None = 0.2
-    viewpoint_shift: float | None = None
-    epoch_samples: int | None = None
-    car: str | None = None
-    camera: str | None = None
-    speed: float | None = None
-    select_by: str = "last"
-    early_stopping: int = 5
-    strategy: str = "auto"
-    mixed_precision: bool = False
-    workers: int = 1
-    worker_processes: bool = False
-    cache: str = "auto"
-    cache_dir: str | None = None
-    verbose: int = 1
-    frame_shape: tuple[int, int, int] | None = None
-    num_train: int | None = None
-    num_val: int | None = None
-    version: int = CONFIG_VERSION
+    data: tuple[str, ...] = option((), "Udacity folders/CSVs, tubs or recordings", flag="DATA", cli=False,
+                                   check=Parsed(lambda data: _data(data)))
+    epochs: int = option(10, "total epochs; a resumed run continues up to this number", section=RUNTIME,
+                         check=Integer(minimum=1))
+    batch_size: int = option(64, "samples per step (per worker under --strategy multiworker)",
+                             check=Integer(minimum=1))
+    learning_rate: float = option(1e-3, "Adam learning rate", flag="--lr", check=Number(above=0.0))
+    lr_schedule: str = option("cosine", "cosine: decay --lr to 0 over the --epochs (a resumed run with more epochs "
+                              "follows the stretched curve from where it stopped); constant: --lr throughout",
+                              check=Choice(LR_SCHEDULES), since=6, legacy="constant")
+    activation: str = option("elu", "activation layers", check=Choice(_activations))
+    conv: str = option("keras", "convolution layers", check=Choice(_convs))
+    dropout: float = option(0.0, "dropout rate after flatten and dense layers, in [0, 1)",
+                            check=Number(minimum=0.0, below=1.0))
+    targets: tuple[str, ...] = option(("steering",), "what the model learns: steering, or steering,throttle (a "
+                                      "second head on the logs' throttle)", metavar="steering[,throttle]",
+                                      check=Parsed(lambda targets: parse_targets(targets)), since=2)
+    loss_weights: tuple[tuple[str, float], ...] | None = option(
+        None, "weight of each target's MSE in the loss, e.g. steering=1,throttle=0.5", metavar="TARGET=W[,...]",
+        check=Parsed(lambda text: parse_loss_weights(text) if isinstance(text, str) else text, optional=True),
+        since=2, default_text="1 each")
+    augment: bool | str = option(True, "augment the training frames (the recipe of data_tools.augment); "
+                                 "--no-augment trains on the centre frames as they are",
+                                 flag="--no-augment", negate=True, check=_Augment())
+    balance: bool = option(False, "flatten the steering histogram", check=Boolean())
+    seed: int = option(0, "the one seed of the run: weights, order and augmentation", check=Integer(minimum=0))
+    val_fraction: float = option(0.2, "last fraction of each recording held out, time-ordered, in [0, 1)",
+                                 check=Number(minimum=0.0, below=1.0))
+    crop: tuple[int, int] | None = option(None, "rows cut from the frame", metavar="TOP,BOTTOM",
+                                          check=Parsed(lambda crop: _crop(crop), optional=True),
+                                          default_text="60,25 for 160-row frames")
+    smooth_steering: float = option(0.0, "Gaussian-smooth the labels over SIGMA frames; 0: off", metavar="SIGMA",
+                                    check=Number(minimum=0.0))
+    smooth_seconds: float | None = option(
+        None, "Gaussian-smooth the labels over SECONDS of the time stamps; 0: off", metavar="SECONDS",
+        check=Number(minimum=0.0, optional=True), since=3, legacy=0.0,
+        default_text="only recordings that look keyboard-driven, over 0.4 s")
+    side_correction: float | None = option(
+        0.2, "steering added for the left camera, subtracted for the right; auto: derived from --car's geometry and "
+        "the log's speed", metavar="X|auto", check=NumberOrAuto(minimum=0.0, below=1.0, optional=True), since=3,
+        legacy=0.2)
+    viewpoint_shift: float | None = option(
+        None, "PilotNet's shift-and-rotate augmentation: frames seen from up to METRES to either side (and 0.1 rad "
+        "turned) through --car's camera, labelled with its pure pursuit back to the path; 0: off", metavar="METRES",
+        check=Number(minimum=0.0, optional=True), since=4, legacy=0.0,
+        default_text="half of --car's intervention offset, 1.35 m for udacity")
+    epoch_samples: int | None = option(
+        None, "samples per epoch: a smaller log serves its rows several times, freshly augmented; 0: each row once",
+        metavar="N", check=Integer(minimum=0, optional=True), since=4, legacy=0,
+        default_text="12000, at most 8 passes over the rows")
+    car: str | None = option(
+        None, "car and camera profile: wheelbase, camera, road width for viewpoint shifts, derived corrections and "
+        "replay", check=Choice(_cars, optional=True), since=3, legacy="udacity",
+        default_text="from the data: sim for `e2e-drive sim record` folders, donkey for donkeycar tubs, else udacity")
+    camera: str | None = option(
+        None, "camera calibration (e2e-drive calibrate) for the viewpoint shifts, the derived side correction and the "
+        "closed-loop checks", metavar="CAMERA.json", check=Path("a camera calibration JSON file"), since=5,
+        default_text="--car's camera")
+    speed: float | None = option(
+        None, "metres per second, for logs without a speed column (donkeycar tubs): the closed-loop check and "
+        "--select-by autonomy replay at it, as e2e-drive replay --speed, and the recipe's steering corrections use "
+        "it; given, it replaces a speed column", metavar="M/S", check=Number(above=0.0, optional=True), since=6,
+        default_text="the logs' speed column")
+    select_by: str = option(
+        "last", "which epoch becomes best.keras: the last (no early stopping), the lowest val loss, or the most "
+        "replay autonomy on the validation span (needs time stamps and speed; minutes of validation driving; for "
+        "recordings of `e2e-drive sim record` the simulator drives their tracks instead); --early-stopping applies "
+        "to the last two", check=Choice(SELECT_BY), since=3, legacy="val_loss")
+    early_stopping: int = option(5, "with --select-by val_loss or autonomy: stop after PATIENCE epochs without "
+                                 "improvement; 0 disables", metavar="PATIENCE", check=Integer(minimum=0))
+    # The strategy decides how batches split over workers (batch_size is per worker under multiworker): recipe.
+    strategy: str = option("auto", "auto (mirrored when several GPUs), mirrored, or multiworker (TF_CONFIG)",
+                           check=Choice(STRATEGIES))
+    mixed_precision: bool = option(False, "mixed_float16 on GPU, mixed_bfloat16 on CPU; the output layer stays "
+                                   "float32", check=Boolean())
+    workers: int = option(1, "batch loader workers", section=RUNTIME, check=Integer(minimum=1))
+    worker_processes: bool = option(False, "run the --workers as processes (batches through shared memory) instead "
+                                    "of threads", section=RUNTIME, check=Boolean())
+    cache: str = option("auto", "decoded-frame cache: memory, disk (memory-mapped under --cache-dir), none, or auto "
+                        "(memory when the frames fit, else disk)", section=RUNTIME, check=Choice(CACHE_MODES))
+    cache_dir: str | None = option(None, "folder of the disk cache", metavar="DIR", section=RUNTIME,
+                                   check=Path("a folder path"), default_text="$XDG_CACHE_HOME/e2e-drive/frames")
+    verbose: int = option(1, "Keras' progress: 0 silent, 1 progress bars, 2 one line per epoch (the CLI: --quiet, "
+                          "--json)", section=RUNTIME, cli=False, check=Choice((0, 1, 2), expected="0, 1 or 2"))
+    frame_shape: tuple[int, int, int] | None = option(None, "the frames' [H, W, 3]", section=RECORDED, cli=False,
+                                                      flag="config.json frame_shape", check=_FrameShape())
+    num_train: int | None = option(None, "training rows", section=RECORDED, cli=False, flag="config.json num_train",
+                                   check=Integer(minimum=0, optional=True))
+    num_val: int | None = option(None, "validation rows", section=RECORDED, cli=False, flag="config.json num_val",
+                                 check=Integer(minimum=0, optional=True))
+    version: int = option(CONFIG_VERSION, "the config.json schema version", section=RECORDED, cli=False,
+                          flag="config.json version", check=_Version())
 
     def __post_init__(self) -> None:
-        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731  (frozen: normalise in place)
-        set_("data", _data(self.data))
-        for name in ("epochs", "batch_size", "workers"):
-            set_(name, _integer(name, getattr(self, name), minimum=1))
-        for name in ("seed", "early_stopping"):
-            set_(name, _integer(name, getattr(self, name), minimum=0))
-        set_("learning_rate", _number("learning_rate", self.learning_rate, above=0.0))
-        set_("dropout", _number("dropout", self.dropout, minimum=0.0, below=1.0))
-        set_("val_fraction", _number("val_fraction", self.val_fraction, minimum=0.0, below=1.0))
-        set_("smooth_steering", _number("smooth_steering", self.smooth_steering, minimum=0.0))
-        if self.smooth_seconds is not None:
-            set_("smooth_seconds", _number("smooth_seconds", self.smooth_seconds, minimum=0.0))
+        if self.cache is None:
+            object.__setattr__(self, "cache", "none")
+        try:
+            for name, (_, declaration) in declared(type(self)).items():
+                if declaration.check is not None:
+                    # frozen: normalise in place
+                    object.__setattr__(self, name, declaration.check(flag_of(name, declaration), getattr(self, name)))
             if self.smooth_seconds and self.smooth_steering:
                 raise TrainConfigError(f"{flag('smooth_seconds')} and {flag('smooth_steering')}: choose one "
                                        "(seconds of the time stamps, or frames)")
-        if self.side_correction is not None:
-            set_("side_correction", _number("side_correction", self.side_correction, minimum=0.0, below=1.0))
-        if self.viewpoint_shift is not None:
-            set_("viewpoint_shift", _number("viewpoint_shift", self.viewpoint_shift, minimum=0.0))
-        if self.epoch_samples is not None:
-            set_("epoch_samples", _integer("epoch_samples", self.epoch_samples, minimum=0))
-        if self.speed is not None:
-            set_("speed", _number("speed", self.speed, above=0.0))
-        _choice("select_by", self.select_by, SELECT_BY)
-        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        for name in ("balance", "mixed_precision", "worker_processes"):
-            _boolean(name, getattr(self, name))
-        if not isinstance(self.augment, (bool, str)):
-            raise TrainConfigError(f"{flag('augment')}: expected true, false or a transform's repr, "
-                                   f"got {self.augment!r}")
-        from e2e_drive.models import ACTIVATIONS, CONVS  # light: models imports Keras only inside functions
-        from e2e_drive.replay.profiles import PROFILES  # here: it imports the simulator (OpenCV, SciPy), not Keras
-
-        if self.car is not None:  # None: from the data (``e2e_drive.replay.car_for_log``), when the run starts
-            _choice("car", self.car, tuple(PROFILES))
-        _choice("activation", self.activation, ACTIVATIONS)
-        _choice("conv", self.conv, CONVS)
-        _choice("strategy", self.strategy, STRATEGIES)
-        set_("cache", "none" if self.cache is None else self.cache)
-        _choice("cache", self.cache, CACHE_MODES)
-        if self.verbose not in VERBOSITY or isinstance(self.verbose, bool):
-            raise TrainConfigError(f"--verbose: expected 0, 1 or 2, got {self.verbose!r}")
-        set_("verbose", int(self.verbose))
-        if self.camera is not None:
-            if not isinstance(self.camera, (str, os.PathLike)) or not os.fspath(self.camera):
-                raise TrainConfigError(f"--camera: expected a camera calibration JSON file, got {self.camera!r}")
-            set_("camera", os.fspath(self.camera))
-        if self.cache_dir is not None:
-            if not isinstance(self.cache_dir, (str, os.PathLike)) or not os.fspath(self.cache_dir):
-                raise TrainConfigError(f"--cache-dir: expected a folder path, got {self.cache_dir!r}")
-            set_("cache_dir", os.fspath(self.cache_dir))
-        set_("crop", _crop(self.crop))
-        set_("targets", parse_targets(self.targets))
-        set_("loss_weights", _loss_weights(self.loss_weights, self.targets))
-        if self.frame_shape is not None:
-            shape = tuple(_integer("frame_shape", d, minimum=1) for d in self.frame_shape)
-            if len(shape) != 3 or shape[2] != 3:
-                raise TrainConfigError(f"{flag('frame_shape')}: expected [H, W, 3], got {list(self.frame_shape)}")
-            set_("frame_shape", shape)
-        for name in ("num_train", "num_val"):
-            if getattr(self, name) is not None:
-                set_(name, _integer(name, getattr(self, name), minimum=0))
-        if self.version != CONFIG_VERSION:
-            raise TrainConfigError(f"{flag('version')}: this e2e-drive reads config versions "
-                                   f"{', '.join(map(str, FIELDS_SINCE))} (and writes {CONFIG_VERSION}), "
-                                   f"got {self.version!r}")
+            object.__setattr__(self, "loss_weights", _loss_weights(self.loss_weights, self.targets))
+        except TrainConfigError:
+            raise
+        except OptionError as error:
+            raise TrainConfigError(str(error)) from None
 
     @property
     def weights(self) -> dict[str, float]:
         """``loss_weights`` as ``{target: weight}`` (what ``keras.Model.compile(loss_weights=...)`` takes)."""
         return dict(self.loss_weights)
+
+    # ------------------------------------------------------------------ the declarations
+
+    @classmethod
+    def names(cls, section: str) -> tuple[str, ...]:
+        """The fields of one section (``RECIPE``, ``RUNTIME`` or ``RECORDED``), in declaration order."""
+        return tuple(name for name, (_, d) in declared(cls).items() if d.section == section)
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The options a user gives (every field but the recorded ones)."""
+        return cls.names(RECIPE) + cls.names(RUNTIME)
+
+    @classmethod
+    def resumable(cls) -> tuple[str, ...]:
+        """What may change when a run is resumed: the runtime options (how it reads, trains and talks)."""
+        return cls.names(RUNTIME)
+
+    @classmethod
+    def fields_since(cls) -> dict[int, tuple[str, ...]]:
+        """Each config version this code reads, with the fields it introduced."""
+        declarations = declared(cls)
+        return {version: tuple(n for n, (_, d) in declarations.items() if d.since == version)
+                for version in range(1, CONFIG_VERSION + 1)}
+
+    @classmethod
+    def legacy(cls, version: int) -> dict[str, Any]:
+        """What a run with a config.json of ``version`` trained with, for the fields that version lacks."""
+        return {name: d.legacy for name, (_, d) in declared(cls).items()
+                if d.since > version and d.legacy is not NO_LEGACY}
+
+    @classmethod
+    def describe_options(cls) -> str:
+        """One line per option: name, default and help (the table of ``train()``'s docstring)."""
+        lines = []
+        for name, (f, d) in declared(cls).items():
+            if d.section == RECORDED:
+                continue
+            default = d.default_text if d.default_text else show(f.default)
+            lines.append(f"{name} ({flag_of(name, d)}; {d.section}; default {default}): {d.help}.")
+        return "\n".join(lines)
 
     # ------------------------------------------------------------------ serialisation
 
@@ -213,16 +278,15 @@ class TrainConfig:
         if "version" not in payload:
             raise TrainConfigError(f"{where}: no version field: not a config.json e2e-drive train wrote")
         version = payload["version"]
-        if version in FIELDS_SINCE and version != CONFIG_VERSION and not isinstance(version, bool):
-            newer = [name for v, names in FIELDS_SINCE.items() if v > version for name in names if name in payload]
+        since = cls.fields_since()
+        if version in since and version != CONFIG_VERSION and not isinstance(version, bool):
+            newer = [name for v, names in since.items() if v > version for name in names if name in payload]
             if newer:
                 raise TrainConfigError(f"{where}: version {version} has no field(s) {', '.join(newer)} "
                                        "(a damaged or hand-edited file?)")
-            # An older run: new fields take their defaults, except the recipe's, which keep what that run
-            # trained with (LEGACY_RECIPE) so that it resumes as it began.
-            legacy = {name: value for v, fields_ in LEGACY_RECIPE.items() if version < v
-                      for name, value in fields_.items()}
-            payload = {**legacy, **payload, "version": CONFIG_VERSION}
+            # An older run: new fields take their defaults, except those whose declaration says what that run
+            # trained with (its legacy value), so that it resumes as it began.
+            payload = {**cls.legacy(version), **payload, "version": CONFIG_VERSION}
         try:
             return cls(**payload)
         except TrainConfigError as error:
@@ -244,29 +308,31 @@ class TrainConfig:
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
-    @classmethod
-    def option_names(cls) -> tuple[str, ...]:
-        """The options a user gives (every field but the recorded ones)."""
-        return tuple(f.name for f in fields(cls) if f.name not in RECORDED)
-
     def resume_differences(self, given: dict[str, Any]) -> list[str]:
         """Lines ``--activation: saved elu, given relu`` for each given option that a resume may not change."""
         changes = dict(given)
         if "targets" in changes and "loss_weights" not in changes:
             changes["loss_weights"] = None  # the saved weights may name a target not given: compare targets alone
         normalised = dataclasses.asdict(self.replace(**changes)) if given else {}
+        resumable = self.resumable()
         lines = []
         for name in given:
-            if name in RESUMABLE_CHANGES:
+            if name in resumable:
                 continue
             saved, new = getattr(self, name), normalised[name]
             if name == "data":
                 saved, new = tuple(map(_same_path, saved)), tuple(map(_same_path, new))
-            elif name == "camera" and saved is not None and new is not None:
+            elif isinstance(declared(type(self))[name][1].check, Path) and saved is not None and new is not None:
                 saved, new = _same_path(saved), _same_path(new)
             if saved != new:
-                lines.append(f"{flag(name)}: saved {_show(getattr(self, name))}, given {_show(normalised[name])}")
+                lines.append(f"{flag(name)}: saved {show(getattr(self, name))}, given {show(normalised[name])}")
         return lines
+
+
+def flag(name: str) -> str:
+    """The command-line flag of option ``name`` (``learning_rate`` -> ``--lr``, ``batch_size`` -> ``--batch-size``)."""
+    declaration = declared(TrainConfig).get(name)
+    return flag_of(name, declaration[1] if declaration else None)
 
 
 # ---------------------------------------------------------------------- targets and loss weights
@@ -358,7 +424,7 @@ def _loss_weights(given: Any, targets: tuple[str, ...]) -> tuple[tuple[str, floa
                                f"{','.join(targets)}); add it to --targets or drop its weight")
     result = tuple((name, float(weights.get(name, 1.0))) for name in targets)
     if not any(weight > 0 for _, weight in result):
-        raise TrainConfigError(f"--loss-weights: every weight is 0 ({_show(result)}): nothing would be learned; "
+        raise TrainConfigError(f"--loss-weights: every weight is 0 ({show(result)}): nothing would be learned; "
                                "give at least one target a weight > 0")
     return result
 
@@ -373,46 +439,6 @@ def _data(data: Any) -> tuple[str, ...]:
     except TypeError:
         raise TrainConfigError(f"DATA: expected paths of driving logs, got {data!r}") from None
     return paths
-
-
-def _integer(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise TrainConfigError(f"{flag(name)}: expected an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise TrainConfigError(f"{flag(name)}: expected an integer >= {minimum}, got {value}")
-    return int(value)
-
-
-def _number(name: str, value: Any, *, minimum: float | None = None, above: float | None = None,
-            below: float | None = None) -> float:
-    bounds = []
-    if minimum is not None:
-        bounds.append(f">= {minimum:g}")
-    if above is not None:
-        bounds.append(f"> {above:g}")
-    if below is not None:
-        bounds.append(f"< {below:g}")
-    expected = f"expected a finite number {' and '.join(bounds)}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TrainConfigError(f"{flag(name)}: {expected}, got {value!r}")
-    value = float(value)
-    if (not math.isfinite(value) or (minimum is not None and value < minimum) or (above is not None and value <= above)
-            or (below is not None and value >= below)):
-        raise TrainConfigError(f"{flag(name)}: {expected}, got {value:g}")
-    return value
-
-
-def _boolean(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TrainConfigError(f"{flag(name)}: expected true or false, got {value!r}")
-
-
-def _choice(name: str, value: Any, choices: Sequence[Any]) -> None:
-    if value not in choices:
-        raise TrainConfigError(f"{flag(name)}: expected one of {', '.join(map(str, choices))}, got {value!r}")
 
 
 def _crop(crop: Any) -> tuple[int, int] | None:
@@ -433,17 +459,7 @@ def _same_path(path: str) -> str:
     return os.path.normpath(os.path.abspath(path))
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, tuple) and value and all(isinstance(v, tuple) and len(v) == 2 for v in value):
-        return ",".join(f"{name}={weight:g}" for name, weight in value)  # loss weights
-    if isinstance(value, tuple):
-        return ",".join(map(str, value)) if value else "(none)"
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return str(value).lower()
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-__all__ = ["CACHE_MODES", "CONFIG_VERSION", "RESUMABLE_CHANGES", "SELECT_BY", "STRATEGIES", "TARGETS", "TrainConfig",
+__all__ = ["CACHE_MODES", "CONFIG_VERSION", "LR_SCHEDULES", "SELECT_BY", "STRATEGIES", "TARGETS", "TrainConfig",
            "TrainConfigError", "flag", "parse_loss_weights", "parse_targets"]

@@ -108,7 +108,7 @@ def test_train_passes_only_the_flags_given():
     given = train_options(parser.parse_args(["train", "d", "--out", "r", "--epochs", "3", "--lr", "5e-4",
                                              "--no-augment", "--crop", "50,20", "--cache", "disk", "--overwrite",
                                              "--json"]))
-    assert given == {"epochs": 3, "learning_rate": 5e-4, "augment": False, "crop": "50,20", "cache": "disk",
+    assert given == {"epochs": 3, "learning_rate": 5e-4, "augment": False, "crop": (50, 20), "cache": "disk",
                      "overwrite": True, "verbose": 2}
 
 

@@ -78,3 +78,53 @@ def test_resume_differences_list_what_may_not_change():
         "--activation: saved elu, given relu", "--crop: saved 60,25, given 60,20", "--lr: saved 0.001, given 0.01",
         "--mixed-precision: saved false, given true", "DATA: saved runs/../data/a, given data/b",
     ]
+
+
+def test_a_declared_option_reaches_the_cli_config_json_and_resume_checks():
+    """A new training flag is one declared field: the parser, config.json, older files and resume read it."""
+    import argparse
+    from dataclasses import dataclass
+
+    from e2e_drive.cli.train import add_config_options
+    from e2e_drive.options import RUNTIME, Integer, Number, option
+
+    @dataclass(frozen=True)
+    class WarmupConfig(TrainConfig):
+        warmup_epochs: int = option(0, "epochs of linear learning-rate warm-up", check=Integer(minimum=0),
+                                    since=CONFIG_VERSION, legacy=0)
+        prefetch: float = option(2.0, "batches read ahead", section=RUNTIME, check=Number(above=0.0))
+
+    parser = argparse.ArgumentParser(prog="train")
+    add_config_options(parser, WarmupConfig)
+    assert "--warmup-epochs" in parser.format_help() and "linear learning-rate warm-up (default 0)" in \
+        " ".join(parser.format_help().split())
+    args = vars(parser.parse_args(["--warmup-epochs", "3", "--lr", "5e-4"]))
+    assert args == {"warmup_epochs": 3, "learning_rate": 5e-4}  # flags not given stay off the namespace
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--warmup-epochs", "-1"])
+
+    config = WarmupConfig(data=("a",), **args)
+    payload = json.loads(config.to_json())
+    assert payload["warmup_epochs"] == 3 and WarmupConfig.from_json(config.to_json()) == config
+    with pytest.raises(TrainConfigError, match="^--warmup-epochs: expected an integer >= 0, got -2$"):
+        WarmupConfig(warmup_epochs=-2)
+    # A file of the version before the field trained without it: it reads back with the declared legacy value.
+    older = {k: v for k, v in payload.items() if k != "warmup_epochs" and k not in ("lr_schedule", "speed")}
+    assert WarmupConfig.from_dict({**older, "version": CONFIG_VERSION - 1}).warmup_epochs == 0
+    # Recipe options are refused on resume, runtime ones may change.
+    assert config.resume_differences({"warmup_epochs": 4, "prefetch": 8.0}) == [
+        "--warmup-epochs: saved 3, given 4"]
+    assert "prefetch" in WarmupConfig.resumable() and "warmup_epochs" not in WarmupConfig.resumable()
+
+
+def test_every_cli_flag_of_train_is_a_config_option_and_back():
+    """No declared option is left off the command line, and no train flag bypasses the config."""
+    from e2e_drive.cli import build_parser
+    from e2e_drive.options import declared, flag_of
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    flags = {s for action in train._actions for s in action.option_strings}
+    declared_flags = {flag_of(n, d) for n, (_, d) in declared(TrainConfig).items() if d.cli}
+    assert declared_flags <= flags
+    own = {"-h", "--help", "--json", "--verbose", "--quiet", "--debug", "--out", "--resume", "--overwrite"}
+    assert flags - declared_flags == own

@@ -10,12 +10,10 @@ from typing import Any
 
 from e2e_drive.cli import add_command
 from e2e_drive.cli.output import emit
-from e2e_drive.cli.types import (crop, fraction, nonnegative_float, nonnegative_int, output_file, positive_float,
-                                 positive_int)
-from e2e_drive.models import ACTIVATIONS, CONVS
-from e2e_drive.cli.replay import CAR_PROFILES
+from e2e_drive.cli.types import nonnegative_float, output_file, positive_float, positive_int
+from e2e_drive.options import Boolean, declared, flag_of, show
 from e2e_drive.sim.autonomy import INTERVENTION_SECONDS
-from e2e_drive.train_config import LR_SCHEDULES, SELECT_BY, TrainConfigError, parse_loss_weights, parse_targets
+from e2e_drive.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,40 +32,41 @@ multi-worker (one command per machine; worker 0 is the chief and writes the run)
 # Above this many autonomy points per intervention the closed-loop figure is flagged as coarse (20: a 30 s span).
 SHORT_SPAN_POINTS = 20.0
 
-# Flag destination -> e2e_drive.train.train keyword. Flags default to None: only the flags the user gave are
-# passed on, so a resumed run can tell a changed setting from a default.
-TRAIN_OPTIONS = {
-    "epochs": "epochs", "batch_size": "batch_size", "lr": "learning_rate", "activation": "activation",
-    "conv": "conv", "dropout": "dropout", "balance": "balance", "seed": "seed", "val_fraction": "val_fraction",
-    "workers": "workers", "worker_processes": "worker_processes", "crop": "crop",
-    "smooth_steering": "smooth_steering", "resume": "resume", "early_stopping": "early_stopping",
-    "strategy": "strategy", "mixed_precision": "mixed_precision", "cache": "cache", "cache_dir": "cache_dir",
-    "overwrite": "overwrite", "targets": "targets", "loss_weights": "loss_weights",
-    "smooth_seconds": "smooth_seconds", "side_correction": "side_correction", "car": "car", "select_by": "select_by",
-    "viewpoint_shift": "viewpoint_shift", "epoch_samples": "epoch_samples", "camera": "camera",
-    "lr_schedule": "lr_schedule", "speed": "speed",
-}
+def add_config_options(parser: argparse.ArgumentParser, config_class: type = TrainConfig) -> None:
+    """One flag per declared option of ``config_class`` (``option(..., cli=True)``), with its help and default.
+
+    Flags the user does not give stay off the namespace (``argparse.SUPPRESS``), so that a resumed run can tell a
+    changed setting from a default (``train_options``)."""
+    for name, (field, declaration) in declared(config_class).items():
+        if not declaration.cli:
+            continue
+        check = declaration.check
+        kwargs: dict[str, Any] = dict(dest=name, default=argparse.SUPPRESS)
+        if isinstance(check, Boolean) or declaration.negate:
+            kwargs["action"] = "store_false" if declaration.negate else "store_true"
+            help_text = declaration.help
+        else:
+            if check is not None and check.choices is not None:
+                kwargs["choices"] = check.choices
+            elif check is not None:
+                kwargs["type"] = _argparse_type(check)
+            if declaration.metavar or "choices" not in kwargs:
+                kwargs["metavar"] = declaration.metavar or flag_of(name, declaration).lstrip("-").replace("-", "_").upper()
+            default = declaration.default_text
+            help_text = f"{declaration.help} (default{': ' + default if default else ' ' + show(field.default)})"
+        parser.add_argument(flag_of(name, declaration), help=help_text.replace("%", "%%"), **kwargs)
 
 
-def _side_correction(text: str):
-    """``auto`` (derived from the car; passed to ``train`` as None) or a number in [0, 1)."""
-    if text == "auto":
-        return "auto"
-    value = nonnegative_float(text)
-    if value >= 1.0:
-        raise argparse.ArgumentTypeError(f"expected auto or a number in [0, 1), got {text}")
-    return value
-
-
-def _config_type(parse):
-    """An argparse type from a ``train_config`` parser (its message without the flag name argparse adds)."""
+def _argparse_type(check):
+    """An argparse type from a declared option's check (its text parser; argparse names the flag)."""
 
     def convert(text: str):
         try:
-            return parse(text)
-        except TrainConfigError as error:
-            raise argparse.ArgumentTypeError(str(error).split(": ", 1)[-1]) from None
+            return check.parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
 
+    convert.__name__ = type(check).__name__.lower()
     return convert
 
 
@@ -83,81 +82,11 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     )
     train.add_argument("data", nargs="+", metavar="DATA", help="Udacity folders/CSVs, tubs or recordings")
     train.add_argument("--out", required=True, help="run directory, e.g. runs/NAME")
-    train.add_argument("--epochs", type=positive_int, default=None,
-                       help="total epochs; a resumed run continues up to this number (default 10)")
-    train.add_argument("--batch-size", type=positive_int, default=None, help="samples per step (default 64)")
-    train.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate (default 1e-3)")
-    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
-                       help="cosine: decay --lr to 0 over the --epochs (a resumed run with more epochs follows the "
-                       "stretched curve from where it stopped); constant: --lr throughout (default cosine)")
-    train.add_argument("--activation", choices=ACTIVATIONS, default=None, help="activation layers (default elu)")
-    train.add_argument("--conv", choices=CONVS, default=None, help="convolution layers (default keras)")
-    train.add_argument("--dropout", type=fraction, default=None,
-                       help="dropout rate after flatten and dense layers, in [0, 1) (default 0)")
-    train.add_argument("--no-augment", dest="augment", action="store_false", default=None,
-                       help="train on the centre frames as they are (default: augment)")
-    train.add_argument("--balance", action="store_true", default=None, help="flatten the steering histogram")
-    train.add_argument("--seed", type=int, default=None, help="the one seed of the run (default 0)")
-    train.add_argument("--val-fraction", type=fraction, default=None,
-                       help="last fraction of each recording held out, time-ordered, in [0, 1) (default 0.2)")
-    train.add_argument("--workers", type=positive_int, default=None, help="batch loader workers (default 1)")
-    train.add_argument("--worker-processes", action="store_true", default=None,
-                       help="run the --workers as processes (batches through shared memory) instead of threads")
-    train.add_argument("--crop", type=crop, default=None, metavar="TOP,BOTTOM",
-                       help="rows cut from the frame (default: 60,25 for 160-row frames)")
-    train.add_argument("--smooth-seconds", type=nonnegative_float, default=None, metavar="SECONDS",
-                       help="Gaussian-smooth the labels over SECONDS of the time stamps; 0: off (default: only "
-                       "recordings that look keyboard-driven, over 0.4 s)")
-    train.add_argument("--side-correction", type=_side_correction, default=None, metavar="X|auto",
-                       help="steering added for the left camera, subtracted for the right (default 0.2); auto: "
-                       "derived from --car's geometry and the log's speed")
-    train.add_argument("--viewpoint-shift", type=nonnegative_float, default=None, metavar="METRES",
-                       help="PilotNet's shift-and-rotate augmentation: frames seen from up to METRES to either "
-                       "side (and 0.1 rad turned) through --car's camera, labelled with its pure pursuit back to "
-                       "the path; 0: off (default: half of --car's intervention offset, 1.35 m for udacity)")
-    train.add_argument("--epoch-samples", type=nonnegative_int, default=None, metavar="N",
-                       help="samples per epoch: a smaller log serves its rows several times, freshly augmented; "
-                       "0: each row once (default: 12000, at most 8 passes over the rows)")
-    train.add_argument("--car", choices=CAR_PROFILES, default=None,
-                       help="car and camera profile: wheelbase, camera, road width for viewpoint shifts, derived "
-                       "corrections and replay (default: from the data: sim for `e2e-drive sim record` folders, "
-                       "donkey for donkeycar tubs, else udacity)")
-    train.add_argument("--camera", metavar="CAMERA.json", default=None,
-                       help="camera calibration (e2e-drive calibrate) for the viewpoint shifts, the derived side "
-                       "correction and the closed-loop checks (default: --car's camera)")
-    train.add_argument("--speed", type=positive_float, default=None, metavar="M/S",
-                       help="metres per second, for logs without a speed column (donkeycar tubs): the closed-loop "
-                       "check and --select-by autonomy replay at it, as e2e-drive replay --speed, and the recipe's "
-                       "steering corrections use it; given, it replaces a speed column (default: the logs' speed "
-                       "column)")
-    train.add_argument("--select-by", choices=SELECT_BY, default=None,
-                       help="which epoch becomes best.keras: the last (no early stopping), the lowest val loss, "
-                       "or the most replay autonomy on the validation span (needs time stamps and speed; "
-                       "minutes of validation driving; for recordings of `e2e-drive sim record` the simulator "
-                       "drives their tracks instead); --early-stopping applies to the last two (default last)")
-    train.add_argument("--smooth-steering", type=nonnegative_float, default=None, metavar="SIGMA",
-                       help="Gaussian-smooth the labels over SIGMA frames (default 0: off)")
-    train.add_argument("--cache", choices=("auto", "memory", "disk", "none"), default=None,
-                       help="decoded-frame cache: memory, disk (memory-mapped under --cache-dir), none, or auto "
-                       "(memory when the frames fit, else disk) (default auto)")
-    train.add_argument("--targets", type=_config_type(parse_targets), default=None, metavar="steering[,throttle]",
-                       help="what the model learns: steering, or steering,throttle (a second head on the logs' "
-                       "throttle) (default steering)")
-    train.add_argument("--loss-weights", type=_config_type(parse_loss_weights), default=None,
-                       metavar="TARGET=W[,...]",
-                       help="weight of each target's MSE in the loss, e.g. steering=1,throttle=0.5 (default 1 each)")
-    train.add_argument("--cache-dir", metavar="DIR", default=None, help="folder of the disk cache")
-    train.add_argument("--resume", action="store_true", default=None,
+    add_config_options(train)
+    train.add_argument("--resume", action="store_true", default=argparse.SUPPRESS,
                        help="continue the run in --out from last.keras")
-    train.add_argument("--overwrite", action="store_true", default=None,
+    train.add_argument("--overwrite", action="store_true", default=argparse.SUPPRESS,
                        help="replace a finished run in --out instead of refusing")
-    train.add_argument("--early-stopping", type=nonnegative_int, default=None, metavar="PATIENCE",
-                       help="with --select-by val_loss or autonomy: stop after PATIENCE epochs without "
-                       "improvement; 0 disables (default 5)")
-    train.add_argument("--strategy", choices=("auto", "mirrored", "multiworker"), default=None,
-                       help="auto (mirrored when several GPUs), mirrored, or multiworker (TF_CONFIG) (default auto)")
-    train.add_argument("--mixed-precision", action="store_true", default=None,
-                       help="mixed_float16 on GPU, mixed_bfloat16 on CPU; the output layer stays float32")
 
     evaluate = add_command(
         commands, "evaluate", common=common, handler=run_evaluate,
@@ -204,12 +133,8 @@ def keras_verbosity(args: argparse.Namespace) -> int:
 
 def train_options(args: argparse.Namespace) -> dict[str, Any]:
     """The keywords of ``e2e_drive.train.train`` for the flags the user gave (and only those)."""
-    options = {keyword: getattr(args, dest) for dest, keyword in TRAIN_OPTIONS.items()
-               if getattr(args, dest) is not None}
-    if args.augment is False:
-        options["augment"] = False
-    if options.get("side_correction") == "auto":
-        options["side_correction"] = None  # given, and meaning "derive it": kept apart from "not given"
+    names = [n for n, (_, d) in declared(TrainConfig).items() if d.cli] + ["resume", "overwrite"]
+    options = {name: getattr(args, name) for name in names if hasattr(args, name)}
     options["verbose"] = keras_verbosity(args)
     return options
 
