@@ -176,11 +176,16 @@ class DrivingLog:
         return replace(self, steering=steering)
 
     def split(self, val_fraction: float) -> tuple["DrivingLog", "DrivingLog"]:
-        """Time-ordered train/validation split.
+        """Time-ordered train/validation split: the rows outside and inside ``validation_rows(val_fraction)``."""
+        is_val = self.validation_rows(val_fraction)
+        return self[~is_val], self[is_val]
 
-        The last ``val_fraction`` of every recording goes to validation, so both
-        parts see every recording but no validation frame has a near-duplicate
-        neighbour in training (apart from the one frame at the boundary).
+    def validation_rows(self, val_fraction: float) -> np.ndarray:
+        """The boolean mask of the validation rows: the last ``val_fraction`` of every recording.
+
+        Both parts see every recording, but no validation frame has a near-duplicate neighbour in training
+        (apart from the one frame at the boundary). The mask depends only on the recordings' lengths, so it
+        splits a relabelled copy of the log (smoothed steering) the same way.
         """
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"Expected 0 <= val_fraction < 1. Received: val_fraction={val_fraction}")
@@ -190,7 +195,7 @@ class DrivingLog:
             n_val = int(round(len(rows) * val_fraction))
             if n_val:
                 is_val[rows[-n_val:]] = True
-        return self[~is_val], self[is_val]
+        return is_val
 
     def describe(self, i: int) -> str:
         """Where row ``i`` came from, for messages: ``"driving_log.csv, row 3"``, ``"catalog_0.catalog, record 7"``."""

@@ -35,7 +35,7 @@ __all__ = ["MAX_EPOCH_REPEAT", "MIN_EPOCH_SAMPLES", "epoch_repeat", "learning_ra
            "training_camera", "viewpoint_metres", "with_car"]
 
 
-def recipe_augmentation(config: TrainConfig, data_log: DrivingLog):
+def recipe_augmentation(config: TrainConfig, data_log: DrivingLog, camera=None):
     """The training chain: ``default_augmentation`` with the recipe's geometry for the car profile
     (``config.car``: wheelbase, wheel angle, camera) at ``config.speed``, else the log's median moving speed (a
     log without speed: the profile's nominal speed).
@@ -46,6 +46,8 @@ def recipe_augmentation(config: TrainConfig, data_log: DrivingLog):
       up to that far to either side and ``VIEWPOINT_HEADING`` radians turned (``training_camera``: the
       calibration ``config.camera`` or the profile's camera; ``e2e_drive.replay``'s warp), labelled with the
       pure pursuit back (``pursuit_correction``).
+
+    ``camera``: the run's camera when the caller has resolved it (``training_camera``), else resolved here.
     """
     from functools import partial
 
@@ -59,7 +61,7 @@ def recipe_augmentation(config: TrainConfig, data_log: DrivingLog):
     speed = config.speed or (float(np.median(moving)) if len(moving) else profile.car.speed)
     correct = partial(pursuit_correction, speed=speed, wheelbase=profile.car.wheelbase,
                       max_steer_deg=profile.car.max_steer_deg)
-    rig = training_camera(config, data_log)
+    rig = camera if camera is not None else training_camera(config, data_log)
     correction = config.side_correction
     if correction is None:
         correction = correct(rig.side_offset, 0.0)

@@ -25,6 +25,7 @@ file system when resuming):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -169,17 +170,22 @@ def _refuse_unsupported(config: TrainConfig, strategy, num_workers: int) -> None
 
 # ----------------------------------------------------------------------------- data
 
-def _split(config: TrainConfig, data_log: DrivingLog) -> tuple[DrivingLog, DrivingLog]:
+def _split(config: TrainConfig, data_log: DrivingLog) -> tuple[DrivingLog, DrivingLog, DrivingLog]:
+    """The training rows and the validation rows (labels smoothed as the recipe asks), and the validation rows
+    with their recorded labels: replay rebuilds the driven path from the steering, and the path is what was
+    driven, not the smoothed labels the model learns (``e2e-drive replay`` does the same)."""
     import data_tools
     from data_tools.smoothing import keyboard_smoothing, smooth_steering_seconds
 
+    is_val = data_log.validation_rows(config.val_fraction)
+    labelled = data_log
     if config.smooth_steering:
-        data_log = data_tools.smooth_steering(data_log, config.smooth_steering)
+        labelled = data_tools.smooth_steering(data_log, config.smooth_steering)
     elif config.smooth_seconds is None:
-        data_log = keyboard_smoothing(data_log)  # only recordings whose labels look keyboard-driven
+        labelled = keyboard_smoothing(data_log)  # only recordings whose labels look keyboard-driven
     elif config.smooth_seconds:
-        data_log = smooth_steering_seconds(data_log, config.smooth_seconds)
-    train_log, val_log = data_log.split(config.val_fraction)
+        labelled = smooth_steering_seconds(data_log, config.smooth_seconds)
+    train_log, val_log = labelled[~is_val], labelled[is_val]
     if config.val_fraction > 0 and len(val_log) == 0:
         recordings = len(data_log.recordings)
         raise ValueError(
@@ -192,7 +198,21 @@ def _split(config: TrainConfig, data_log: DrivingLog) -> tuple[DrivingLog, Drivi
         train_log = data_tools.balance(train_log, seed=config.seed)
     if len(train_log) == 0:
         raise ValueError(f"{flag('val_fraction')}: {config.val_fraction:g} leaves no training rows of {len(data_log)}")
-    return train_log, val_log
+    return train_log, val_log, data_log[is_val]
+
+
+def _check_crop(config: TrainConfig, train_log: DrivingLog) -> None:
+    """Before decoding every frame: a crop that cannot fit fails in a second, not after minutes."""
+    if config.crop is None or not len(train_log):
+        return
+    from data_tools.frames import image_size
+    from data_tools.preprocess import check_crop
+
+    try:
+        height = image_size(train_log.images["center"][0])[1]
+    except (ValueError, OSError):
+        return  # an unreadable first frame: decoding names it with its row
+    check_crop(height, config.crop)
 
 
 def _cache_mode(config: TrainConfig, logs: Sequence[DrivingLog], cameras, memory_budget: int | None) -> str:
@@ -449,6 +469,221 @@ def _custom_loop(model, strategy, train_ds, val_ds, steps: int, config: TrainCon
     callback_list.on_train_end()
 
 
+# ----------------------------------------------------------------------------- the plan of a run
+
+@dataclass
+class RunPlan:
+    """What a run will train, decided before anything is written (``plan_run``); ``execute`` trains it."""
+
+    config: TrainConfig  # the car resolved, the recorded fields (frame shape, row counts) filled in
+    transform: Any  # the training augmentation, or None
+    strategy: Any
+    worker: int
+    num_workers: int
+    camera: Any  # the run's camera (``training_camera``), resolved once for the augmentation and the checks
+    train_log: DrivingLog  # this worker's training rows (all of them on one machine)
+    val_log: DrivingLog  # this worker's validation rows
+    recorded_val: DrivingLog  # the whole validation span with its recorded labels, for closed-loop driving
+    train_ds: Any
+    val_ds: Any
+    cache: str
+    steps: int  # optimizer steps per epoch
+    custom_loop: bool  # the strategy.run loop of MultiWorkerMirroredStrategy, else model.fit
+    validates: bool
+    monitor: str  # what selects best.keras: AUTONOMY, "val_loss", "loss" or LAST_EPOCH
+    scored_parts: list = field(default_factory=list)  # the recordings replayed each epoch for AUTONOMY
+
+    @property
+    def chief(self) -> bool:
+        return self.worker == 0
+
+    @property
+    def verbose(self) -> int:
+        return self.config.verbose if self.chief else 0
+
+
+def _validation_batch(config: TrainConfig, val_log: DrivingLog, replicas: int, custom_loop: bool) -> int:
+    if custom_loop or replicas == 1:
+        return config.batch_size
+    if len(val_log) < replicas:
+        raise ValueError(f"{flag('val_fraction')}: {len(val_log)} validation rows cannot feed {replicas} "
+                         "replicas; give more data or a larger --val-fraction")
+    # Several replicas split each batch: whole batches only, shrunk to fit the validation rows.
+    return max(replicas, min(config.batch_size, len(val_log)) // replicas * replicas)
+
+
+def plan_run(config: TrainConfig, data: Sequence[str] | str | os.PathLike | DrivingLog, strategy, *,
+             transform: Any = None, memory_budget: int | None = None) -> RunPlan:
+    """Decide a run without writing anything: the data read and split once, the car and camera resolved once,
+    this worker's shard, the datasets, the step counts and what selects ``best.keras``.
+
+    ``transform`` replaces the recipe's augmentation (``config.augment=True``); ``memory_budget`` is the bytes
+    ``cache="auto"`` may keep in memory. Raises ``ValueError`` naming the flag when the data cannot feed the
+    options (no validation or training rows, no full batch, a crop that does not fit, a camera of another size).
+    """
+    from data_tools import load_log
+    from data_tools.dataset import DrivingDataset
+
+    worker, num_workers = worker_info(strategy)
+    data_log = load_log(data)
+    if config.car is None:
+        config = with_car(config, data_log)
+        log.info("car profile %s (from the data; --car to choose)", config.car)
+    # Resolved now: a calibration of another frame size fails before any epoch.
+    camera = training_camera(config, data_log) if len(data_log) else None
+    full_train, full_val, recorded_val = _split(config, data_log)
+    if transform is None and config.augment is True:
+        transform = recipe_augmentation(config, full_train, camera=camera)
+    _check_crop(config, full_train)
+    train_log, val_log = full_train, full_val
+    if num_workers > 1:
+        # Each worker trains on (and decodes) its own rows; the smallest share sets the steps of all.
+        train_log, val_log = full_train[worker::num_workers], full_val[worker::num_workers]
+    cameras = full_train.cameras if getattr(transform, "chooses_camera", False) else ("center",)
+    cache = _cache_mode(config, (train_log, val_log), cameras, memory_budget)
+
+    replicas = strategy.num_replicas_in_sync
+    custom_loop = config.strategy == "multiworker"
+    drop_remainder = replicas > 1
+    if drop_remainder and len(train_log) < config.batch_size * (num_workers if custom_loop else 1):
+        raise ValueError(f"{flag('batch_size')}: {len(full_train)} training rows make no full batch of "
+                         f"{config.batch_size} per worker for {num_workers} worker(s) x "
+                         f"{replicas // num_workers} device(s); lower --batch-size")
+    seed = config.seed if worker == 0 else int(np.random.SeedSequence([config.seed, worker]).generate_state(1)[0])
+    verbose = config.verbose if worker == 0 else 0
+    dataset_args = dict(seed=seed, cache=cache, cache_dir=config.cache_dir, workers=config.workers,
+                        use_multiprocessing=config.worker_processes, progress=verbose > 0, targets=config.targets)
+    repeat = epoch_repeat(config, len(full_train))
+    if repeat > 1:
+        log.info("an epoch serves each of the %d training rows %d times (--epoch-samples %d)", len(full_train),
+                 repeat, len(full_train) * repeat)
+    train_ds = DrivingDataset(train_log, config.batch_size, augment=transform, shuffle=True, repeat=repeat,
+                              drop_remainder=drop_remainder, **dataset_args)
+    val_ds = None
+    if len(full_val):
+        val_batch = _validation_batch(config, val_log, replicas, custom_loop)
+        if len(val_log):
+            val_ds = DrivingDataset(val_log, val_batch, augment=None, shuffle=False,
+                                    drop_remainder=drop_remainder and not custom_loop, **dataset_args)
+    steps = (len(full_train) * repeat // num_workers) // config.batch_size if custom_loop else len(train_ds)
+    if steps < 1:
+        raise ValueError(f"{flag('batch_size')}: {len(full_train)} training rows make no full batch of "
+                         f"{config.batch_size} for each of {num_workers} workers; lower --batch-size")
+
+    validates = val_ds is not None or bool(custom_loop and len(full_val))
+    monitor = "val_loss" if validates else "loss"
+    scored_parts = autonomy_parts(config, recorded_val) if validates else []
+    if scored_parts:
+        monitor = AUTONOMY
+    elif config.select_by == "last":
+        monitor = LAST_EPOCH
+    config = config.replace(frame_shape=train_ds.frame_shape, num_train=len(full_train), num_val=len(full_val))
+    return RunPlan(config=config, transform=transform, strategy=strategy, worker=worker, num_workers=num_workers,
+                   camera=camera, train_log=train_log, val_log=val_log, recorded_val=recorded_val,
+                   train_ds=train_ds, val_ds=val_ds, cache=cache, steps=steps, custom_loop=custom_loop,
+                   validates=validates, monitor=monitor, scored_parts=scored_parts)
+
+
+# ----------------------------------------------------------------------------- executing a plan
+
+def _model(plan: RunPlan, run: RunDir, resume: bool):
+    """The run's model under its strategy: ``last.keras`` on resume (checked against the plan), else a new one."""
+    from e2e_drive import models
+
+    config = plan.config
+    where = f"the training data ({plan.train_log.describe(0)})"
+    with plan.strategy.scope():
+        if resume:
+            model = models.load_model(run.last_path, compile=True)
+            models.check_fits(model, config.frame_shape, where)
+            if models.output_names(model) != config.targets:
+                raise RunDirError(f"{run.last_path}: the model has outputs {','.join(models.output_names(model))} "
+                                  f"but {run.file('config.json')} trains --targets {','.join(config.targets)}; "
+                                  "the run folder is damaged: start a new --out")
+            if config.lr_schedule != "constant":  # the schedule of the epochs asked for now
+                model.optimizer.learning_rate = learning_rate(config, plan.steps)
+        else:
+            model = models.pilotnet(config.frame_shape, activation=config.activation, conv=config.conv,
+                                    dropout=config.dropout, crop=config.crop, seed=config.seed,
+                                    outputs=config.targets)
+            _compile(model, config, plan.steps)
+        if plan.custom_loop and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def _resumed_history(run: RunDir, model, steps: int) -> tuple[dict[str, list[float]], int]:
+    """The history of a resumed run and the epoch it goes on from. ``last.keras`` is the truth: a run killed
+    between its files has trained as many epochs as its optimizer."""
+    history = run.read_history()
+    run.read_state()  # a damaged state.json is an error; its counters are derived from the history
+    initial_epoch = int(model.optimizer.iterations.numpy()) // steps
+    if any(len(v) < initial_epoch for v in history.values()) or not history:
+        raise RunDirError(f"{run.file('history.csv')}: holds fewer epochs than last.keras has trained "
+                          f"({initial_epoch}); the run folder is damaged: start a new --out")
+    return {k: v[:initial_epoch] for k, v in history.items()}, initial_epoch
+
+
+def execute(plan: RunPlan, run: RunDir, *, resume: bool = False, callbacks: Sequence[Any] = (),
+            check_closed_loop: bool = True) -> TrainResult:
+    """Train ``plan`` into ``run`` (the chief holds its lock: ``train`` calls this inside ``run.lock()``): the model
+    built or resumed, the epochs left, then the closed-loop check of ``best.keras``."""
+    import keras
+
+    config, chief = plan.config, plan.chief
+    previous_policy = keras.mixed_precision.global_policy().name
+    try:
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy(mixed_precision_policy())
+        model = _model(plan, run, resume)
+        history, initial_epoch = _resumed_history(run, model, plan.steps) if resume else ({}, 0)
+        state = progress_state(history, plan.monitor, config.early_stopping, config.epochs)
+        if chief:
+            run.write_config(config)
+
+        seconds = 0.0
+        if initial_epoch < config.epochs and not state["stopped_early"]:
+            checkpoint = _checkpoint_callback(run, history, plan.monitor, config, writes=chief)
+            scoring = [autonomy_callback(config, plan.scored_parts, config.frame_shape)] if plan.scored_parts else []
+            all_callbacks = [*scoring, checkpoint, *(_tensorboard(run) if chief else []), *callbacks]
+            start = time.perf_counter()
+            if plan.custom_loop:
+                _custom_loop(model, plan.strategy, plan.train_ds, plan.val_ds, plan.steps, config, initial_epoch,
+                             all_callbacks, plan.verbose, validate=plan.validates)
+            else:
+                _fit(model, plan.train_ds, plan.val_ds, config, initial_epoch, all_callbacks, plan.verbose)
+            seconds = time.perf_counter() - start
+            state = progress_state(history, plan.monitor, config.early_stopping, config.epochs)
+        closed_loop = None
+        if check_closed_loop and chief and config.num_val and run.best_path.exists():
+            for stale in (CLOSED_LOOP, CLOSED_LOOP_PLOT):
+                run.file(stale).unlink(missing_ok=True)  # never a check of another best.keras
+            closed_loop = closed_loop_check(config, plan.recorded_val, run.best_path, config.frame_shape,
+                                            plot=run.file(CLOSED_LOOP_PLOT))
+            if "skipped" not in closed_loop:
+                run.write_closed_loop(closed_loop)  # under the lock, with the model it scores
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+    best_rmse = _best_val_rmse(history, plan.monitor, config.targets)
+    return TrainResult(
+        run_dir=str(run.path),
+        best_model_path=str(run.best_path),
+        last_model_path=str(run.last_path),
+        history=history,
+        val_rmse=best_rmse.get("steering"),
+        val_throttle_rmse=best_rmse.get("throttle"),
+        train_seconds=seconds,
+        num_train=config.num_train,
+        num_val=config.num_val,
+        epochs_run=int(state["epoch"]),
+        stopped_early=bool(state["stopped_early"]),
+        cache=plan.cache,
+        closed_loop=closed_loop,
+        model=model,
+    )
+
+
 # ----------------------------------------------------------------------------- train
 
 def train(
@@ -501,193 +736,29 @@ def train(
 
     import keras
 
-    from data_tools import load_log
-    from data_tools.dataset import DrivingDataset
-    from e2e_drive import models
-
     strategy = make_strategy(config.strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
     worker, num_workers = worker_info(strategy)
-    chief = worker == 0
     _refuse_unsupported(config, strategy, num_workers)
-    verbose = config.verbose if chief else 0
-
+    chief = worker == 0
     created = chief and not run.path.exists()
-    held = False
-    closed_loop = None
-    previous_policy = keras.mixed_precision.global_policy().name
+    locked = False
     try:
-        if chief:
-            run.acquire()
-            held = True
+        # Only the chief writes the run folder; the other workers read it on resume.
+        with run.lock() if chief else contextlib.nullcontext():
+            locked = chief
             if resume:
                 run.check_resumable()
-            else:
+            elif chief:
                 run.check_new(overwrite)
-        elif resume:
-            run.check_resumable()
-
-        keras.utils.set_random_seed(config.seed)  # the same initial weights on every worker
-        data_log = load_log(data if data is not None else list(config.data))
-        if config.car is None:
-            config = with_car(config, data_log)
-            log.info("car profile %s (from the data; --car to choose)", config.car)
-        if config.camera is not None and len(data_log):
-            training_camera(config, data_log)  # a bad calibration fails now, not after the epochs
-        full_train, full_val = _split(config, data_log)
-        # The validation rows with their recorded labels: replay rebuilds the driven path from the steering, and
-        # the path is what was driven, not the smoothed labels the model learns (e2e-drive replay does the same).
-        recorded_val = data_log.split(config.val_fraction)[1]
-        if transform is None and config.augment is True:
-            transform = recipe_augmentation(config, full_train)
-        if config.crop is not None and len(full_train):
-            # Before decoding every frame: a crop that cannot fit fails in a second, not after minutes.
-            from data_tools.frames import image_size
-            from data_tools.preprocess import check_crop
-
-            try:
-                height = image_size(full_train.images["center"][0])[1]
-            except (ValueError, OSError):
-                height = None  # an unreadable first frame: decoding names it with its row below
-            if height is not None:
-                check_crop(height, config.crop)
-        train_log, val_log = full_train, full_val
-        if num_workers > 1:
-            # Each worker trains on (and decodes) its own rows; the smallest share sets the steps of all.
-            train_log, val_log = full_train[worker::num_workers], full_val[worker::num_workers]
-        cameras = full_train.cameras if getattr(transform, "chooses_camera", False) else ("center",)
-        cache = _cache_mode(config, (train_log, val_log), cameras, memory_budget)
-
-        replicas = strategy.num_replicas_in_sync
-        custom_loop = config.strategy == "multiworker"
-        drop_remainder = replicas > 1
-        if drop_remainder and len(train_log) < config.batch_size * (num_workers if custom_loop else 1):
-            raise ValueError(f"{flag('batch_size')}: {len(full_train)} training rows make no full batch of "
-                             f"{config.batch_size} per worker for {num_workers} worker(s) x "
-                             f"{replicas // num_workers} device(s); lower --batch-size")
-        seed = config.seed if worker == 0 else int(np.random.SeedSequence([config.seed, worker]).generate_state(1)[0])
-        dataset_args = dict(seed=seed, cache=cache, cache_dir=config.cache_dir, workers=config.workers,
-                            use_multiprocessing=config.worker_processes, progress=verbose > 0)
-        dataset_args["targets"] = config.targets
-        repeat = epoch_repeat(config, len(full_train))
-        if repeat > 1:
-            log.info("an epoch serves each of the %d training rows %d times (--epoch-samples %d)", len(full_train),
-                     repeat, len(full_train) * repeat)
-        train_ds = DrivingDataset(train_log, config.batch_size, augment=transform, shuffle=True, repeat=repeat,
-                                  drop_remainder=drop_remainder, **dataset_args)
-        val_ds = None
-        if len(full_val):
-            if custom_loop:
-                val_batch = config.batch_size
-            elif len(val_log) < replicas:
-                raise ValueError(f"{flag('val_fraction')}: {len(val_log)} validation rows cannot feed {replicas} "
-                                 "replicas; give more data or a larger --val-fraction")
-            else:
-                # Several replicas split each batch: whole batches only, shrunk to fit the validation rows.
-                val_batch = config.batch_size if replicas == 1 else \
-                    max(replicas, min(config.batch_size, len(val_log)) // replicas * replicas)
-            if len(val_log):
-                val_ds = DrivingDataset(val_log, val_batch, augment=None, shuffle=False,
-                                        drop_remainder=drop_remainder and not custom_loop, **dataset_args)
-        frame_shape = train_ds.frame_shape
-        steps = (len(full_train) * repeat // num_workers) // config.batch_size if custom_loop else len(train_ds)
-        if steps < 1:
-            raise ValueError(f"{flag('batch_size')}: {len(full_train)} training rows make no full batch of "
-                             f"{config.batch_size} for each of {num_workers} workers; lower --batch-size")
-
-        if config.mixed_precision:
-            keras.mixed_precision.set_global_policy(mixed_precision_policy())
-        where = f"the training data ({train_log.describe(0)})"
-        with strategy.scope():
-            if resume:
-                model = models.load_model(run.last_path, compile=True)
-                models.check_fits(model, frame_shape, where)
-                if models.output_names(model) != config.targets:
-                    raise RunDirError(f"{run.last_path}: the model has outputs {','.join(models.output_names(model))} "
-                                      f"but {run.file('config.json')} trains --targets {','.join(config.targets)}; "
-                                      "the run folder is damaged: start a new --out")
-                if config.lr_schedule != "constant":  # the schedule of the epochs asked for now
-                    model.optimizer.learning_rate = learning_rate(config, steps)
-            else:
-                model = models.pilotnet(frame_shape, activation=config.activation, conv=config.conv,
-                                        dropout=config.dropout, crop=config.crop, seed=config.seed,
-                                        outputs=config.targets)
-                _compile(model, config, steps)
-            if custom_loop and not model.optimizer.built:
-                model.optimizer.build(model.trainable_variables)
-
-        validates = val_ds is not None or bool(custom_loop and len(full_val))
-        monitor = "val_loss" if validates else "loss"
-        scored_parts = autonomy_parts(config, recorded_val) if validates else []
-        if scored_parts:
-            monitor = AUTONOMY
-        elif config.select_by == "last":
-            monitor = LAST_EPOCH
-        history: dict[str, list[float]] = {}
-        initial_epoch = 0
-        if resume:
-            history = run.read_history()
-            run.read_state()  # a damaged state.json is an error; its counters are derived from the history
-            # last.keras is the truth: a run killed between its files has trained as many epochs as its optimizer.
-            initial_epoch = int(model.optimizer.iterations.numpy()) // steps
-            if any(len(v) < initial_epoch for v in history.values()) or not history:
-                raise RunDirError(f"{run.file('history.csv')}: holds fewer epochs than last.keras has trained "
-                                  f"({initial_epoch}); the run folder is damaged: start a new --out")
-            history = {k: v[:initial_epoch] for k, v in history.items()}
-        state = progress_state(history, monitor, config.early_stopping, config.epochs)
-        config = config.replace(frame_shape=frame_shape, num_train=len(full_train), num_val=len(full_val))
-        if chief:
-            run.write_config(config)
-
-        seconds = 0.0
-        if initial_epoch < config.epochs and not state["stopped_early"]:
-            checkpoint = _checkpoint_callback(run, history, monitor, config, writes=chief)
-            scoring = [autonomy_callback(config, scored_parts, frame_shape)] if scored_parts else []
-            all_callbacks = [*scoring, checkpoint, *(_tensorboard(run) if chief else []), *callbacks]
-            start = time.perf_counter()
-            if custom_loop:
-                _custom_loop(model, strategy, train_ds, val_ds, steps, config, initial_epoch, all_callbacks,
-                             verbose, validate=validates)
-            else:
-                _fit(model, train_ds, val_ds, config, initial_epoch, all_callbacks, verbose)
-            seconds = time.perf_counter() - start
-            state = progress_state(history, monitor, config.early_stopping, config.epochs)
-        if check_closed_loop and chief and len(full_val) and run.best_path.exists():
-            for stale in (CLOSED_LOOP, CLOSED_LOOP_PLOT):
-                run.file(stale).unlink(missing_ok=True)  # never a check of another best.keras
-            closed_loop = closed_loop_check(config, recorded_val, run.best_path, frame_shape,
-                                            plot=run.file(CLOSED_LOOP_PLOT))
-            if "skipped" not in closed_loop:
-                run.write_closed_loop(closed_loop)  # under the lock, with the model it scores
+            keras.utils.set_random_seed(config.seed)  # the same initial weights on every worker
+            plan = plan_run(config, data if data is not None else list(config.data), strategy,
+                            transform=transform, memory_budget=memory_budget)
+            return execute(plan, run, resume=resume, callbacks=callbacks, check_closed_loop=check_closed_loop)
     except BaseException:
-        if held:
-            run.release()
-            held = False
-            if created and not (run.path / STATE).exists():
-                # A run that failed before its first checkpoint leaves nothing behind.
-                shutil.rmtree(run.path, ignore_errors=True)
+        if locked and created and not (run.path / STATE).exists():
+            # A run that failed before its first checkpoint leaves nothing behind.
+            shutil.rmtree(run.path, ignore_errors=True)
         raise
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
-        if held:
-            run.release()
-
-    best_rmse = _best_val_rmse(history, monitor, config.targets)
-    return TrainResult(
-        run_dir=str(run.path),
-        best_model_path=str(run.best_path),
-        last_model_path=str(run.last_path),
-        history=history,
-        val_rmse=best_rmse.get("steering"),
-        val_throttle_rmse=best_rmse.get("throttle"),
-        train_seconds=seconds,
-        num_train=len(full_train),
-        num_val=len(full_val),
-        epochs_run=int(state["epoch"]),
-        stopped_early=bool(state["stopped_early"]),
-        cache=cache,
-        closed_loop=closed_loop,
-        model=model,
-    )
 
 
 train.__doc__ = train.__doc__.replace("{options}", "\n".join(
