@@ -25,7 +25,7 @@ from data_tools.errors import DataError
 from data_tools.frame_cache import FrameCache, choose_cache_mode, default_cache_dir
 from data_tools.frames import read_frame
 from data_tools.log import TARGETS, DrivingLog
-from data_tools.shared_batches import SharedBatchSlots
+from data_tools.shared_batches import SharedBatchSlots, exempt_inherited_objects_from_gc
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +138,7 @@ class DrivingDataset(keras.utils.PyDataset):
             first = f"{log.describe(0)}, center camera: {log.images['center'][0]}"
             self._shape_source = f"the log's first frame ({first}) is"
         self._order_cache: tuple[int, np.ndarray] | None = None
+        self._maker_pid = os.getpid()
         self._shared_slots = self._make_shared_slots()
 
     def _make_shared_slots(self) -> SharedBatchSlots | None:
@@ -188,6 +189,8 @@ class DrivingDataset(keras.utils.PyDataset):
         return cached[1]
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray | dict[str, np.ndarray]]:
+        if os.getpid() != self._maker_pid:  # a forked worker: see exempt_inherited_objects_from_gc
+            exempt_inherited_objects_from_gc()
         slots = self._shared_slots
         handle = None if slots is None else slots.claim(self._batch_length(index))
         if handle is None:

@@ -27,6 +27,7 @@ With several targets (``targets=("steering", "throttle")``) each slot holds one 
 from __future__ import annotations
 
 import itertools
+import gc
 import mmap
 import multiprocessing
 import os
@@ -42,6 +43,23 @@ _TOKENS = itertools.count()
 _FREE = 0  # a slot's owner: free
 _TAKEN = -1  # a slot's owner: arrays over it live in the parent; any other value is the filling worker's pid
 _KERAS_WORKER_PREFIX = "Keras_worker_"  # how keras' PyDataset pool initializer names its worker processes
+
+
+_HEAP_FROZEN_IN: int | None = None  # the pid whose inherited objects were exempted from collection
+
+
+def exempt_inherited_objects_from_gc() -> None:
+    """In a forked child, once: keep the garbage collector away from every object inherited from the parent.
+
+    The parent's uncollected cyclic garbage would otherwise be collected here, running its finalizers
+    (TensorFlow's among them) in a process without the parent's threads: that crashed a worker (a
+    segfault inside ``gc``), and a pool whose worker dies never returns the task it held. Objects the
+    child creates are still collected; Python's ``gc.freeze`` documentation describes the same use.
+    """
+    global _HEAP_FROZEN_IN
+    if _HEAP_FROZEN_IN != os.getpid():
+        gc.freeze()
+        _HEAP_FROZEN_IN = os.getpid()
 
 
 def _alive(pid: int) -> bool:
@@ -239,4 +257,4 @@ class SharedBatch:
         return _take_shared_batch, (self.token, self.slot, self.n, self.use)
 
 
-__all__ = ["SharedBatchSlots", "SharedBatch"]
+__all__ = ["SharedBatchSlots", "SharedBatch", "exempt_inherited_objects_from_gc"]

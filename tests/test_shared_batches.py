@@ -10,7 +10,12 @@ import pickle
 import numpy as np
 import pytest
 
-from data_tools.shared_batches import _SLOTS_BY_TOKEN, SharedBatch, SharedBatchSlots
+from data_tools.shared_batches import (
+    _SLOTS_BY_TOKEN,
+    SharedBatch,
+    SharedBatchSlots,
+    exempt_inherited_objects_from_gc,
+)
 
 SHAPE = (6, 10, 3)
 _SLOTS: SharedBatchSlots | None = None
@@ -24,6 +29,7 @@ def known_batch(n: int, value: int) -> tuple[np.ndarray, np.ndarray]:
 def _init(slots, keras_worker: bool = True):
     global _SLOTS
     _SLOTS = slots
+    exempt_inherited_objects_from_gc()  # as DrivingDataset's workers do: the xdist worker may hold TensorFlow
     if keras_worker:  # named as keras' PyDataset pool initializer names its workers
         multiprocessing.current_process().name = "Keras_worker_" + multiprocessing.current_process().name
 
@@ -37,8 +43,26 @@ def _fill(n: int, value: int):
     return handle
 
 
-def fork_pool(slots, keras_worker: bool = True):
-    return multiprocessing.get_context("fork").Pool(1, initializer=_init, initargs=(slots, keras_worker))
+class BoundedPool:
+    """A one-worker fork pool whose calls fail after a timeout: a worker that dies loses its task, and
+    ``Pool.apply`` would then wait for ever."""
+
+    def __init__(self, slots, keras_worker: bool):
+        self._pool = multiprocessing.get_context("fork").Pool(1, initializer=_init, initargs=(slots, keras_worker))
+
+    def apply(self, fn, args=()):
+        return self._pool.apply_async(fn, args).get(timeout=60)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._pool.terminate()
+        self._pool.join()
+
+
+def fork_pool(slots, keras_worker: bool = True) -> BoundedPool:
+    return BoundedPool(slots, keras_worker)
 
 
 def test_batch_from_a_forked_worker_arrives_uncopied_and_its_slot_is_freed():
