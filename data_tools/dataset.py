@@ -22,15 +22,12 @@ import numpy as np
 
 from data_tools.augment import Sample, Transform
 from data_tools.errors import DataError
-from data_tools.frame_cache import FrameCache, choose_cache_mode, default_cache_dir
+from data_tools.frame_cache import CACHE_MODES, FrameCache, choose_cache_mode, default_cache_dir
 from data_tools.frames import read_frame
 from data_tools.log import TARGETS, DrivingLog
 from data_tools.shared_batches import SharedBatchSlots, exempt_inherited_objects_from_gc
 
 logger = logging.getLogger(__name__)
-
-CACHE_MODES = ("auto", "memory", "disk", "none", None)
-
 
 def check_targets(targets) -> tuple[str, ...]:
     """``targets`` as a tuple: a non-empty subset of ``TARGETS``, each once, steering first; else ValueError."""
@@ -101,7 +98,7 @@ class DrivingDataset(keras.utils.PyDataset):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         if batch_size < 1:
             raise ValueError(f"Expected batch_size >= 1. Received: batch_size={batch_size}")
-        if cache not in CACHE_MODES:
+        if cache is not None and cache not in CACHE_MODES:
             raise ValueError(f"Expected cache in {CACHE_MODES}. Received: cache={cache!r}")
         if len(log) == 0:
             raise ValueError("DrivingDataset needs a log with at least one row")

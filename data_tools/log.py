@@ -13,6 +13,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from data_tools.log_formats import format_of_source
+
 CAMERAS = ("center", "left", "right")
 # The labels a model can learn from a log (columns of the same names), in the order of its heads.
 TARGETS = ("steering", "throttle")
@@ -200,4 +202,5 @@ class DrivingLog:
     def describe(self, i: int) -> str:
         """Where row ``i`` came from, for messages: ``"driving_log.csv, row 3"``, ``"catalog_0.catalog, record 7"``."""
         source = str(self.source[i])
-        return f"{source}, {'record' if source.endswith('.catalog') else 'row'} {int(self.row[i])}"
+        log_format = format_of_source(source)
+        return f"{source}, {log_format.record if log_format else 'row'} {int(self.row[i])}"

@@ -7,24 +7,10 @@ from pathlib import Path
 
 from data_tools.errors import DataError
 from data_tools.log import DrivingLog
-from data_tools.tub import read_tub_folder
-from data_tools.udacity import LOG_NAME, as_paths, check_on_error, read_udacity_csv
-
-
-def log_kind(path: Path) -> str:
-    """``"udacity"`` or ``"tub"``; a ``DataError`` naming what was looked for otherwise."""
-    if path.is_file() and path.suffix.lower() == ".csv":
-        return "udacity"
-    if path.is_dir():
-        if (path / LOG_NAME).is_file():
-            return "udacity"
-        if (path / "manifest.json").is_file():
-            return "tub"
-        raise DataError(f"not a driving log: the folder has neither {LOG_NAME} (Udacity) nor manifest.json "
-                        "(donkeycar tub)", path=str(path))
-    if not path.exists():
-        raise DataError("no such file or folder", path=str(path))
-    raise DataError("not a driving log: expected a folder or a .csv file", path=str(path))
+from data_tools.log_formats import format_of_path
+# The readers register their formats (data_tools.log_formats) on import.
+from data_tools import tub as _tub, udacity as _udacity  # noqa: F401
+from data_tools.udacity import as_paths, check_on_error
 
 
 def read_log(path_or_paths, on_error: str = "raise") -> DrivingLog:
@@ -39,10 +25,7 @@ def read_log(path_or_paths, on_error: str = "raise") -> DrivingLog:
     check_on_error(on_error)
     logs = []
     for recording, path in enumerate(as_paths(path_or_paths)):
-        if log_kind(path) == "udacity":
-            logs.append(read_udacity_csv(path, recording, on_error))
-        else:
-            logs.append(read_tub_folder(path, recording, on_error))
+        logs.append(format_of_path(path).read(path, recording, on_error))
     return DrivingLog.concat(logs)
 
 

@@ -8,12 +8,14 @@ from pathlib import Path
 
 from data_tools.errors import DataError
 from data_tools.log import DrivingLog
+from data_tools.log_formats import LogFormat, register_format
 from data_tools.udacity import as_paths, check_on_error
 
 IMAGE_KEY = "cam/image_array"
 ANGLE_KEY = "user/angle"
 THROTTLE_KEY = "user/throttle"
 TIME_KEY = "_timestamp_ms"
+MANIFEST = "manifest.json"
 
 
 def _read_text(path: Path) -> str:
@@ -40,7 +42,7 @@ def _is_number(value) -> bool:
 
 def _read_manifest(tub: Path) -> tuple[list[str], set[int]]:
     """Catalog file names and deleted record indexes from the manifest's five JSON lines, every type checked."""
-    manifest = tub / "manifest.json"
+    manifest = tub / MANIFEST
     if not manifest.is_file():
         raise DataError("not a donkeycar tub: manifest.json is missing", path=str(tub))
     lines = _read_text(manifest).splitlines()
@@ -168,3 +170,6 @@ def read_tub(path_or_paths, on_error: str = "raise") -> DrivingLog:
             (bad records counted in ``log.skipped``). Defaults to `"raise"`.
     """
     return DrivingLog.concat([read_tub_folder(p, i, on_error) for i, p in enumerate(as_paths(path_or_paths))])
+
+
+register_format(LogFormat("tub", "donkeycar tub", MANIFEST, ".catalog", "record", "donkey", read_tub_folder))

@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 
 from data_tools.errors import DataError
 from data_tools.log import DrivingLog
+from data_tools.log_formats import LogFormat, register_format
 
 log = logging.getLogger(__name__)
 
@@ -285,3 +286,7 @@ def read_udacity(path_or_paths, on_error: str = "raise") -> DrivingLog:
     """
     logs = [read_udacity_csv(path, recording=i, on_error=on_error) for i, path in enumerate(as_paths(path_or_paths))]
     return DrivingLog.concat(logs)
+
+
+register_format(LogFormat("udacity", "Udacity", LOG_NAME, ".csv", "row", "udacity", read_udacity_csv,
+                          reads_files=True))

@@ -22,7 +22,7 @@ import numpy as np
 from data_tools.io import atomic_directory, atomic_path
 from deploy.formats import ExportFormat, get_format
 from deploy.parity import ParityFrames, ParityResult, as_parity_frames, compare, load_frames
-from deploy.predictor import DONKEYCAR_INPUT
+from deploy.predictor import DONKEYCAR_INPUT, DONKEYCAR_OUTPUTS
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ INPUT_NAME = "frames"
 # The throttle a steering-only model's donkeycar pilot returns: the constant our simulator logs record
 # (e2e_drive.sim.record) and a moderate cruise on a donkeycar's [-1, 1] throttle.
 DEFAULT_THROTTLE = 0.3
-DONKEYCAR_OUTPUTS = ("n_outputs0", "n_outputs1")  # KerasLinear: angle, throttle
 
 
 class ExportError(ValueError):
@@ -141,7 +140,8 @@ def _serving_function(model, input_dtype: str = "uint8", donkeycar_throttle: flo
             throttle = tf.cast(outputs["throttle"], tf.float32)
         else:
             throttle = tf.fill(tf.shape(steering), tf.constant(donkeycar_throttle, tf.float32))
-        return {DONKEYCAR_OUTPUTS[0]: steering, DONKEYCAR_OUTPUTS[1]: throttle}
+        angle, throttle_name = DONKEYCAR_OUTPUTS  # KerasLinear's order: angle, then throttle
+        return {angle: steering, throttle_name: throttle}
 
     return serve_donkeycar, spec
 
@@ -245,6 +245,14 @@ def _write(path: str, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+@dataclass
+class _Verified:
+    """What the check of the artifact written found: its size and its parity with the Keras model."""
+
+    size: int = 0
+    parity: Any = None
 
 
 class _ParityFailed(Exception):
@@ -356,16 +364,19 @@ def export(model_path: Any, format: str, out: str | os.PathLike, *, frames: Any 
         notes.append(fold_note)
 
     tolerance = spec.tolerance
+    if spec.name == "tensorrt":
+        from deploy import tensorrt
+
+        tolerance = tensorrt.parity_tolerance(trt_precision, engine=tensorrt.available())
     reference = _in_memory(keras_model, throttle if spec.name == "donkeycar" and "throttle" not in names else None)
-    state: dict[str, Any] = {}
+    verified = _Verified()
 
     def verify(tmp: str) -> None:
         candidate = load_predictor(tmp)
-        state["size"] = _size(tmp)
-        parity = compare(reference, candidate.predict_outputs, data, state.get("tolerance", tolerance))
-        state["parity"] = parity
-        if not parity.passed:
-            raise _ParityFailed(parity)
+        verified.size = _size(tmp)
+        verified.parity = compare(reference, candidate.predict_outputs, data, tolerance)
+        if not verified.parity.passed:
+            raise _ParityFailed(verified.parity)
 
     trt_info = None
     artifact = out
@@ -395,15 +406,15 @@ def export(model_path: Any, format: str, out: str | os.PathLike, *, frames: Any 
                              "DEFAULT_MODEL_TYPE = 'linear' with a .tflite model")
         else:
             trt_info, artifact = _export_tensorrt(model, out, opset, trt_precision, calibration_frames, notes,
-                                                  verify, state)
+                                                  verify)
             ops = trt_info.pop("ops")
     except _ParityFailed as failure:
         parity = failure.parity
         notes.append(f"parity failed (max abs diff {parity.max_abs_diff:.3g} > tolerance {parity.tolerance}): "
                      f"the artifact was not written; {out} is unchanged")
-        return ExportReport(spec.name, model_name, artifact, state.get("size", 0), ops, parity.to_dict(),
+        return ExportReport(spec.name, model_name, artifact, verified.size, ops, parity.to_dict(),
                             round(time.perf_counter() - start, 3), notes, trt_info, list(names), written=False)
-    parity = state["parity"]
+    parity = verified.parity
     if data.source.startswith("random"):
         notes.append("parity measured on synthetic frames: pass --calibration DATA for real frames")
     if int8 and parity.rmse_change is None:
@@ -413,7 +424,7 @@ def export(model_path: Any, format: str, out: str | os.PathLike, *, frames: Any 
 
 
 def _export_tensorrt(model, out: str, opset: int, precision: str, calibration_frames: ParityFrames,
-                     notes: list[str], verify, state: dict) -> tuple[dict[str, Any], str]:
+                     notes: list[str], verify) -> tuple[dict[str, Any], str]:
     """The float32-input ONNX next to ``out`` and, where TensorRT runs, the engine; both verified first."""
     from deploy import tensorrt
 
@@ -432,8 +443,6 @@ def _export_tensorrt(model, out: str, opset: int, precision: str, calibration_fr
     if not check.ok:
         notes.append("TensorRT static check FAILED: " + "; ".join(check.problems))
     if tensorrt.available():
-        # The engine's precision sets its tolerance.
-        state["tolerance"] = {"fp32": 1e-4, "fp16": 1e-2, "int8": None}[precision]
         with atomic_path(onnx_path) as onnx_tmp:
             _write(onnx_tmp, proto.SerializeToString())
             with atomic_path(out, verify) as engine_tmp:
@@ -441,8 +450,7 @@ def _export_tensorrt(model, out: str, opset: int, precision: str, calibration_fr
                 tensorrt.build_engine(onnx_tmp, engine_tmp, model.input_shape[1:], precision, calib)
         info["engine_built"] = True
         return info, out
-    # Without TensorRT the float32 ONNX checked on onnxruntime is the artifact: it must match fp32.
-    state["tolerance"] = None if precision == "int8" else 1e-4
+    # Without TensorRT the float32 ONNX checked on onnxruntime is the artifact (tensorrt.parity_tolerance).
     with atomic_path(onnx_path, verify) as tmp:
         _write(tmp, proto.SerializeToString())
     info["engine_built"] = False

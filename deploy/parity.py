@@ -8,6 +8,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from data_tools.log_formats import is_log_file
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
@@ -88,7 +90,7 @@ def _from_log(log, count: int, rng: np.random.Generator, label: str):
 def _only_images(folder: str) -> bool:
     names = os.listdir(folder)
     return bool(names) and any(n.lower().endswith(IMAGE_SUFFIXES) for n in names) and not any(
-        n.endswith((".csv", ".catalog", "manifest.json")) for n in names)
+        is_log_file(n) for n in names)
 
 
 def as_parity_frames(frames, shape: Sequence[int]) -> ParityFrames:

@@ -146,6 +146,19 @@ def trtexec_command(onnx_path: str, engine_path: str, frame_shape: Sequence[int]
     return f"trtexec --onnx={onnx_path} --saveEngine={engine_path}{flag} {shapes}"
 
 
+# The parity tolerance of an engine by its precision (int8: the RMSE change is reported, not enforced).
+ENGINE_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": None}
+
+
+def parity_tolerance(precision: str, engine: bool) -> float | None:
+    """What the exported artifact must match the Keras model to: the engine's precision sets it when one is
+    built; without TensorRT the float32-input ONNX on onnxruntime is checked, which must match fp32 (an int8 one
+    carries Q/DQ nodes: reported, not enforced)."""
+    if engine:
+        return ENGINE_TOLERANCE[precision]
+    return None if precision == "int8" else ENGINE_TOLERANCE["fp32"]
+
+
 def available() -> bool:
     return unavailable_reason() is None
 

@@ -85,26 +85,26 @@ def predict(model, log: DrivingLog, batch_size: int = 64, verbose: int = 0) -> n
 
 def replay_summary(model, log: DrivingLog, camera=None, required: bool = False, speed: float | None = None,
                    plot: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The model's replay autonomy on ``log`` (``e2e_drive.replay.replay``; ``speed`` in m/s for logs without a
-    speed column), or why it could not be replayed; ``plot``: also draw where it strayed (``plot_replay``)."""
+    """The model's closed-loop replay on ``log`` as the end of ``train`` scores its validation span (whole
+    segments, ``e2e_drive.closed_loop``; ``speed`` in m/s for logs without a speed column), with what one
+    intervention costs there, or why it could not be replayed; ``plot``: also draw where it strayed."""
     from data_tools import DataError
+    from e2e_drive.closed_loop import log_spec, uncertainty
     from e2e_drive.models import steering_function
-    from e2e_drive.replay import car_for_log, plot_replay, replay
+    from e2e_drive.replay import car_for_log, plot_replay
 
     if not required and (np.isnan(log.timestamp).any() or (speed is None and np.isnan(log.speed).all())):
         return {"skipped": "the log has no time stamps or no speed to rebuild the driven path from (tubs: --speed)"}
     try:
-        # Pieces of 60 s run as one batch per step: one model call per step for the whole log.
-        # The car profile the data calls for (the simulator's own recordings: its car and camera).
-        car = car_for_log(log)
-        report = replay(log, steering_function(model), camera=camera, profile=car, speed=speed, piece_seconds=60.0)
+        car = car_for_log(log)  # the car profile the data calls for (the simulator's own recordings: its car)
+        report = log_spec(log, car, camera, speed).replay(steering_function(model))
     except DataError as error:
         if required:
             raise
         return {"skipped": str(error)}
-    summary = {"car": car, **report.summary()}
+    summary = {"car": car, **report.summary(), **uncertainty(report.total.elapsed_seconds)}
     if plot:
-        plot_replay(report, plot, title="closed-loop replay (pieces of 60 s)")
+        plot_replay(report, plot, title="closed-loop replay")
         summary["plot"] = os.fspath(plot)
     return summary
 
@@ -248,4 +248,7 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{replayed['interventions']} interventions in {replayed['elapsed_seconds']:.0f} s, "
                      f"mean |offset| {replayed['mean_abs_offset']:.2f} m"
                      + (f" (plot: {replayed['plot']})" if "plot" in replayed else ""))
+        if replayed.get("too_short"):
+            lines.append(f"  a short span: one intervention costs {replayed['points_per_intervention']:.0f} points "
+                         "of autonomy here (replay minutes of driving for a firmer figure)")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""The training recipe (issue 12, BENCHMARKS.md "Training recipe"): the rules that make a model drive, for any log.
+"""The training recipe (BENCHMARKS.md "Training recipe"): the rules that make a model drive, for any log.
 
 What ``e2e_drive.train.train`` trains with beyond the options themselves: the augmentation chain with
 PilotNet's viewpoint shifts in the car profile's geometry (``recipe_augmentation``), the car profile the data

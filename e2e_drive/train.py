@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from data_tools.log import DrivingLog
-from e2e_drive.closed_loop import AUTONOMY, autonomy_callback, autonomy_parts, closed_loop_check
+from e2e_drive.closed_loop import AUTONOMY, ClosedLoopSpec, autonomy_callback, closed_loop_check, validation_spec
 from e2e_drive.recipe import epoch_repeat, learning_rate, recipe_augmentation, training_camera, with_car
 from e2e_drive.run_dir import BEST, CLOSED_LOOP, CLOSED_LOOP_PLOT, LAST, STATE, RunDir, RunDirError
 from e2e_drive.train_config import STRATEGIES, TrainConfig, flag
@@ -491,7 +491,9 @@ class RunPlan:
     custom_loop: bool  # the strategy.run loop of MultiWorkerMirroredStrategy, else model.fit
     validates: bool
     monitor: str  # what selects best.keras: AUTONOMY, "val_loss", "loss" or LAST_EPOCH
-    scored_parts: list = field(default_factory=list)  # the recordings replayed each epoch for AUTONOMY
+    # The validation span driven closed loop (each epoch for AUTONOMY, and when the run ends), or why not.
+    closed_loop: ClosedLoopSpec | None = None
+    closed_loop_skipped: str | None = None
 
     @property
     def chief(self) -> bool:
@@ -572,16 +574,20 @@ def plan_run(config: TrainConfig, data: Sequence[str] | str | os.PathLike | Driv
 
     validates = val_ds is not None or bool(custom_loop and len(full_val))
     monitor = "val_loss" if validates else "loss"
-    scored_parts = autonomy_parts(config, recorded_val) if validates else []
-    if scored_parts:
-        monitor = AUTONOMY
+    spec, why = (validation_spec(config, recorded_val, camera, train_ds.frame_shape) if validates and worker == 0
+                 else (None, "no validation rows" if not validates else "not the chief worker"))
+    if config.select_by == "autonomy" and validates:
+        if spec is not None:
+            monitor = AUTONOMY
+        else:
+            log.warning("%s autonomy: %s: selecting by val_loss", flag("select_by"), why)
     elif config.select_by == "last":
         monitor = LAST_EPOCH
     config = config.replace(frame_shape=train_ds.frame_shape, num_train=len(full_train), num_val=len(full_val))
     return RunPlan(config=config, transform=transform, strategy=strategy, worker=worker, num_workers=num_workers,
                    camera=camera, train_log=train_log, val_log=val_log, recorded_val=recorded_val,
                    train_ds=train_ds, val_ds=val_ds, cache=cache, steps=steps, custom_loop=custom_loop,
-                   validates=validates, monitor=monitor, scored_parts=scored_parts)
+                   validates=validates, monitor=monitor, closed_loop=spec, closed_loop_skipped=why)
 
 
 # ----------------------------------------------------------------------------- executing a plan
@@ -644,7 +650,7 @@ def execute(plan: RunPlan, run: RunDir, *, resume: bool = False, callbacks: Sequ
         seconds = 0.0
         if initial_epoch < config.epochs and not state["stopped_early"]:
             checkpoint = _checkpoint_callback(run, history, plan.monitor, config, writes=chief)
-            scoring = [autonomy_callback(config, plan.scored_parts, config.frame_shape)] if plan.scored_parts else []
+            scoring = [autonomy_callback(plan.closed_loop)] if plan.monitor == AUTONOMY else []
             all_callbacks = [*scoring, checkpoint, *(_tensorboard(run) if chief else []), *callbacks]
             start = time.perf_counter()
             if plan.custom_loop:
@@ -658,8 +664,12 @@ def execute(plan: RunPlan, run: RunDir, *, resume: bool = False, callbacks: Sequ
         if check_closed_loop and chief and config.num_val and run.best_path.exists():
             for stale in (CLOSED_LOOP, CLOSED_LOOP_PLOT):
                 run.file(stale).unlink(missing_ok=True)  # never a check of another best.keras
-            closed_loop = closed_loop_check(config, plan.recorded_val, run.best_path, config.frame_shape,
-                                            plot=run.file(CLOSED_LOOP_PLOT))
+            if plan.closed_loop is None:
+                log.debug("no closed-loop check of the validation span: %s", plan.closed_loop_skipped)
+                closed_loop = {"skipped": plan.closed_loop_skipped}
+            else:
+                closed_loop = closed_loop_check(plan.closed_loop, run.best_path, plot=run.file(CLOSED_LOOP_PLOT),
+                                                progress=plan.verbose > 0)
             if "skipped" not in closed_loop:
                 run.write_closed_loop(closed_loop)  # under the lock, with the model it scores
     finally:

@@ -28,13 +28,13 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
+from data_tools.frame_cache import CACHE_MODES
 from data_tools.log import TARGETS
 from e2e_drive.options import (NO_LEGACY, RECIPE, RECORDED, RUNTIME, Boolean, Check, Choice, Integer, Number,
                                NumberOrAuto, OptionError, Parsed, Path, declared, flag_of, option, show)
 
 CONFIG_VERSION = 6
 STRATEGIES = ("auto", "mirrored", "multiworker")
-CACHE_MODES = ("auto", "memory", "disk", "none")
 SELECT_BY = ("last", "val_loss", "autonomy")
 LR_SCHEDULES = ("cosine", "constant")
 

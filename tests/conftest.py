@@ -29,6 +29,16 @@ def one_pass_epochs():
         yield
 
 
+@pytest.fixture
+def rng(request):
+    """A NumPy generator seeded by the test's own id: its data depends on neither test order nor xdist worker."""
+    import zlib
+
+    import numpy as np
+
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("E2E_DRIVE_SHARED", REPO.parent / "shared")) / "data"
 

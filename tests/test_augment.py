@@ -11,8 +11,7 @@ from data_tools.augment import (
     default_augmentation,
 )
 
-RNG = np.random.default_rng(0)
-FRAME = RNG.integers(0, 256, (40, 64, 3), dtype=np.uint8)
+FRAME = np.random.default_rng(0).integers(0, 256, (40, 64, 3), dtype=np.uint8)
 
 
 def always(transform_cls, **kwargs):

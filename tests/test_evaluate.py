@@ -101,8 +101,11 @@ def test_evaluate_replays_the_model_on_a_log_with_time_and_speed(tmp_path):
     model = pilotnet((160, 320, 3), seed=0)
     report = evaluate(model, log)
     # A simulator recording is replayed with the simulator's car and camera (its recording.json says so).
-    expected = replay(log, steering_function(model), piece_seconds=60.0, profile="sim").summary()
+    # Whole segments, as the end of train scores its validation span.
+    expected = replay(log, steering_function(model), profile="sim").summary()
     assert report["replay"]["car"] == "sim"
+    assert report["replay"]["points_per_intervention"] == pytest.approx(600.0 / expected["elapsed_seconds"])
+    assert report["replay"]["too_short"] == (600.0 / expected["elapsed_seconds"] > 20.0)
     assert report["replay"]["autonomy"] == pytest.approx(expected["autonomy"])
     assert report["replay"]["mean_abs_offset"] == pytest.approx(expected["mean_abs_offset"])
     assert report["replay"]["frames"] == expected["frames"] > 0

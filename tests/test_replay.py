@@ -465,3 +465,34 @@ def test_bench_replay_reports_against_its_baseline():
     report = bench_replay(steps=40)
     assert report["steps"] >= 30 and report["replay_steps_per_second"] > 0 and report["baseline_steps_per_second"] > 0
     assert "steps/s" in format_replay_report(report)
+
+
+def test_several_logs_drive_together_and_each_scores_as_if_alone(sim_log, tmp_path):
+    """Lanes of different logs share each model batch; every lane still reads its own log's frames."""
+    folder, track, _ = sim_log
+    other = tmp_path / "other"
+    record_noise_free(make_track(5), other, seconds=8.0)
+    driver = road_follower(track, gain=1.6)
+    together = replay([folder, other], driver, camera=CameraRig(), profile="sim")
+    for alone, result in zip((folder, other), together.logs):
+        oracle = replay(alone, driver, camera=CameraRig(), profile="sim").total
+        assert result.frames == oracle.frames > 0
+        np.testing.assert_allclose(result.offsets, oracle.offsets, atol=1e-9)
+        np.testing.assert_allclose(result.steering, oracle.steering, atol=1e-6)
+        assert result.interventions == oracle.interventions
+
+
+def test_paths_rebuilt_once_replay_as_the_logs_do(sim_log, tmp_path):
+    folder, track, _ = sim_log
+    driving_log = load_log(folder)
+    paths = [reconstruct(driving_log, get_profile("sim"))]
+    driver = road_follower(track)
+    rebuilt = replay(driving_log, driver, camera=CameraRig(), profile="sim", piece_seconds=5.0).total
+    given = replay(driving_log, driver, camera=CameraRig(), profile="sim", piece_seconds=5.0,
+                   trajectories=paths).total
+    np.testing.assert_array_equal(given.offsets, rebuilt.offsets)
+    assert given.autonomy == rebuilt.autonomy
+    with pytest.raises(ValueError, match="one path per log"):
+        replay([driving_log, driving_log], "recorded", profile="sim", trajectories=paths)
+    with pytest.raises(ValueError, match="one path per log"):
+        replay(driving_log[:10], "recorded", profile="sim", trajectories=paths)

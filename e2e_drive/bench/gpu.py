@@ -228,7 +228,7 @@ def _measure_tensorrt(folder: Path, frame_shape: Sequence[int], runs: int) -> di
 def bench_gpu(steps: int = 20, *, batch_size: int = 64, workers: int | None = None,
               frame_shape: Sequence[int] = FRAME_SHAPE, latency_runs: int = 200,
               say: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Measure the GPU figures of issue 13 (see the module docstring) and return them as one dict.
+    """Measure the GPU figures listed in the module docstring and return them as one dict.
 
     Args:
         steps: timed train steps per configuration, and batches per epoch of the pipeline runs. Defaults to `20`.

@@ -12,8 +12,6 @@ from e2e_drive.sim.autonomy import INTERVENTION_SECONDS
 
 log = logging.getLogger(__name__)
 
-CAR_PROFILES = ("udacity", "donkey", "sim")  # e2e_drive.replay.profiles.PROFILES, listed here to keep --help light
-
 
 def unit_interval(text: str) -> float:
     """A finite number in [0, 1] (a position in a log: --end 1 is its last row)."""
@@ -24,6 +22,9 @@ def unit_interval(text: str) -> float:
 
 
 def register(commands, common: argparse.ArgumentParser) -> None:
+    from e2e_drive.replay.profiles import PROFILES
+
+    cars = tuple(PROFILES)
     calibrate = add_command(
         commands, "calibrate", common=common, handler=run_calibrate,
         help="fit the camera (pitch, focal length, side-camera offset) of a log with left/centre/right frames",
@@ -40,7 +41,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     )
     calibrate.add_argument("log", metavar="LOG", help="Udacity log folder or driving_log.csv with side cameras")
     calibrate.add_argument("--out", metavar="CAMERA.json", help="write the calibration here (JSON)")
-    calibrate.add_argument("--car", choices=CAR_PROFILES, default=None,
+    calibrate.add_argument("--car", choices=cars, default=None,
                            help="car profile for the fixed camera figures (default: from the data, as replay)")
     calibrate.add_argument("--frames", type=positive_int, default=24,
                            help="frame triples to fit on, spread over the log (default 24)")
@@ -76,7 +77,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     replay.add_argument("--plot", type=output_file, metavar="OUT.png",
                         help="PNG per log: the recorded path coloured by the offset, with the interventions; the "
                         "offset and the steering (driver's and recorded) over time")
-    replay.add_argument("--car", choices=CAR_PROFILES, default=None,
+    replay.add_argument("--car", choices=cars, default=None,
                         help="car profile: wheelbase, wheel angle, speed unit, road width, camera (default: "
                         "sim for `e2e-drive sim record` folders, donkey for tubs, else udacity)")
     replay.add_argument("--speed", type=positive_float, metavar="M/S",

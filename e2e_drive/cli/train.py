@@ -12,7 +12,6 @@ from e2e_drive.cli import add_command
 from e2e_drive.cli.output import emit
 from e2e_drive.cli.types import nonnegative_float, output_file, positive_float, positive_int
 from e2e_drive.options import Boolean, declared, flag_of, show
-from e2e_drive.sim.autonomy import INTERVENTION_SECONDS
 from e2e_drive.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -28,9 +27,6 @@ multi-worker (one command per machine; worker 0 is the chief and writes the run)
   TF_CONFIG='{"cluster":{"worker":["host0:2222","host1:2222"]},"task":{"type":"worker","index":0}}' \\
     e2e-drive train DATA --out runs/mw --strategy multiworker
 """
-
-# Above this many autonomy points per intervention the closed-loop figure is flagged as coarse (20: a 30 s span).
-SHORT_SPAN_POINTS = 20.0
 
 def add_config_options(parser: argparse.ArgumentParser, config_class: type = TrainConfig) -> None:
     """One flag per declared option of ``config_class`` (``option(..., cli=True)``), with its help and default.
@@ -157,10 +153,9 @@ def _closed_loop_summary(result) -> str:
     text = (f"\nclosed loop on the validation span ({where}): {check['autonomy']:.1f}% autonomy, "
             f"{check['interventions']} interventions in {check['elapsed_seconds']:.0f} s, mean |offset| "
             f"{check['mean_abs_offset']:.2f} m" + (f" (plot: {check['plot']})" if "plot" in check else ""))
-    cost = INTERVENTION_SECONDS / max(check["elapsed_seconds"], 1e-9) * 100
-    if cost > SHORT_SPAN_POINTS:  # say how coarse the figure is before anyone trusts it
-        text += (f"\n  a short span: one intervention costs {cost:.0f} points of autonomy here (minutes of "
-                 "validation driving give a firmer figure: --val-fraction)")
+    if check["too_short"]:  # say how coarse the figure is before anyone trusts it
+        text += (f"\n  a short span: one intervention costs {check['points_per_intervention']:.0f} points of autonomy "
+                 "here (minutes of validation driving give a firmer figure: --val-fraction)")
     return text
 
 

@@ -150,6 +150,7 @@ def replay(
     video: str | os.PathLike | None = None,
     piece_seconds: float | None = None,
     progress: bool = False,
+    trajectories: Sequence[Trajectory] | None = None,
 ) -> ReplayReport:
     """Drive ``driver`` through the recorded logs and score it with NVIDIA's autonomy metric.
 
@@ -168,6 +169,8 @@ def replay(
             epoch). The start of a piece is a free re-centring, so keep pieces long (30-60 s) next to the
             time between interventions. Defaults to whole segments.
         progress: draw a progress bar on stderr.
+        trajectories: the logs' paths as ``reconstruct`` rebuilt them with this profile and speed (one per log),
+            for a caller that replays the same logs many times; default: rebuilt here.
 
     Raises:
         DataError: a log without time stamps or speed, with one row, or a calibration of another frame size.
@@ -190,8 +193,13 @@ def replay(
     loaded = [load_log(item) for item in logs]
     if not loaded:
         raise DataError("no log given", path="LOG")
+    steering = _steering(driver)
     sees_frames = callable(driver) or video is not None
-    trajectories = [reconstruct(driving_log, profile, speed=speed) for driving_log in loaded]
+    if trajectories is None:
+        trajectories = [reconstruct(driving_log, profile, speed=speed) for driving_log in loaded]
+    elif len(trajectories) != len(loaded) or any(len(p) != len(l) for p, l in zip(trajectories, loaded)):
+        raise ValueError(f"trajectories: expected one path per log with one pose per row; got {len(trajectories)} "
+                         f"for {len(loaded)} log(s)")
     rig = None
     if sees_frames:
         first = read_frame(loaded[0].images["center"][0], where=loaded[0].describe(0))
@@ -234,7 +242,7 @@ def replay(
         raise DataError("the car stands still in the whole scored span: nothing to drive",
                         path=trajectories[0].source)
     warp = {name: ViewWarp(rig, name) for name in ("center", "left", "right")} if rig is not None else None
-    runs = _drive_lanes(lanes, loaded, trajectories, driver, warp, profile.car, max_offset, video, progress)
+    runs = _drive_lanes(lanes, loaded, trajectories, steering, warp, profile.car, max_offset, video, progress)
     results = []
     for k, path in enumerate(trajectories):
         mine = [run for (owner, _), run in zip(lanes, runs) if owner == k]
@@ -242,6 +250,23 @@ def replay(
     total = _result("all", runs, sum(standing))
     total.segments = len(lanes)
     return ReplayReport(total, results, max_offset, rig)
+
+
+def _steering(driver: Driver) -> Callable[[list["_Lane"], np.ndarray | None], np.ndarray]:
+    """The driver as one function of the live lanes (and their views) -> their steering commands, chosen once."""
+    if callable(driver):
+        def predicted(live: list[_Lane], views: np.ndarray | None) -> np.ndarray:
+            command = np.asarray(driver(views), np.float64).reshape(-1)
+            if command.shape != (len(live),) or not np.all(np.isfinite(command)):
+                raise ValueError(f"the driver returned {command.shape} steering values for {len(live)} frames "
+                                 "(or non-finite ones); expected one finite value per frame")
+            return command
+
+        return predicted
+    if driver == "recorded":
+        return lambda live, views: np.array([lane.path.steering[lane.row] for lane in live])
+    value = float(driver)
+    return lambda live, views: np.full(len(live), value)
 
 
 def _nearest_camera(driving_log: DrivingLog, row: int, lateral: float, side_offset: float) -> str:
@@ -288,14 +313,14 @@ def _result(source: str, runs: list[_Run], standing: int) -> ReplayResult:
     )
 
 
-def _drive_lanes(lanes, logs, paths, driver, warp, car_params, max_offset, video, progress) -> list[_Run]:
+def _drive_lanes(lanes, logs, paths, steering, warp, car_params, max_offset, video, progress) -> list[_Run]:
     """Step every lane (or one lane at a time when writing a video) to its end."""
     if video is None:
-        return _drive_batch(lanes, logs, paths, driver, warp, car_params, max_offset, None, progress)
+        return _drive_batch(lanes, logs, paths, steering, warp, car_params, max_offset, None, progress)
     with atomic_path(video) as tmp:
         writer = _VideoWriter(tmp)
         try:
-            runs = [_drive_batch([lane], logs, paths, driver, warp, car_params, max_offset, writer, progress)[0]
+            runs = [_drive_batch([lane], logs, paths, steering, warp, car_params, max_offset, writer, progress)[0]
                     for lane in lanes]
         finally:
             writer.release()
@@ -305,8 +330,8 @@ def _drive_lanes(lanes, logs, paths, driver, warp, car_params, max_offset, video
 class _Lane:
     """One segment's recorded path as a polyline, and the virtual car driving along it."""
 
-    def __init__(self, path: Trajectory, nodes: np.ndarray):
-        self.path, self.nodes = path, nodes
+    def __init__(self, path: Trajectory, nodes: np.ndarray, owner: int):
+        self.path, self.nodes, self.owner = path, nodes, owner  # owner: the index of its log
         self.x, self.y, self.heading = path.x[nodes], path.y[nodes], path.heading[nodes]
         step_lengths = np.hypot(np.diff(self.x), np.diff(self.y))
         self.arc = np.concatenate([[0.0], np.cumsum(step_lengths)])
@@ -346,8 +371,8 @@ class _Lane:
         return first + k, float(t[k]), float(np.copysign(distance[k], side))
 
 
-def _drive_batch(lanes, logs, paths, driver, warp, car_params, max_offset, writer, progress) -> list[_Run]:
-    state = [_Lane(paths[k], nodes) for k, nodes in lanes]
+def _drive_batch(lanes, logs, paths, steering, warp, car_params, max_offset, writer, progress) -> list[_Run]:
+    state = [_Lane(paths[k], nodes, k) for k, nodes in lanes]
     # A car on the inside of bends passes the nodes faster than the recording; 3x the rows bounds any run.
     budget = 3 * max(len(nodes) for _, nodes in lanes)
     pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) if warp is not None else None
@@ -357,26 +382,18 @@ def _drive_batch(lanes, logs, paths, driver, warp, car_params, max_offset, write
             live = [lane for lane in state if not lane.done]
             if not live:
                 break
-            owners = [lanes[state.index(lane)][0] for lane in live] if warp is not None else None
             poses = [lane.relative() for lane in live]
             views = None
             if warp is not None:
                 def view(j: int) -> np.ndarray:
-                    lane, k, (forward, lateral, error) = live[j], owners[j], poses[j]
+                    lane, (forward, lateral, error) = live[j], poses[j]
+                    k = lane.owner
                     source = _nearest_camera(logs[k], lane.row, lateral, warp["center"].rig.side_offset)
                     frame = read_frame(logs[k].images[source][lane.row], where=logs[k].describe(lane.row))
                     return warp[source](frame, lateral, error, forward=forward)
                 # Decoding and warping release the GIL: several lanes use several cores.
                 views = np.stack(list(pool.map(view, range(len(live)))) if len(live) > 1 else [view(0)])
-            if callable(driver):
-                command = np.asarray(driver(views), np.float64).reshape(-1)
-                if command.shape != (len(live),) or not np.all(np.isfinite(command)):
-                    raise ValueError(f"the driver returned {command.shape} steering values for {len(live)} frames "
-                                     "(or non-finite ones); expected one finite value per frame")
-            elif isinstance(driver, str):
-                command = np.array([lane.path.steering[lane.row] for lane in live])
-            else:
-                command = np.full(len(live), float(driver))
+            command = steering(live, views)
             command = np.clip(command, -1.0, 1.0)
             # All cars step together, at the recorded speed and frame interval of the row behind them.
             rows = np.array([lane.row for lane in live])

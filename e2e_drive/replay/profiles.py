@@ -105,6 +105,7 @@ def car_for_log(driving_log) -> str:
     """The profile that fits a ``DrivingLog``'s recordings: ``sim`` when every one was written by
     ``e2e-drive sim record`` (its ``recording.json``), ``donkey`` when every one is a donkeycar tub, else
     ``udacity`` (with a warning when the recordings are of different kinds)."""
+    from data_tools.log_formats import format_of_source
     from e2e_drive.sim.record import read_recording  # the simulator's file format; profiles only need the car
 
     kinds = set()
@@ -113,7 +114,8 @@ def car_for_log(driving_log) -> str:
         if read_recording(os.path.dirname(source)) is not None:
             kinds.add("sim")
         else:
-            kinds.add("donkey" if source.endswith(".catalog") else "udacity")
+            log_format = format_of_source(source)
+            kinds.add(log_format.car if log_format else "udacity")
     if len(kinds) == 1:
         return kinds.pop()
     if kinds:
