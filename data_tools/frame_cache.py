@@ -31,7 +31,8 @@ from data_tools.log import DrivingLog
 log = logging.getLogger(__name__)
 
 MODES = ("memory", "disk")
-# What a dataset's ``cache=`` (and ``--cache``) accepts: a mode, ``auto`` (chosen by size) or ``none`` (decode each time).
+# What a dataset's ``cache=`` (and ``--cache``) accepts: a mode, ``auto`` (chosen by size) or ``none`` (decode
+# every time).
 CACHE_MODES = ("auto", *MODES, "none")
 # "auto" keeps the decoded frames in memory when they take less than this share of the available memory.
 AUTO_MEMORY_SHARE = 0.5

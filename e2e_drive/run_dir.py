@@ -1,12 +1,12 @@
 """``RunDir``: the folder of one training run, its files, its checks and its lock.
 
-A run folder holds ``config.json`` (``TrainConfig``), ``state.json`` (the last finished epoch and the
-early-stopping counters), ``history.csv``, ``loss.png``, ``best.keras`` (the epoch the run's monitor chose:
-the best ``val_autonomy``, ``val_loss`` or ``loss``, or the last epoch; see ``TrainConfig.select_by``),
-``last.keras`` (with optimizer state, for resuming), ``closed_loop.json`` and ``closed_loop.png`` (best.keras
-driven closed loop through the validation span, ``e2e_drive.closed_loop``) and TensorBoard logs under ``logs/``. Every file is
-written through ``data_tools.io`` (a temporary file moved into place), and a model file only replaces the
-old one once it has been loaded back, so a run killed at any moment leaves complete files.
+A run folder holds ``config.json`` (``TrainConfig``), ``state.json`` (the last finished epoch and the early-stopping
+counters), ``history.csv``, ``loss.png``, ``best.keras`` (the epoch the run's monitor chose: the best
+``val_autonomy``, ``val_loss`` or ``loss``, or the last epoch; see ``TrainConfig.select_by``), ``last.keras`` (with
+optimizer state, for resuming), ``closed_loop.json`` and ``closed_loop.png`` (best.keras driven closed loop through
+the validation span, ``e2e_drive.closed_loop``) and TensorBoard logs under ``logs/``. Every file is written through
+``data_tools.io`` (a temporary file moved into place), and a model file only replaces the old one once it has been
+loaded back, so a run killed at any moment leaves complete files.
 
 ``train.lock`` holds the PID, host and start time of the ``e2e-drive train`` that owns the folder, for the
 whole run: a second run into the same folder fails at once, and a lock whose process is gone (killed) is
