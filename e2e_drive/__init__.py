@@ -2,10 +2,13 @@
 
 Importing the package registers every Keras layer the project puts into a model (``custom_layers`` and
 ``data_tools.frame_preprocess.FramePreprocess``), so ``keras.saving.load_model(path)`` loads any ``.keras``
-file e2e-drive writes.
+file e2e-drive writes: at once when Keras is already imported, else the moment Keras is (so that the console
+script answers ``--help`` without loading TensorFlow).
 """
 
 import contextlib
+import importlib.abc
+import importlib.util
 import os
 import re
 import sys
@@ -56,14 +59,65 @@ def _without_cpp_log_lines():
                 os.write(2, kept)
 
 
-# Importing the layers below imports Keras and so TensorFlow, whose C++ runtime prints notices (oneDNN, cuInit
-# on a machine without a GPU, absl warnings) straight to stderr. TF_CPP_MIN_LOG_LEVEL is read once, when
-# TensorFlow loads, so it is decided here, before that first import. Hidden unless the CLI runs with --verbose;
-# a TF_CPP_MIN_LOG_LEVEL set in the environment always wins.
+# Keras imports TensorFlow, whose C++ runtime prints notices (oneDNN, cuInit on a machine without a GPU, absl
+# warnings) straight to stderr. TF_CPP_MIN_LOG_LEVEL is read once, when TensorFlow loads, so it is decided here,
+# before that first import. Hidden unless the CLI runs with --verbose; a TF_CPP_MIN_LOG_LEVEL set in the
+# environment always wins.
 _QUIET = not _cli_verbose() and os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3") != "0"
 
-with _without_cpp_log_lines() if _QUIET else contextlib.nullcontext():
-    import custom_layers  # noqa: E402,F401  (registers Maxout, PReLU, ELU, RReLU, APL, ReferenceConv2D)
-    import data_tools.frame_preprocess  # noqa: E402,F401  (registers FramePreprocess)
+
+def _register_layers() -> None:
+    import custom_layers  # noqa: F401  (registers Maxout, PReLU, ELU, RReLU, APL, ReferenceConv2D)
+    import data_tools.frame_preprocess  # noqa: F401  (registers FramePreprocess)
+
+
+class _LoadedThen(importlib.abc.Loader):
+    """A module's own loader, run with the C++ log lines held back, then ``then()``."""
+
+    def __init__(self, loader, then=None):
+        self.loader, self.then = loader, then
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        with _without_cpp_log_lines() if _QUIET else contextlib.nullcontext():
+            self.loader.exec_module(module)
+        if self.then is not None:
+            self.then()
+
+
+class _WhenKerasLoads(importlib.abc.MetaPathFinder):
+    """Registers the layers the moment Keras is imported, whoever imports it.
+
+    ``keras.saving.load_model`` needs Keras, so a ``.keras`` file never loads before the layers are registered; and
+    ``import e2e_drive`` alone (the console script, ``e2e-drive --help``) stays free of TensorFlow's seconds.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in ("keras", "tensorflow"):
+            return None
+        # The spec the other finders give (TensorFlow also asks for Keras' spec just to see that it is there).
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None) if finder is not self else None
+            spec = find(name, path, target) if find is not None else None
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is not None:
+            spec.loader = _LoadedThen(spec.loader, self._keras_loaded if name == "keras" else None)
+        return spec
+
+    def _keras_loaded(self) -> None:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)
+        _register_layers()
+
+
+if "keras" in sys.modules:
+    _register_layers()
+else:
+    sys.meta_path.insert(0, _WhenKerasLoads())
 
 __version__ = "0.1.0"

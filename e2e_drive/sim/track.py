@@ -16,8 +16,6 @@ from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
-from scipy.interpolate import CubicSpline
-from scipy.spatial import cKDTree
 
 SAMPLE_SPACING = 0.5  # metres between centre-line samples
 PIXELS_PER_METRE = 8.0  # texture resolution: 12.5 cm per pixel
@@ -177,9 +175,11 @@ class Track:
         return point + np.asarray(offset, dtype=np.float64)[..., None] * self.normal[i0]
 
     @property
-    def _tree(self) -> cKDTree:
+    def _tree(self):
         tree = self.__dict__.get("_kdtree")
         if tree is None:
+            from scipy.spatial import cKDTree  # SciPy takes most of a second to load: not for `e2e-drive --help`
+
             tree = cKDTree(self.centre)
             object.__setattr__(self, "_kdtree", tree)
         return tree
@@ -222,6 +222,7 @@ def _signed_area(polygon: np.ndarray) -> float:
 
 def _closed_spline(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One candidate loop: centre points every SAMPLE_SPACING metres and widths."""
+    from scipy.interpolate import CubicSpline
     count = int(rng.integers(7, 13))
     radius = rng.uniform(35.0, 50.0)
     angles = (np.arange(count) + rng.uniform(-0.3, 0.3, count)) * 2 * np.pi / count
@@ -247,6 +248,8 @@ def _is_valid(centre: np.ndarray, width: np.ndarray) -> bool:
         return False
     # Points far apart along the loop must stay far apart in space: no crossing,
     # and no two road sections touching (with 8 m of ground between them).
+    from scipy.spatial import cKDTree
+
     n = len(centre)
     pairs = cKDTree(centre).query_pairs(r=float(width.max() + 8.0), output_type="ndarray")
     if len(pairs) == 0:
