@@ -80,17 +80,12 @@ def atomic_path(path: str | os.PathLike, verify: Callable[[str], Any] | None = N
     target = Path(path)
     tmp = _temporary_name(target)
     try:
-        yield tmp
-        if verify is not None:
-            verify(tmp)
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, target)
-    except OSError as error:
-        _remove(tmp)
-        if error.errno is not None and error.filename in (None, tmp):
-            # A full disk or a lost permission mid-write: name the file the user asked for, not our temporary.
-            raise type(error)(error.errno, error.strerror, os.fspath(target)) from None
-        raise
+        with _naming(target, tmp):
+            yield tmp
+            if verify is not None:
+                verify(tmp)
+            os.chmod(tmp, file_mode())
+            os.replace(tmp, target)
     except BaseException:
         _remove(tmp)
         raise
@@ -129,6 +124,117 @@ def json_default(value: Any) -> Any:
 
 
 @contextlib.contextmanager
+def _naming(target: str | os.PathLike, tmp: str) -> Iterator[None]:
+    """OS errors about ``tmp`` (a full disk, a size limit) name the file the user asked for instead."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno is not None and error.filename in (None, tmp):
+            raise type(error)(error.errno, error.strerror, os.fspath(target)) from None
+        raise
+
+
+def _keep_aside(target: Path) -> str | None:
+    """A second name for ``target``'s current file (a hard link, else a copy), to put it back from."""
+    if not target.is_file():
+        return None
+    backup = _temporary_name(target)
+    os.remove(backup)
+    try:
+        os.link(target, backup)
+    except OSError:  # a file system without hard links
+        shutil.copy2(target, backup)
+    return backup
+
+
+class FileSet:
+    """Files written as one step (``atomic_files``): staged beside their targets, moved into place together."""
+
+    def __init__(self):
+        self._staged: list[tuple[Path, str, Callable[[str], Any] | None]] = []
+
+    @contextlib.contextmanager
+    def staged(self, target: str | os.PathLike, verify: Callable[[str], Any] | None = None) -> Iterator[str]:
+        """Yield a temporary path that becomes ``target`` when the set lands (after ``verify(tmp)``); OS errors
+        while writing it name ``target``."""
+        target = Path(target)
+        if any(staged == target for staged, _, _ in self._staged):
+            raise ValueError(f"{target}: staged twice in one file set")
+        tmp = _temporary_name(target)
+        self._staged.append((target, tmp, verify))
+        with _naming(target, tmp):
+            yield tmp
+
+    def write_bytes(self, target: str | os.PathLike, data: bytes) -> None:
+        with self.staged(target) as tmp, open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def write_text(self, target: str | os.PathLike, text: str) -> None:
+        self.write_bytes(target, text.encode("utf-8"))
+
+    def write_json(self, target: str | os.PathLike, payload: Any) -> None:
+        self.write_text(target, json.dumps(payload, indent=2, default=json_default) + "\n")
+
+    def _commit(self) -> None:
+        for target, tmp, verify in self._staged:
+            with _naming(target, tmp):
+                if verify is not None:
+                    verify(tmp)
+                os.chmod(tmp, file_mode())
+        # Moving cannot run out of space, but it can still fail (a folder put where a file was): every target
+        # replaced so far is put back from a link to its old version, so the set lands whole or not at all.
+        moved: list[tuple[Path, str | None]] = []
+        try:
+            for target, tmp, _ in self._staged:
+                backup = _keep_aside(target)
+                try:
+                    with _naming(target, tmp):
+                        os.replace(tmp, target)
+                except BaseException:
+                    if backup is not None:
+                        os.remove(backup)
+                    raise
+                moved.append((target, backup))
+        except BaseException:
+            for target, backup in reversed(moved):
+                if backup is None:
+                    _remove(os.fspath(target))
+                else:
+                    os.replace(backup, target)
+            raise
+        for _, backup in moved:
+            if backup is not None:
+                os.remove(backup)
+
+    def _discard(self) -> None:
+        for _, tmp, _ in self._staged:
+            _remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_files() -> Iterator[FileSet]:
+    """Write several files as one step: all of them, in the order staged, or none.
+
+    For run folders whose files describe one moment together (a checkpoint, its state and its history): a
+    failure while writing any of them (a full disk, a size limit, a kill) leaves every target byte-identical.
+
+    Example:
+        >>> with atomic_files() as files:
+        ...     with files.staged("runs/a/last.keras") as tmp:
+        ...         model.save(tmp)
+        ...     files.write_json("runs/a/state.json", {"epoch": 3})
+    """
+    files = FileSet()
+    try:
+        yield files
+        files._commit()
+    finally:
+        files._discard()
+
+
+@contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike, verify: Callable[[str], Any] | None = None) -> Iterator[str]:
     """Yield a temporary folder beside ``path``; on success, ``verify`` it and swap it in for ``path``.
 
@@ -162,8 +268,8 @@ def atomic_directory(path: str | os.PathLike, verify: Callable[[str], Any] | Non
         raise
 
 
-def save_figure(figure, path: str | os.PathLike, dpi: int = 100) -> None:
-    """Save a matplotlib figure as a PNG at ``path`` atomically, then close it."""
+def figure_png(figure, dpi: int = 100) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -171,4 +277,9 @@ def save_figure(figure, path: str | os.PathLike, dpi: int = 100) -> None:
         figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(figure)
-    write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_figure(figure, path: str | os.PathLike, dpi: int = 100) -> None:
+    """Save a matplotlib figure as a PNG at ``path`` atomically, then close it."""
+    write_bytes(path, figure_png(figure, dpi))

@@ -123,16 +123,23 @@ class Check:
 
 
 class Integer(Check):
-    def __init__(self, minimum: int, optional: bool = False) -> None:
-        self.minimum, self.optional = minimum, optional
+    """An integer in [minimum, maximum]; ``maximum`` bounds what a typed size may cost (memory, time)."""
+
+    def __init__(self, minimum: int, optional: bool = False, maximum: int | None = None) -> None:
+        self.minimum, self.optional, self.maximum = minimum, optional, maximum
+
+    def _expected(self) -> str:
+        if self.maximum is None:
+            return f"an integer >= {self.minimum}"
+        return f"an integer in {self.minimum}..{self.maximum}"
 
     def validate(self, name: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             if not (isinstance(value, float) and value.is_integer()):
-                raise OptionError(f"{name}: expected an integer >= {self.minimum}, got {value!r}")
+                raise OptionError(f"{name}: expected {self._expected()}, got {value!r}")
             value = int(value)
-        if value < self.minimum:
-            raise OptionError(f"{name}: expected an integer >= {self.minimum}, got {value}")
+        if value < self.minimum or (self.maximum is not None and value > self.maximum):
+            raise OptionError(f"{name}: expected {self._expected()}, got {value}")
         return int(value)
 
     def parse(self, text: str) -> int:
@@ -140,8 +147,8 @@ class Integer(Check):
             value = int(text)
         except (TypeError, ValueError):
             raise ValueError(f"expected an integer, got {text!r}") from None
-        if value < self.minimum:
-            raise ValueError(f"expected an integer >= {self.minimum}, got {text!r}")
+        if value < self.minimum or (self.maximum is not None and value > self.maximum):
+            raise ValueError(f"expected {self._expected()}, got {text!r}")
         return value
 
 

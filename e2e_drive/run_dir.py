@@ -235,6 +235,25 @@ class RunDir:
 
     # ------------------------------------------------------------------ models
 
+    def write_epoch(self, model, history: dict[str, list[float]], state: dict[str, Any], config: TrainConfig,
+                    improved: bool) -> None:
+        """One finished epoch as one step: ``best.keras`` (when ``improved``), ``last.keras``, ``state.json``,
+        ``history.csv``, ``loss.png`` and ``config.json`` all land, or (a full disk, a kill) none of them, so the
+        folder always describes the checkpoint it holds."""
+        import keras
+
+        def loads(tmp: str) -> None:
+            keras.saving.load_model(tmp, compile=False)
+
+        with atomic.atomic_files() as files:
+            for name in (BEST, LAST) if improved else (LAST,):
+                with files.staged(self.path / name, verify=loads) as tmp:
+                    model.save(tmp)
+            files.write_json(self.path / STATE, state)
+            files.write_text(self.path / HISTORY, history_csv(history))
+            files.write_bytes(self.path / PLOT, history_png(history))
+            files.write_text(self.path / CONFIG, config.to_json())
+
     def save_model(self, model, name: str) -> Path:
         """``model.save`` to ``name`` (``best.keras`` / ``last.keras``), moved into place once it loads back."""
         import keras
@@ -273,7 +292,12 @@ def read_history_csv(path: str | os.PathLike) -> dict[str, list[float]]:
 
 
 def plot_history(history: dict[str, list[float]], path: str | os.PathLike) -> None:
-    """Training and validation loss per epoch as a PNG."""
+    """Training and validation loss per epoch as a PNG file."""
+    atomic.write_bytes(path, history_png(history))
+
+
+def history_png(history: dict[str, list[float]]) -> bytes:
+    """Training and validation loss per epoch as PNG bytes."""
     import matplotlib  # here: plotting is the only use, and importing it is slow
 
     matplotlib.use("Agg")
@@ -289,7 +313,7 @@ def plot_history(history: dict[str, list[float]], path: str | os.PathLike) -> No
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
-    atomic.save_figure(fig, path)
+    return atomic.figure_png(fig)
 
 
 # ---------------------------------------------------------------------- lock helpers

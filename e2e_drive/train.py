@@ -40,7 +40,7 @@ import numpy as np
 from data_tools.log import DrivingLog
 from e2e_drive.closed_loop import AUTONOMY, ClosedLoopSpec, autonomy_callback, closed_loop_check, validation_spec
 from e2e_drive.recipe import epoch_repeat, learning_rate, recipe_augmentation, training_camera, with_car
-from e2e_drive.run_dir import BEST, CLOSED_LOOP, CLOSED_LOOP_PLOT, LAST, STATE, RunDir, RunDirError
+from e2e_drive.run_dir import CLOSED_LOOP, CLOSED_LOOP_PLOT, STATE, RunDir, RunDirError
 from e2e_drive.train_config import STRATEGIES, TrainConfig, flag
 
 log = logging.getLogger(__name__)
@@ -269,8 +269,8 @@ def _checkpoint_callback(run: RunDir, history: dict[str, list[float]], monitor: 
 
     class RunCheckpoint(keras.callbacks.Callback):
         """Stops on a NaN/inf loss before it reaches a checkpoint; each epoch writes (on the chief)
-        ``history.csv``, ``loss.png``, ``best.keras`` on improvement, ``last.keras`` and ``state.json``
-        (in that order: ``state.json`` says the epoch is complete), and stops early after ``patience``
+        ``best.keras`` on improvement, ``last.keras``, ``state.json``, ``history.csv``, ``loss.png`` and
+        ``config.json`` as one step (``RunDir.write_epoch``), and stops early after ``patience``
         epochs without improvement. Early stopping lives here, not in ``keras.callbacks.EarlyStopping``,
         so its counters survive a resume."""
 
@@ -299,11 +299,8 @@ def _checkpoint_callback(run: RunDir, history: dict[str, list[float]], monitor: 
                 history.setdefault(key, []).append(value)
             state = progress_state(history, monitor, config.early_stopping, config.epochs)
             if writes:
-                run.write_history(history)
-                if state["best_epoch"] == epoch + 1 or not run.best_path.exists():
-                    run.save_model(self.model, BEST)
-                run.save_model(self.model, LAST)
-                run.write_state(state)
+                improved = state["best_epoch"] == epoch + 1 or not run.best_path.exists()
+                run.write_epoch(self.model, history, state, config, improved)
             self.saved_epoch = epoch + 1
             if state["stopped_early"]:
                 log.info("%s: no %s improvement for %d epochs: stopping early after epoch %d", run, monitor,
@@ -644,8 +641,8 @@ def execute(plan: RunPlan, run: RunDir, *, resume: bool = False, callbacks: Sequ
         model = _model(plan, run, resume)
         history, initial_epoch = _resumed_history(run, model, plan.steps) if resume else ({}, 0)
         state = progress_state(history, plan.monitor, config.early_stopping, config.epochs)
-        if chief:
-            run.write_config(config)
+        if chief and not resume:
+            run.write_config(config)  # a resumed run's config changes with its next epoch, never before
 
         seconds = 0.0
         if initial_epoch < config.epochs and not state["stopped_early"]:

@@ -104,9 +104,9 @@ class TrainConfig:
     data: tuple[str, ...] = option((), "Udacity folders/CSVs, tubs or recordings", flag="DATA", cli=False,
                                    check=Parsed(lambda data: _data(data)))
     epochs: int = option(10, "total epochs; a resumed run continues up to this number", section=RUNTIME,
-                         check=Integer(minimum=1))
+                         check=Integer(minimum=1, maximum=10_000))
     batch_size: int = option(64, "samples per step (per worker under --strategy multiworker)",
-                             check=Integer(minimum=1))
+                             check=Integer(minimum=1, maximum=8192))
     learning_rate: float = option(1e-3, "Adam learning rate", flag="--lr", check=Number(above=0.0))
     lr_schedule: str = option("cosine", "cosine: decay --lr to 0 over the --epochs (a resumed run with more epochs "
                               "follows the stretched curve from where it stopped); constant: --lr throughout",
@@ -126,7 +126,8 @@ class TrainConfig:
                                  "--no-augment trains on the centre frames as they are",
                                  flag="--no-augment", negate=True, check=_Augment())
     balance: bool = option(False, "flatten the steering histogram", check=Boolean())
-    seed: int = option(0, "the one seed of the run: weights, order and augmentation", check=Integer(minimum=0))
+    seed: int = option(0, "the one seed of the run: weights, order and augmentation",
+                       check=Integer(minimum=0, maximum=2**32 - 1))
     val_fraction: float = option(0.2, "last fraction of each recording held out, time-ordered, in [0, 1)",
                                  check=Number(minimum=0.0, below=1.0))
     crop: tuple[int, int] | None = option(None, "rows cut from the frame", metavar="TOP,BOTTOM",
@@ -149,7 +150,7 @@ class TrainConfig:
         default_text="half of --car's intervention offset, 1.35 m for udacity")
     epoch_samples: int | None = option(
         None, "samples per epoch: a smaller log serves its rows several times, freshly augmented; 0: each row once",
-        metavar="N", check=Integer(minimum=0, optional=True), since=4, legacy=0,
+        metavar="N", check=Integer(minimum=0, optional=True, maximum=10_000_000), since=4, legacy=0,
         default_text="12000, at most 8 passes over the rows")
     car: str | None = option(
         None, "car and camera profile: wheelbase, camera, road width for viewpoint shifts, derived corrections and "
@@ -170,13 +171,14 @@ class TrainConfig:
         "recordings of `e2e-drive sim record` the simulator drives their tracks instead); --early-stopping applies "
         "to the last two", check=Choice(SELECT_BY), since=3, legacy="val_loss")
     early_stopping: int = option(5, "with --select-by val_loss or autonomy: stop after PATIENCE epochs without "
-                                 "improvement; 0 disables", metavar="PATIENCE", check=Integer(minimum=0))
+                                 "improvement; 0 disables", metavar="PATIENCE",
+                                 check=Integer(minimum=0, maximum=10_000))
     # The strategy decides how batches split over workers (batch_size is per worker under multiworker): recipe.
     strategy: str = option("auto", "auto (mirrored when several GPUs), mirrored, or multiworker (TF_CONFIG)",
                            check=Choice(STRATEGIES))
     mixed_precision: bool = option(False, "mixed_float16 on GPU, mixed_bfloat16 on CPU; the output layer stays "
                                    "float32", check=Boolean())
-    workers: int = option(1, "batch loader workers", section=RUNTIME, check=Integer(minimum=1))
+    workers: int = option(1, "batch loader workers", section=RUNTIME, check=Integer(minimum=1, maximum=256))
     worker_processes: bool = option(False, "run the --workers as processes (batches through shared memory) instead "
                                     "of threads", section=RUNTIME, check=Boolean())
     cache: str = option("auto", "decoded-frame cache: memory, disk (memory-mapped under --cache-dir), none, or auto "

@@ -142,7 +142,12 @@ def test_unknown_host(model_path, capsys):
     (["serve", "m.onnx", "--speed", "-1"], "argument --speed: expected a number >= 0, got '-1'"),
     (["train", "d", "--out", "r", "--lr", "nan"], "argument --lr: expected a finite number, got 'nan'"),
     (["train", "d", "--out", "r", "--lr", "0"], "argument --lr: expected a number > 0, got '0'"),
-    (["train", "d", "--out", "r", "--epochs", "0"], "argument --epochs: expected an integer >= 1, got '0'"),
+    (["train", "d", "--out", "r", "--epochs", "0"], "argument --epochs: expected an integer in 1..10000, got '0'"),
+    (["train", "d", "--out", "r", "--batch-size", "100000"],
+     "argument --batch-size: expected an integer in 1..8192, got '100000'"),
+    (["train", "d", "--out", "r", "--seed", "4294967296"],
+     "argument --seed: expected an integer in 0..4294967295, got '4294967296'"),
+    (["train", "d", "--out", "r", "--workers", "1000"], "argument --workers: expected an integer in 1..256, got '1000'"),
     (["train", "d", "--out", "r", "--batch-size", "2.5"], "argument --batch-size: expected an integer, got '2.5'"),
     (["train", "d", "--out", "r", "--val-fraction", "1"], "argument --val-fraction: expected a number in [0, 1), "
                                                             "got '1'"),
@@ -152,12 +157,20 @@ def test_unknown_host(model_path, capsys):
                                                    "60,25), got '60'"),
     (["sim", "drive", "m.onnx", "--laps", "inf"], "argument --laps: expected a finite number, got 'inf'"),
     (["train", "d", "--out", "r", "--speed", "0"], "argument --speed: expected a number > 0, got '0'"),
-    (["sim", "record", "--out", "r", "--laps", "0"], "argument --laps: expected a number > 0, got '0'"),
+    (["sim", "record", "--out", "r", "--laps", "0"],
+     "argument --laps: expected a number in (0, 100] (frames written to disk), got '0'"),
+    (["sim", "record", "--out", "r", "--seed", "-1"], "argument --seed: expected an integer in 0..4294967295 (a seed), "
+     "got '-1'"),
+    (["bench", "pipeline", "d", "--batch-size", "1000000"],
+     "argument --batch-size: expected an integer in 1..4096 (a batch held in memory), got '1000000'"),
     (["sim", "drive", "m.onnx", "--plot", "/no/such/folder/p.png"],
      "argument --plot: /no/such/folder/p.png: the folder /no/such/folder does not exist"),
     (["replay", "m.onnx", "d", "--video", "/no/such/folder/r.mp4"],
      "argument --video: /no/such/folder/r.mp4: the folder /no/such/folder does not exist"),
-    (["data", "preview", "d", "--out", "g.png", "--n", "0"], "argument --n: expected an integer >= 1, got '0'"),
+    (["data", "preview", "d", "--out", "g.png", "--n", "0"],
+     "argument --n: expected an integer in 1..256 (the grid's limit), got '0'"),
+    (["data", "preview", "d", "--out", "g.png", "--n", "100000"],
+     "argument --n: expected an integer in 1..256 (the grid's limit), got '100000'"),
 ])
 def test_numeric_flags_are_refused_at_parse_time(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -275,6 +275,31 @@ def test_resume_from_a_damaged_file_names_it(finished_run, tiny_log, tmp_path, d
         train(tiny_log, out, resume=True, epochs=2, verbose=0)
 
 
+def test_a_resumed_epoch_that_cannot_be_written_leaves_the_folder_of_the_last_one(finished_run, tiny_log,
+                                                                                  tmp_path):
+    """A full disk at epoch 2's checkpoint (a real size limit on file writes, EFBIG): the error names the
+    checkpoint and every file (config.json, history.csv, state.json, loss.png, both models) is epoch 1's."""
+    import resource
+
+    from e2e_drive.train import train
+
+    out = copy_run(finished_run, tmp_path)
+    shutil.rmtree(out / "logs", ignore_errors=True)  # TensorBoard's event files grow with every run
+    before = snapshot(out)
+    limit = (out / "last.keras").stat().st_size // 2  # room for the small files, not for a checkpoint
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        with pytest.raises(OSError, match=r"run/(best|last)\.keras"):
+            train(tiny_log, out, resume=True, epochs=2, verbose=0, cache="none")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    after = {name: data for name, data in snapshot(out).items() if not name.startswith("logs/")}
+    assert after == before
+    done = train(tiny_log, out, resume=True, epochs=2, verbose=0, cache="none")  # the disk has room again
+    assert done.epochs_run == 2 and json.loads((out / "config.json").read_text())["epochs"] == 2
+
+
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tiny_log, tmp_path):
     import keras
 

@@ -7,9 +7,11 @@ import logging
 
 from e2e_drive.cli import add_command
 from e2e_drive.cli.output import emit
-from e2e_drive.cli.types import crop, positive_int
+from e2e_drive.cli.types import count, crop, seed
 
 log = logging.getLogger(__name__)
+
+PREVIEW_LIMIT = 256  # cells of one grid: a 16x16 picture is already too small to read
 
 
 def register(commands, common: argparse.ArgumentParser) -> None:
@@ -37,8 +39,9 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     )
     preview.add_argument("paths", nargs="+", metavar="PATH", help="driving log folders, CSV files or tubs")
     preview.add_argument("--out", required=True, help="PNG file to write")
-    preview.add_argument("--n", type=positive_int, default=16, help="number of samples (default 16)")
-    preview.add_argument("--seed", type=int, default=0, help="seed of the row choice and augmentation (default 0)")
+    preview.add_argument("--n", type=count(PREVIEW_LIMIT, "the grid's limit"), default=16,
+                         help=f"number of samples, 1..{PREVIEW_LIMIT} (default 16)")
+    preview.add_argument("--seed", type=seed, default=0, help="seed of the row choice and augmentation (default 0)")
     preview.add_argument("--crop", type=crop, default=None, metavar="TOP,BOTTOM",
                          help="rows cut by the model (default: 37.5%% top, 15.6%% bottom, e.g. 60,25 of 160 rows)")
     preview.add_argument("--no-model-view", action="store_true", help="leave out the preprocessed 66x200 view")

@@ -9,7 +9,7 @@ from deploy.export import DEFAULT_THROTTLE, ONNX_OPSETS
 from deploy.formats import FORMATS, formats_help
 from e2e_drive.cli import add_command
 from e2e_drive.cli.output import emit
-from e2e_drive.cli.types import finite_float, int_range, nonnegative_float, port, positive_int
+from e2e_drive.cli.types import count, finite_float, int_range, nonnegative_float, port
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     export.add_argument("--throttle", type=throttle_value, default=DEFAULT_THROTTLE,
                         help="donkeycar: the constant throttle a steering-only model answers, in [-1, 1] "
                         f"(default {DEFAULT_THROTTLE}; a model with a throttle head answers its own)")
-    export.add_argument("--frames", type=positive_int, default=64, help="parity/calibration frames (default 64)")
+    export.add_argument("--frames", type=count(10_000, "frames held in memory"), default=64, help="parity/calibration frames (default 64)")
     export.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16",
                         help="TensorRT engine precision (default fp16)")
     export.add_argument("--no-fold", action="store_true",

@@ -7,7 +7,7 @@ import logging
 
 from e2e_drive.cli import add_command
 from e2e_drive.cli.output import emit
-from e2e_drive.cli.types import finite_float, output_file, positive_float, positive_int
+from e2e_drive.cli.types import count, finite_float, output_file, positive_float
 from e2e_drive.sim.autonomy import INTERVENTION_SECONDS
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     calibrate.add_argument("--out", metavar="CAMERA.json", help="write the calibration here (JSON)")
     calibrate.add_argument("--car", choices=cars, default=None,
                            help="car profile for the fixed camera figures (default: from the data, as replay)")
-    calibrate.add_argument("--frames", type=positive_int, default=24,
+    calibrate.add_argument("--frames", type=count(10_000, "frames compared"), default=24,
                            help="frame triples to fit on, spread over the log (default 24)")
 
     replay = add_command(

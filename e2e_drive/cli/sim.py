@@ -9,12 +9,14 @@ import sys
 
 from e2e_drive.cli import add_command
 from e2e_drive.cli.output import emit
-from e2e_drive.cli.types import output_file, positive_float, positive_int
+from e2e_drive.cli.types import bounded_float, count, output_file, seed
 from e2e_drive.models import ACTIVATIONS, CONVS
 from e2e_drive.sim.autonomy import INTERVENTION_SECONDS
 from e2e_drive.sim.track import INTERVENTION_FRACTION
 
 log = logging.getLogger(__name__)
+
+LAP_LIMIT, EPOCH_LIMIT = 100.0, 1000
 
 
 def register(commands, common: argparse.ArgumentParser) -> None:
@@ -27,10 +29,11 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         epilog="examples:\n  e2e-drive sim record --track 3 --laps 2 --out runs/rec3\n"
         "  e2e-drive sim record --track 4 --out runs/tub4 --format tub",
     )
-    record.add_argument("--track", type=int, default=0, metavar="SEED", help="track seed (default 0)")
-    record.add_argument("--laps", type=positive_float, default=1.0, help="laps to drive, > 0 (default 1)")
+    record.add_argument("--track", type=seed, default=0, metavar="SEED", help="track seed (default 0)")
+    record.add_argument("--laps", type=bounded_float(LAP_LIMIT, "frames written to disk"), default=1.0,
+                        help=f"laps to drive, in (0, {LAP_LIMIT}] (default 1)")
     record.add_argument("--out", required=True, help="output folder")
-    record.add_argument("--seed", type=int, default=0, help="seed of the expert's drifts and noise (default 0)")
+    record.add_argument("--seed", type=seed, default=0, help="seed of the expert's drifts and noise (default 0)")
     record.add_argument("--format", choices=("udacity", "tub"), default="udacity",
                         help="udacity (driving_log.csv + IMG/) or tub (donkeycar tub v2) (default udacity)")
 
@@ -47,9 +50,10 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         "  e2e-drive sim drive runs/demo/pilotnet.onnx --track 101 102 103 --plot paths.png",
     )
     drive.add_argument("model", help="model file: .keras, SavedModel folder, .onnx, .tflite or TensorRT engine")
-    drive.add_argument("--track", type=int, nargs="+", default=[101], metavar="SEED",
+    drive.add_argument("--track", type=seed, nargs="+", default=[101], metavar="SEED",
                        help="track seeds; all cars drive together, batched (default 101)")
-    drive.add_argument("--laps", type=positive_float, default=1.0, help="laps per car, > 0 (default 1)")
+    drive.add_argument("--laps", type=bounded_float(LAP_LIMIT, "simulated time"), default=1.0,
+                       help=f"laps per car, in (0, {LAP_LIMIT}] (default 1)")
     drive.add_argument("--video", type=output_file, metavar="OUT.mp4",
                        help="write an mp4 of the run with the steering overlaid")
     drive.add_argument("--plot", type=output_file, metavar="OUT.png",
@@ -64,12 +68,12 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     )
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     demo.add_argument("--quick", action="store_true", help="smoke-test preset: under a minute")
-    demo.add_argument("--epochs", type=positive_int, help="training epochs (default: 10, or 6 with --quick)")
+    demo.add_argument("--epochs", type=count(EPOCH_LIMIT, "training epochs"), help="training epochs (default: 10, or 6 with --quick)")
     demo.add_argument("--activation", choices=ACTIVATIONS, default="elu", help="PilotNet activation (default elu)")
     demo.add_argument("--conv", choices=CONVS, default="keras", help="convolution (default keras)")
-    demo.add_argument("--train-tracks", type=int, nargs="+", metavar="SEED", help="seeds of the tracks to record on")
-    demo.add_argument("--test-tracks", type=int, nargs="+", metavar="SEED", help="seeds of the unseen tracks")
-    demo.add_argument("--seed", type=int, default=0, help="the one seed of the run (default 0)")
+    demo.add_argument("--train-tracks", type=seed, nargs="+", metavar="SEED", help="seeds of the tracks to record on")
+    demo.add_argument("--test-tracks", type=seed, nargs="+", metavar="SEED", help="seeds of the unseen tracks")
+    demo.add_argument("--seed", type=seed, default=0, help="the one seed of the run (default 0)")
     demo.add_argument("--no-export", action="store_true", help="skip the ONNX export")
 
 

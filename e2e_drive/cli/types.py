@@ -49,14 +49,6 @@ def nonnegative_float(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1."""
-    value = int(_number(text, int))
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
 def nonnegative_int(text: str) -> int:
     """An integer >= 0."""
     value = int(_number(text, int))
@@ -91,6 +83,37 @@ def int_range(low: int, high: int) -> Callable[[str], int]:
         return value
 
     parse.__name__ = f"integer in {low}..{high}"
+    return parse
+
+
+def count(limit: int, why: str, minimum: int = 1) -> Callable[[str], int]:
+    """An integer in [minimum, limit]: every size a user types is bounded, ``why`` says by what (memory, a grid)."""
+
+    def parse(text: str) -> int:
+        value = int(_number(text, int))
+        if not minimum <= value <= limit:
+            raise argparse.ArgumentTypeError(f"expected an integer in {minimum}..{limit} ({why}), got {text!r}")
+        return value
+
+    parse.__name__ = f"integer in {minimum}..{limit}"
+    return parse
+
+
+SEED_LIMIT = 2**32 - 1  # what every generator of the run (NumPy, TensorFlow, Python) accepts alike
+seed = count(SEED_LIMIT, "a seed", minimum=0)
+seed.__doc__ = "A seed, 0..2**32-1."
+
+
+def bounded_float(limit: float, why: str) -> Callable[[str], float]:
+    """A finite number in (0, limit]."""
+
+    def parse(text: str) -> float:
+        value = _number(text)
+        if not 0 < value <= limit:
+            raise argparse.ArgumentTypeError(f"expected a number in (0, {limit:g}] ({why}), got {text!r}")
+        return value
+
+    parse.__name__ = f"number in (0, {limit:g}]"
     return parse
 
 
