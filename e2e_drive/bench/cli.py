@@ -46,21 +46,24 @@ def bench_cli(repeats: int = 5, commands: Sequence[Sequence[str]] = COMMANDS) ->
     """Median seconds of each command next to ``python -c pass`` measured in the same run."""
     if repeats < 1:
         raise ValueError(f"Expected repeats >= 1. Received: repeats={repeats}")
-    baseline, timings = [], {" ".join(c): [] for c in commands}
+    baseline, keras_import, timings = [], [], {" ".join(c): [] for c in commands}
     for _ in range(repeats):
         baseline.append(_run([sys.executable, "-c", "pass"]))
+        keras_import.append(_run([sys.executable, "-c", "import keras"]))  # what every command paid before
         for command in commands:
             timings[" ".join(command)].append(_run([sys.executable, "-m", "e2e_drive", *command]))
     floor = statistics.median(baseline)
     rows = {name: {"seconds": statistics.median(values), "x_python": statistics.median(values) / floor,
                    "loads": loaded_modules(name.split())}
             for name, values in timings.items()}
-    return {"repeats": repeats, "python_pass_seconds": floor, "commands": rows}
+    return {"repeats": repeats, "python_pass_seconds": floor, "import_keras_seconds": statistics.median(keras_import),
+            "commands": rows}
 
 
 def format_cli_report(report: dict[str, Any]) -> str:
     lines = [f"console script start-up (median of {report['repeats']}; python -c pass "
-             f"{report['python_pass_seconds'] * 1000:.0f} ms)"]
+             f"{report['python_pass_seconds'] * 1000:.0f} ms; python -c 'import keras' "
+             f"{report['import_keras_seconds'] * 1000:.0f} ms, what every command paid before)"]
     for name, row in report["commands"].items():
         loads = ", ".join(row["loads"]) or "none of " + "/".join(HEAVY[:3])
         lines.append(f"  e2e-drive {name:<24} {row['seconds'] * 1000:6.0f} ms  {row['x_python']:5.1f}x python  "
