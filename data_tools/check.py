@@ -22,6 +22,8 @@ NEAR_ZERO = 0.01
 
 # Reader messages sorted into the report's kinds, by the words the readers use.
 KINDS = (
+    ("damaged_lines", ("NUL bytes",)),
+    ("empty_images", ("image is empty",)),
     ("missing_images", ("not found", "is missing", "path is empty")),
     ("out_of_range", ("outside [-1, 1]",)),
     ("non_finite", ("not finite", "not a finite number")),
@@ -41,6 +43,9 @@ class CheckReport:
     image_sizes: dict[str, int] = field(default_factory=dict)
     unreadable_images: int = 0
     missing_images: int = 0
+    empty_images: int = 0
+    damaged_lines: int = 0
+    recordings: int = 0
     out_of_range: int = 0
     non_finite: int = 0
     non_numeric: int = 0
@@ -74,12 +79,15 @@ class CheckReport:
     def format(self) -> str:
         lines = [
             f"log:            {', '.join(self.paths)}",
-            f"rows:           {self.rows}  (cameras: {', '.join(self.cameras) or '-'})",
+            f"rows:           {self.rows}  (cameras: {', '.join(self.cameras) or '-'}; "
+            f"recording sessions: {self.recordings})",
             f"images:         {self.images_checked} checked, sizes "
             + (", ".join(f"{size}: {n}" for size, n in self.image_sizes.items()) or "-"),
-            f"bad images:     {self.missing_images} missing, {self.unreadable_images} unreadable",
+            f"bad images:     {self.missing_images} missing, {self.empty_images} empty (0 bytes), "
+            f"{self.unreadable_images} unreadable",
             f"bad values:     {self.non_numeric} non-numeric, {self.non_finite} non-finite, "
-            f"{self.out_of_range} out of range, {self.malformed} malformed rows",
+            f"{self.out_of_range} out of range, {self.malformed} malformed rows, "
+            f"{self.damaged_lines} lines of NUL bytes",
             f"skipped:        {self.skipped_rows} rows;  deleted records: {self.deleted_records}",
             f"steering:       mean {self.steering_mean:+.4f}, std {self.steering_std:.4f}, "
             f"range [{self.steering_min:+.3f}, {self.steering_max:+.3f}], "
@@ -136,6 +144,7 @@ def check(paths, on_error: str = "raise", decode: bool = True, bins: int = 21, t
         else:
             report.add_problem(message)
     report.rows = len(log)
+    report.recordings = len(log.recordings)
     report.cameras = list(log.cameras)
     report.deleted_records = log.deleted
     steering = log.steering.astype(np.float64)

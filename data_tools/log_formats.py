@@ -7,6 +7,8 @@ is one reader module with one ``LogFormat`` in it.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,6 +29,8 @@ class LogFormat:
         car: the car profile its logs are driven with unless told otherwise (``e2e_drive.replay.profiles``).
         read: ``read(path, recording, on_error) -> DrivingLog`` of one folder (or file).
         reads_files: whether a path to a file of ``source_suffix`` is itself a log (a Udacity CSV).
+        source_pattern: a regular expression the source's file name matches in full, where the suffix alone
+            would claim other files (``record_12.json`` of a tub v1, not any ``.json``).
     """
 
     name: str
@@ -37,6 +41,14 @@ class LogFormat:
     car: str
     read: Callable
     reads_files: bool = False
+    source_pattern: str | None = None
+
+    def is_source(self, name: str) -> bool:
+        """Whether a file of this name holds this format's rows."""
+        name = os.path.basename(str(name))
+        if self.source_pattern is not None:
+            return re.fullmatch(self.source_pattern, name) is not None
+        return name.lower().endswith(self.source_suffix)
 
     def recognises(self, path: Path) -> bool:
         if path.is_dir():
@@ -71,11 +83,11 @@ def format_of_source(source: str) -> LogFormat | None:
     """The format of the file a row came from (``DrivingLog.source``), by its suffix; ``None`` when no format's
     (a log built in memory)."""
     for log_format in FORMATS.values():
-        if str(source).lower().endswith(log_format.source_suffix):
+        if log_format.is_source(source):
             return log_format
     return None
 
 
 def is_log_file(name: str) -> bool:
     """Whether a file name belongs to a driving log of any format (its marker or a row source)."""
-    return any(name == f.marker or name.lower().endswith(f.source_suffix) for f in FORMATS.values())
+    return any(name == f.marker or f.is_source(name) for f in FORMATS.values())

@@ -9,7 +9,7 @@ from data_tools.errors import DataError
 from data_tools.log import DrivingLog
 from data_tools.log_formats import format_of_path
 # The readers register their formats (data_tools.log_formats) on import.
-from data_tools import tub as _tub, udacity as _udacity  # noqa: F401
+from data_tools import tub as _tub, tub_v1 as _tub_v1, udacity as _udacity  # noqa: F401
 from data_tools.udacity import as_paths, check_on_error
 
 

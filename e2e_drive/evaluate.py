@@ -212,7 +212,9 @@ def evaluate(
     report = metrics(prediction, log.steering, smoothed, float(np.mean(log.steering)))
     report.update(smooth_sigma=float(smooth_sigma), model=name)
     if "throttle" in outputs:
-        report["throttle"] = throttle_metrics(outputs["throttle"], log.throttle)
+        recorded = np.isfinite(log.throttle)  # tubs may lack user/throttle: no label, no score
+        report["throttle"] = (throttle_metrics(outputs["throttle"][recorded], log.throttle[recorded])
+                              if recorded.any() else {"skipped": "the log records no throttle"})
     if replay is not False:
         report["replay"] = replay_summary(model, log, camera, required=bool(replay), speed=speed, plot=replay_plot)
     if plot:
@@ -236,7 +238,9 @@ def format_report(report: dict[str, Any]) -> str:
         if entry["count"]:
             lines.append(f"  [{entry['low']:+.2f}, {entry['high']:+.2f}) n={entry['count']:<5}"
                          f" {entry['model']['rmse']:.4f} / {entry['mean_baseline']['rmse']:.4f}")
-    if "throttle" in report:
+    if "throttle" in report and "skipped" in report["throttle"]:
+        lines.append(f"{'throttle':<22}  skipped ({report['throttle']['skipped']})")
+    elif "throttle" in report:
         m, b = report["throttle"]["model"], report["throttle"]["mean_baseline"]
         lines.append(f"{'throttle':<22}  rmse {m['rmse']:.4f} mae {m['mae']:.4f} r {m['pearson']:+.3f}"
                      f"    rmse {b['rmse']:.4f} mae {b['mae']:.4f}")

@@ -26,9 +26,11 @@ file system when resuming):
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
+import re
 import shutil
 import textwrap
 import time
@@ -90,11 +92,38 @@ def make_strategy(strategy: str):
     if strategy not in STRATEGIES:
         raise ValueError(f"--strategy: expected one of {', '.join(STRATEGIES)}, got {strategy!r}")
     if strategy == "multiworker":
+        check_tf_config(os.environ.get("TF_CONFIG"))
         return tf.distribute.MultiWorkerMirroredStrategy()
     if strategy == "mirrored":
         return tf.distribute.MirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+
+
+def check_tf_config(text: str | None) -> None:
+    """A ``ValueError`` naming ``TF_CONFIG`` when it is set but TensorFlow could not use it (TensorFlow's own
+    messages about a malformed one come much later, or never: a worker then waits for a cluster that is not)."""
+    if not text:
+        return  # no cluster: one local worker
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG: not JSON ({error.msg} at character {error.pos})") from None
+    example = '(e.g. {"cluster": {"worker": ["host0:2222", "host1:2222"]}, "task": {"type": "worker", "index": 0}})'
+    cluster, task = (config.get("cluster"), config.get("task")) if isinstance(config, dict) else (None, None)
+    if not isinstance(cluster, dict) or not cluster or not isinstance(task, dict):
+        raise ValueError(f"TF_CONFIG: expected an object with a \"cluster\" and a \"task\" object {example}")
+    for role, addresses in cluster.items():
+        if not isinstance(addresses, list) or not addresses or not all(
+                isinstance(a, str) and re.fullmatch(r"(\[[^\]]+\]|[^\s:\[\]]+):\d{1,5}", a) for a in addresses):
+            raise ValueError(f"TF_CONFIG: cluster {role!r} must be a list of \"host:port\" addresses, got "
+                             f"{addresses!r:.120}")
+    role, index = task.get("type"), task.get("index")
+    if role not in cluster:
+        raise ValueError(f"TF_CONFIG: task type {role!r} is not a role of the cluster ({', '.join(cluster)})")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(cluster[role]):
+        raise ValueError(f"TF_CONFIG: task index {index!r} is not one of the {len(cluster[role])} {role} "
+                         f"address(es) (0..{len(cluster[role]) - 1})")
 
 
 def worker_info(strategy) -> tuple[int, int]:
@@ -511,6 +540,29 @@ def _validation_batch(config: TrainConfig, val_log: DrivingLog, replicas: int, c
     return max(replicas, min(config.batch_size, len(val_log)) // replicas * replicas)
 
 
+def _read_data(config: TrainConfig, data):
+    """The training log: every row good, or with ``--skip-bad`` the good ones while the bad are few enough."""
+    from data_tools import DataError, load_log
+
+    data_log = load_log(data, on_error="skip" if config.skip_bad else "raise")
+    bad = len(data_log.skipped)
+    if bad:
+        fraction = bad / (bad + len(data_log))
+        if fraction > config.max_bad:
+            raise DataError(f"{bad} of {bad + len(data_log)} rows are bad ({100 * fraction:.1f}%, more than --max-bad "
+                            f"{config.max_bad:g}); first: {data_log.skipped[0]} (e2e-drive data check lists them)",
+                            path="--skip-bad")
+        log.warning("left out %d bad rows of %d (%.1f%%, --skip-bad); first: %s", bad, bad + len(data_log),
+                    100 * fraction, data_log.skipped[0])
+    if "throttle" in config.targets:
+        unrecorded = np.flatnonzero(~np.isfinite(data_log.throttle))
+        if len(unrecorded):
+            raise DataError(f"{len(unrecorded)} of {len(data_log)} rows record no throttle (first: "
+                            f"{data_log.describe(int(unrecorded[0]))}); train --targets steering, or record the "
+                            "throttle", path="--targets")
+    return data_log
+
+
 def plan_run(config: TrainConfig, data: Sequence[str] | str | os.PathLike | DrivingLog, strategy, *,
              transform: Any = None, memory_budget: int | None = None) -> RunPlan:
     """Decide a run without writing anything: the data read and split once, the car and camera resolved once,
@@ -520,11 +572,10 @@ def plan_run(config: TrainConfig, data: Sequence[str] | str | os.PathLike | Driv
     ``cache="auto"`` may keep in memory. Raises ``ValueError`` naming the flag when the data cannot feed the
     options (no validation or training rows, no full batch, a crop that does not fit, a camera of another size).
     """
-    from data_tools import load_log
     from data_tools.dataset import DrivingDataset
 
     worker, num_workers = worker_info(strategy)
-    data_log = load_log(data)
+    data_log = _read_data(config, data)
     if config.car is None:
         config = with_car(config, data_log)
         log.info("car profile %s (from the data; --car to choose)", config.car)

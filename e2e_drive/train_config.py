@@ -33,7 +33,7 @@ from data_tools.log import TARGETS
 from e2e_drive.options import (NO_LEGACY, RECIPE, RECORDED, RUNTIME, Boolean, Check, Choice, Integer, Number,
                                NumberOrAuto, OptionError, Parsed, Path, declared, flag_of, option, show)
 
-CONFIG_VERSION = 6
+CONFIG_VERSION = 7
 STRATEGIES = ("auto", "mirrored", "multiworker")
 SELECT_BY = ("last", "val_loss", "autonomy")
 LR_SCHEDULES = ("cosine", "constant")
@@ -173,6 +173,11 @@ class TrainConfig:
     early_stopping: int = option(5, "with --select-by val_loss or autonomy: stop after PATIENCE epochs without "
                                  "improvement; 0 disables", metavar="PATIENCE",
                                  check=Integer(minimum=0, maximum=10_000))
+    skip_bad: bool = option(False, "train on the rows that read well, leaving out bad ones (missing, empty or "
+                            "damaged images, NUL-filled or malformed lines, values out of range); refused when more "
+                            "than --max-bad of the rows are bad", check=Boolean(), since=7, legacy=False)
+    max_bad: float = option(0.05, "with --skip-bad: the largest fraction of bad rows a log may have",
+                            metavar="FRACTION", check=Number(minimum=0.0, below=1.0), since=7, legacy=0.05)
     # The strategy decides how batches split over workers (batch_size is per worker under multiworker): recipe.
     strategy: str = option("auto", "auto (mirrored when several GPUs), mirrored, or multiworker (TF_CONFIG)",
                            check=Choice(STRATEGIES))

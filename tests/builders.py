@@ -163,3 +163,9 @@ def make_tub(folder: Path, records: int = 6, per_catalog: int = 4, deleted=(1,),
     ]
     (folder / "manifest.json").write_text("\n".join(json.dumps(line) for line in manifest) + "\n")
     return folder
+
+
+def config_of_version(config, version: int) -> dict:
+    """``config.to_dict()`` as a config.json of ``version`` held it: the fields declared later left out."""
+    newer = {name for since, names in type(config).fields_since().items() if since > version for name in names}
+    return {**{k: v for k, v in config.to_dict().items() if k not in newer}, "version": version}

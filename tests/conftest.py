@@ -57,6 +57,12 @@ def udacity_sim_a() -> Path:
 
 
 @pytest.fixture(scope="session")
+def donkey_tub_real() -> Path:
+    """A tub v2 recorded on a physical RC car (5,015 records, 160x120, about 20 Hz)."""
+    return _shared("donkey_tub_real")
+
+
+@pytest.fixture(scope="session")
 def donkey_tub_a() -> Path:
     """The real donkeycar tub v2 (250 records in 3 catalogs, 25 deleted)."""
     return _shared("donkey_tub_a")

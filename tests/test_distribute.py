@@ -7,6 +7,7 @@ The multi-worker runs are two real processes joined by TF_CONFIG on local ports;
 from __future__ import annotations
 
 import json
+import re
 import os
 import socket
 import subprocess
@@ -138,6 +139,36 @@ def test_two_workers_refuse_worker_processes(tmp_path):
     with pytest.raises(ValueError, match="--worker-processes: not supported with --strategy multiworker"):
         train(log, tmp_path / "run", strategy="multiworker", worker_processes=True, workers=2, verbose=0)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("tf_config,message", [
+    ('{"cluster": {"worker": ["h0:2222"]', r"TF_CONFIG: not JSON \(Expecting ',' delimiter at character 34\)"),
+    ('["worker"]', r'TF_CONFIG: expected an object with a "cluster" and a "task" object \(e\.g\. .*\)'),
+    ('{"cluster": {"worker": ["h0"]}, "task": {"type": "worker", "index": 0}}',
+     r"TF_CONFIG: cluster 'worker' must be a list of \"host:port\" addresses, got \['h0'\]"),
+    ('{"cluster": {"worker": ["h0:1", "h1:1"]}, "task": {"type": "chief", "index": 0}}',
+     r"TF_CONFIG: task type 'chief' is not a role of the cluster \(worker\)"),
+    ('{"cluster": {"worker": ["h0:1", "[::1]:2"]}, "task": {"type": "worker", "index": 2}}',
+     r"TF_CONFIG: task index 2 is not one of the 2 worker address\(es\) \(0..1\)"),
+])
+def test_a_malformed_tf_config_is_named_before_any_cluster_is_waited_for(tf_config, message):
+    from e2e_drive.train import check_tf_config
+
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        check_tf_config(tf_config)
+
+
+def test_the_cli_names_a_malformed_tf_config_in_one_line(tmp_path):
+    env = {**ENV, "TF_CONFIG": '{"cluster": {"worker": ["h0:2222"]'}
+    done = subprocess.run([sys.executable, "-m", "e2e_drive", "train", str(tmp_path / "none"), "--out",
+                           str(tmp_path / "run"), "--strategy", "multiworker"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == "error: TF_CONFIG: not JSON (Expecting ',' delimiter at character 34)\n", done.stderr
+    check_tf_config_ok = '{"cluster": {"worker": ["h0:1", "[::1]:2"]}, "task": {"type": "worker", "index": 1}}'
+    from e2e_drive.train import check_tf_config
+
+    check_tf_config(check_tf_config_ok)  # an IPv6 address and the last index are fine
 
 
 MIRRORED_SCRIPT = """

@@ -169,3 +169,44 @@ def test_donkeycar_reads_our_simulator_tub(donkeycar_site, tmp_path):
     their_meta = json.loads((theirs / "catalog_0.catalog_manifest").read_text())
     assert ours_meta.keys() == their_meta.keys() and ours_meta["path"] == their_meta["path"]
     assert ours_meta["line_lengths"] == their_meta["line_lengths"]
+
+
+TUB_V1_SCRIPT = """
+import json, sys
+import numpy as np
+from PIL import Image
+from donkeycar.parts.datastore import Tub  # donkeycar's own tub v1 writer (kept in 5.x as the archived datastore)
+
+source, out, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+records = [json.loads(line) for line in open(source + "/catalog_0.catalog")][:count]
+tub = Tub(out, inputs=["cam/image_array", "user/angle", "user/throttle", "user/mode"],
+          types=["image_array", "float", "float", "str"])
+for record in records:
+    frame = np.asarray(Image.open(source + "/images/" + record["cam/image_array"]))
+    tub.put_record({"cam/image_array": frame, "user/angle": record["user/angle"],
+                    "user/throttle": record["user/throttle"], "user/mode": "user"})
+tub.exclude_index(3)
+tub.write_exclude()
+print(json.dumps({"indexes": sorted(tub.get_index(shuffled=False))}))
+"""
+
+
+def test_a_tub_v1_written_by_donkeycar_reads_like_the_tub_it_came_from(donkeycar_site, donkey_tub_real, tmp_path):
+    """donkeycar's v1 writer (meta.json, record_N.json, N_cam-image_array_.jpg, exclude.json) fed with a real
+    tub's first frames: every record but the excluded one, with its labels, frames and a rising clock."""
+    from data_tools import read_log
+    from data_tools.frames import read_frame
+
+    out = tmp_path / "tub_v1"
+    payload = json.loads(_run_donkeycar(donkeycar_site, TUB_V1_SCRIPT, str(donkey_tub_real), str(out), "12"))
+    assert (out / "meta.json").is_file() and (out / "record_1.json").is_file()
+    log = read_log(out)
+    original = read_log(donkey_tub_real)[:12]
+    assert payload["indexes"] == list(range(1, 13))  # the v1 writer numbers records from 1
+    assert list(log.row) == [i for i in range(1, 13) if i != 3] and log.deleted == 1
+    kept = np.array([i - 1 for i in log.row])
+    np.testing.assert_allclose(log.steering, original.steering[kept], atol=1e-6)
+    np.testing.assert_allclose(log.throttle, original.throttle[kept], atol=1e-6)
+    assert np.all(np.diff(log.timestamp) >= 0) and np.isfinite(log.timestamp).all()
+    assert read_frame(log.images["center"][0]).shape == read_frame(original.images["center"][0]).shape
+    assert log.describe(0).endswith("record_1.json, record 1")

@@ -24,7 +24,7 @@ from e2e_drive.closed_loop import AUTONOMY
 from e2e_drive.recipe import recipe_augmentation
 from e2e_drive.train import best_epoch, train
 from e2e_drive.train_config import TrainConfig, TrainConfigError
-from tests.builders import synthetic_log
+from tests.builders import config_of_version, synthetic_log
 
 
 def series_log(values, times=None, speed=None) -> DrivingLog:
@@ -322,15 +322,11 @@ def test_recipe_options_are_validated_with_their_flags():
         TrainConfig(side_correction=-0.1)
     config = TrainConfig(smooth_seconds=0.4, select_by="autonomy", car="sim", side_correction=0.15)
     assert TrainConfig.from_json(config.to_json()) == config
-    since_3 = ("smooth_seconds", "side_correction", "car", "select_by")
-    since_4 = ("viewpoint_shift", "epoch_samples")
-    since_5 = ("camera", "lr_schedule", "speed")  # and 6
-    older = {**{k: v for k, v in TrainConfig().to_dict().items() if k not in since_3 + since_4 + since_5},
-             "version": 2}
+    older = config_of_version(TrainConfig(), 2)
     resumed = TrainConfig.from_dict(older)  # a run saved before these options resumes as it was trained
     assert (resumed.smooth_seconds, resumed.side_correction) == (0.0, 0.2)
     assert (resumed.viewpoint_shift, resumed.epoch_samples, resumed.lr_schedule) == (0.0, 0, "constant")
-    version_3 = {**{k: v for k, v in config.to_dict().items() if k not in since_4 + since_5}, "version": 3}
+    version_3 = config_of_version(config, 3)
     resumed = TrainConfig.from_dict(version_3)
     assert (resumed.smooth_seconds, resumed.select_by) == (0.4, "autonomy")  # its own recipe options are kept
     assert (resumed.viewpoint_shift, resumed.epoch_samples) == (0.0, 0)
@@ -338,7 +334,7 @@ def test_recipe_options_are_validated_with_their_flags():
         TrainConfig.from_dict({**version_3, "viewpoint_shift": 1.0})
     with pytest.raises(TrainConfigError, match="version 4 has no field.*camera"):
         TrainConfig.from_dict({**version_3, "version": 4, "camera": "c.json"})
-    version_5 = {**{k: v for k, v in config.to_dict().items() if k not in ("lr_schedule", "speed")}, "version": 5}
+    version_5 = config_of_version(config, 5)
     assert TrainConfig.from_dict(version_5).lr_schedule == "constant"  # a run from before the schedule
     with pytest.raises(TrainConfigError, match="--lr-schedule"):
         TrainConfig(lr_schedule="step")

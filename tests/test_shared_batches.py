@@ -51,7 +51,12 @@ class BoundedPool:
         self._pool = multiprocessing.get_context("fork").Pool(1, initializer=_init, initargs=(slots, keras_worker))
 
     def apply(self, fn, args=()):
-        return self._pool.apply_async(fn, args).get(timeout=60)
+        pending = self._pool.apply_async(fn, args)
+        value = pending.get(timeout=60)
+        # The pool's result thread can still be inside pending._set (holding pending, so the value) when get()
+        # returns: drop that reference, or a test counting live batches races it.
+        pending._value = None
+        return value
 
     def __enter__(self):
         return self

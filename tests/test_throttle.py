@@ -14,7 +14,7 @@ import pytest
 from data_tools.augment import ChooseCamera, Compose, HorizontalFlip, Sample, Translate, default_augmentation
 from data_tools.dataset import DrivingDataset
 from data_tools.frames import read_frame
-from tests.builders import CROP, LOG_FRAME, synthetic_log
+from tests.builders import CROP, LOG_FRAME, config_of_version, synthetic_log
 
 TARGETS = ("steering", "throttle")
 
@@ -48,17 +48,16 @@ def test_config_round_trip_with_targets_and_old_files_still_load():
     assert TrainConfig().targets == ("steering",) and TrainConfig().weights == {"steering": 1.0}
 
     # A config.json written before targets existed (version 1) loads as a steering-only run.
-    since_2 = ("targets", "loss_weights", "smooth_seconds", "side_correction", "car", "select_by",
-               "viewpoint_shift", "epoch_samples", "camera", "lr_schedule", "speed")
-    old = {k: v for k, v in TrainConfig(data=("a",)).to_dict().items() if k not in since_2}
-    loaded = TrainConfig.from_dict({**old, "version": 1})
+    old = config_of_version(TrainConfig(data=("a",)), 1)
+    assert "targets" not in old and "lr_schedule" not in old
+    loaded = TrainConfig.from_dict(old)
     # ... and keeps the labels it was trained on (no automatic smoothing, the fixed side correction, no
     # viewpoint shifts, one pass per epoch).
     assert loaded == TrainConfig(data=("a",), smooth_seconds=0.0, side_correction=0.2, viewpoint_shift=0.0,
                                  epoch_samples=0, select_by="val_loss", car="udacity", lr_schedule="constant")
     assert loaded.version == CONFIG_VERSION
     with pytest.raises(TrainConfigError, match="version 1 has no field.*targets"):
-        TrainConfig.from_dict({**old, "version": 1, "targets": ["steering"]})
+        TrainConfig.from_dict({**old, "targets": ["steering"]})
 
     refused = config.resume_differences({"targets": ("steering",)})
     assert refused == ["--targets: saved steering,throttle, given steering"]

@@ -8,6 +8,7 @@ import math
 import pytest
 
 from e2e_drive.train_config import CONFIG_VERSION, TrainConfig, TrainConfigError
+from tests.builders import config_of_version
 
 
 def test_round_trip_through_json():
@@ -110,8 +111,8 @@ def test_a_declared_option_reaches_the_cli_config_json_and_resume_checks():
     with pytest.raises(TrainConfigError, match="^--warmup-epochs: expected an integer >= 0, got -2$"):
         WarmupConfig(warmup_epochs=-2)
     # A file of the version before the field trained without it: it reads back with the declared legacy value.
-    older = {k: v for k, v in payload.items() if k != "warmup_epochs" and k not in ("lr_schedule", "speed")}
-    assert WarmupConfig.from_dict({**older, "version": CONFIG_VERSION - 1}).warmup_epochs == 0
+    older = config_of_version(config, CONFIG_VERSION - 1)
+    assert "warmup_epochs" not in older and WarmupConfig.from_dict(older).warmup_epochs == 0
     # Recipe options are refused on resume, runtime ones may change.
     assert config.resume_differences({"warmup_epochs": 4, "prefetch": 8.0}) == [
         "--warmup-epochs: saved 3, given 4"]

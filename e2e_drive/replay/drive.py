@@ -201,7 +201,7 @@ def replay(
         raise ValueError(f"trajectories: expected one path per log with one pose per row; got {len(trajectories)} "
                          f"for {len(loaded)} log(s)")
     rig = None
-    if sees_frames:
+    if sees_frames or camera is not None:  # a calibration given is checked even where no frame is warped
         first = read_frame(loaded[0].images["center"][0], where=loaded[0].describe(0))
         rig = resolve_camera(camera, profile, first.shape[:2], trajectories[0].source)
         for driving_log in loaded[1:]:
