@@ -87,7 +87,7 @@ class ExportReport:
             lines.append(f"TensorRT static check ({check['source']}): {'OK' if check['ok'] else 'FAILED'}; "
                          f"inputs {check['inputs']}")
             lines += [f"  problem: {problem}" for problem in check["problems"]]
-            lines.append(f"build on the target: {check['trtexec']}")
+            lines.append(f"build on the target (TensorRT 10): {check['trtexec']}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -439,6 +439,9 @@ def _export_tensorrt(model, out: str, opset: int, precision: str, calibration_fr
     info = check.to_dict()
     info["onnx"] = onnx_path
     info["trtexec"] = tensorrt.trtexec_command(onnx_path, out, model.input_shape[1:], precision)
+    info["trtexec_tensorrt11"] = tensorrt.trtexec_command(onnx_path, out, model.input_shape[1:], precision,
+                                                          tensorrt_major=11)
+    notes.append(tensorrt.tensorrt11_note(precision, info["trtexec_tensorrt11"]))
     info["ops"] = onnx_ops(proto)
     if not check.ok:
         notes.append("TensorRT static check FAILED: " + "; ".join(check.problems))

@@ -137,13 +137,32 @@ def onnx_path_for(engine_path: str) -> str:
 
 
 def trtexec_command(onnx_path: str, engine_path: str, frame_shape: Sequence[int], precision: str = "fp16",
-                    max_batch: int = 32, input_name: str = "frames") -> str:
-    """The ``trtexec`` line that builds the engine on the target (a Jetson), dynamic batch 1..max_batch."""
+                    max_batch: int = 32, input_name: str = "frames", tensorrt_major: int = 10) -> str:
+    """The ``trtexec`` line that builds the engine on the target (a Jetson), dynamic batch 1..max_batch.
+
+    TensorRT 10 takes the precision as a flag (``--fp16``, ``--int8``); TensorRT 11 removed those flags and
+    builds strongly typed networks only, so its line is ``--stronglyTyped`` and the precision is the ONNX's
+    own (``tensorrt11_note`` says what that means for ``precision``).
+    """
     h, w, c = (int(d) for d in frame_shape)
-    flag = {"fp32": "", "fp16": " --fp16", "int8": " --int8 --fp16"}[precision]
     shapes = " ".join(f"--{k}Shapes={input_name}:{b}x{h}x{w}x{c}" for k, b in
                       (("min", 1), ("opt", 1), ("max", max_batch)))
+    if tensorrt_major >= 11:
+        return f"trtexec --onnx={onnx_path} --saveEngine={engine_path} --stronglyTyped {shapes}"
+    flag = {"fp32": "", "fp16": " --fp16", "int8": " --int8 --fp16"}[precision]
     return f"trtexec --onnx={onnx_path} --saveEngine={engine_path}{flag} {shapes}"
+
+
+def tensorrt11_note(precision: str, command: str) -> str:
+    """What building ``precision`` takes on TensorRT 11 (strongly typed networks only)."""
+    if precision == "int8":
+        how = "the ONNX's explicit Q/DQ nodes carry the int8 precision, which a strongly typed build keeps"
+    elif precision == "fp16":
+        how = ("this float32 ONNX builds as fp32 there: convert it to float16 first (onnxconverter_common.float16."
+               "convert_float_to_float16(model, keep_io_types=True)) for an fp16 engine")
+    else:
+        how = "fp32 needs no conversion"
+    return f"TensorRT 11 has no --fp16/--int8 (strongly typed networks only): {command}; {how}"
 
 
 # The parity tolerance of an engine by its precision (int8: the RMSE change is reported, not enforced).

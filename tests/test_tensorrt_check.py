@@ -44,6 +44,12 @@ def test_trtexec_command():
         "trtexec --onnx=m.trt.onnx --saveEngine=m.plan --fp16 --minShapes=frames:1x160x320x3 "
         "--optShapes=frames:1x160x320x3 --maxShapes=frames:32x160x320x3")
     assert "--int8" in tensorrt.trtexec_command("a.onnx", "a.plan", (66, 200, 3), "int8")
+    # TensorRT 11 removed the precision flags: strongly typed networks only.
+    eleven = tensorrt.trtexec_command("m.trt.onnx", "m.plan", (160, 320, 3), "fp16", tensorrt_major=11)
+    assert eleven == ("trtexec --onnx=m.trt.onnx --saveEngine=m.plan --stronglyTyped --minShapes=frames:1x160x320x3 "
+                      "--optShapes=frames:1x160x320x3 --maxShapes=frames:32x160x320x3")
+    assert "convert_float_to_float16" in tensorrt.tensorrt11_note("fp16", eleven)
+    assert "Q/DQ" in tensorrt.tensorrt11_note("int8", eleven)
 
 
 def test_tensorrt_export_without_tensorrt_writes_float_onnx_that_passes_the_check(tmp_path):
@@ -62,6 +68,8 @@ def test_tensorrt_export_without_tensorrt_writes_float_onnx_that_passes_the_chec
     assert not isinstance(inp["shape"][0], int)  # the batch stays dynamic: trtexec's min/opt/max shapes set it
     assert info["trtexec"].startswith(f"trtexec --onnx={tmp_path / 'm.trt.onnx'} --saveEngine={tmp_path / 'm.plan'}")
     assert any("TensorRT not available" in n and "trtexec" in n for n in report.notes)
+    assert "--stronglyTyped" in info["trtexec_tensorrt11"] and "--fp16" not in info["trtexec_tensorrt11"]
+    assert any(n.startswith("TensorRT 11 has no --fp16/--int8") for n in report.notes)
     proto = onnx.load(report.path)
     assert proto.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
     # The float input takes the same 0..255 frames: a uint8 batch through the predictor equals Keras.
