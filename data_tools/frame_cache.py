@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import errno
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -216,7 +217,12 @@ class FrameCache:
                 "must have one size")
 
     def _disk_frames(self, cache_dir: str, shape: tuple[int, ...], first: np.ndarray, threads, progress) -> np.ndarray:
-        os.makedirs(cache_dir, exist_ok=True)
+        if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+            raise NotADirectoryError(errno.ENOTDIR, "--cache-dir is a file, not a folder", cache_dir)
+        try:
+            os.makedirs(cache_dir, exist_ok=True)
+        except OSError as error:
+            raise type(error)(error.errno, f"--cache-dir cannot be created ({error.strerror})", cache_dir) from None
         digest = hashlib.sha256()
         for path in self.paths:
             stat = os.stat(path)

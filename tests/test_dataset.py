@@ -275,3 +275,14 @@ def test_frame_cache_imports_no_e2e_drive():
     code = "import sys, data_tools.frame_cache; print(any(m.startswith('e2e_drive') for m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr[-2000:]
+
+
+def test_a_cache_dir_that_is_a_file_is_named(tmp_path):
+    from tests.builders import synthetic_log
+
+    log = synthetic_log(tmp_path / "frames", n=4)
+    (tmp_path / "taken").write_text("a file where the cache folder should go")
+    with pytest.raises(NotADirectoryError, match="--cache-dir is a file, not a folder") as raised:
+        FrameCache(log, mode="disk", cache_dir=tmp_path / "taken", progress=False)
+    assert raised.value.filename == str(tmp_path / "taken")
+    assert (tmp_path / "taken").read_text() == "a file where the cache folder should go"
