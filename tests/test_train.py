@@ -431,3 +431,46 @@ def test_an_impossible_crop_is_refused_before_any_frame_is_decoded(tmp_path):
     with pytest.raises(ValueError, match="--crop 30,30: leaves 0 rows of a 40-row frame"):
         train(log, tmp_path / "run", epochs=1, crop="30,30", verbose=0)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_the_shipped_defaults_train_a_recording_end_to_end(tmp_path):
+    """`e2e-drive train DATA --out RUN` with nothing else, in its own process (none of the suite's one-pass
+    epochs): 10 epochs of the recipe's repeated rows, the last epoch as best.keras, the simulator's closed-loop
+    check, and a model that drives an unseen track better than steering straight does."""
+    import math
+
+    from data_tools import read_log
+    from deploy import load_predictor
+    from e2e_drive.models import load_model
+    from e2e_drive.recipe import MAX_EPOCH_REPEAT
+    from e2e_drive.sim.drive import drive
+    from e2e_drive.train_config import TrainConfig
+
+    recording, out = tmp_path / "rec", tmp_path / "run"
+    cli = [sys.executable, "-m", "e2e_drive"]
+    subprocess.run([*cli, "sim", "record", "--track", "3", "--laps", "0.25", "--out", str(recording), "--quiet"],
+                   env=ENV, check=True, capture_output=True, timeout=120)
+    done = subprocess.run([*cli, "train", str(recording), "--out", str(out), "--json"], env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    config = TrainConfig.from_json((out / "config.json").read_text())
+    # Every option its default: the car comes from the data, --json asks Keras for one line per epoch.
+    assert config == TrainConfig(data=(str(recording),), car="sim", verbose=2, frame_shape=config.frame_shape,
+                                 num_train=config.num_train, num_val=config.num_val)
+    assert result["epochs_run"] == config.epochs == 10 and not result["stopped_early"]
+    # The shipped epoch: 12,000 samples, at most MAX_EPOCH_REPEAT passes (this process patches the 12,000 to 0).
+    repeat = min(MAX_EPOCH_REPEAT, math.ceil(12_000 / config.num_train))
+    assert repeat > 1
+    steps = math.ceil(config.num_train * repeat / config.batch_size)
+    assert int(load_model(out / "last.keras", compile=True).optimizer.iterations.numpy()) == 10 * steps
+    val = read_log(recording).split(config.val_fraction)[1]
+    assert len(val) == config.num_val and math.isfinite(result["val_rmse"])
+    # Closed loop on a track it never saw, against constant straight steering on the same track.
+    network, straight = (drive(driver, [101], laps=0.3, progress=False)[0].summary() for driver in (
+        load_predictor(str(out / "best.keras")), lambda frames: np.zeros(len(frames), np.float32)))
+    assert straight["interventions"] > 0 and network["autonomy"] > straight["autonomy"] + 20
+    closed_loop = json.loads((out / "closed_loop.json").read_text())
+    assert closed_loop["by"] == "simulator" and closed_loop["tracks"] == [3] and closed_loop["autonomy"] > 50
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG" and (out / "closed_loop.png").is_file()
