@@ -39,6 +39,8 @@ def test_bench_train_cli_json_measures_the_dataset_against_tensors(capsys):
     report = json.loads(captured.out)  # exactly one JSON object: Keras' output went to stderr
     pipe = report["input_pipeline"]
     assert pipe["tensors_images_per_s"] > 0 and pipe["dataset_images_per_s"] > 0
+    assert "viewpoint shifts" in pipe["augmentation"] and pipe["augment_images_per_s_by_threads"]["1"] > 0
+    assert pipe["dataset_images_per_s"] == pipe["dataset_images_per_s_by_workers"][str(pipe["default_workers"])]
     assert pipe["dataset_vs_tensors"] == pytest.approx(pipe["dataset_images_per_s"] / pipe["tensors_images_per_s"])
     # The baseline variant is always measured, and is 1.0 relative to itself.
     assert set(report["variants"]) == {"elu:keras", "relu:keras"}

@@ -1,8 +1,10 @@
 """``e2e-drive bench train``: training throughput, all figures relative to a baseline of the same run.
 
-1. Input pipeline: PilotNet trained from ``DrivingDataset`` (memory cache +
-   default augmentation) vs from in-memory tensors (the same frames as one
-   NumPy array): images/s of each and their ratio (target >= 90 %).
+1. Input pipeline, with the default training recipe's augmentation (``recipe_augmentation``: side cameras,
+   viewpoint-shift warps, flips, light): (a) the augmentation chain alone, batches made back to back by 1 and by
+   ``os.cpu_count()`` threads; (b) PilotNet's step on in-memory tensors (the same frames as one NumPy array);
+   (c) ``fit`` fed by ``DrivingDataset`` (memory cache) with the default ``--workers`` and with one worker per
+   core: images/s of each and (c) / (b) (target >= 90 %).
 2. Variants: train-step time of every activation/conv variant relative to ELU +
    Keras conv, on the same batch.
 
@@ -13,6 +15,7 @@ temporary folder, so the dataset decodes and caches real files.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -57,6 +60,17 @@ def epoch_seconds(model, data, epochs: int, **fit_kwargs) -> float:
     return marks[-1] - marks[-2]
 
 
+def _augment_seconds(dataset, threads: int) -> float:
+    """Seconds to make one epoch's batches (decode from the cache, augment) with ``threads`` threads, no model."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    dataset.batch(0, 0)  # the cache is filled on first use: not timed
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda i: dataset.batch(1, i), range(len(dataset))))
+    return time.perf_counter() - start
+
+
 def _compiled(activation: str = "elu", conv: str = "keras"):
     import keras
 
@@ -72,9 +86,10 @@ def bench_train(batch_size: int = 32, steps: int = 10, variants: str = "all", ep
     import keras
 
     from data_tools import DrivingDataset, read_frame
-    from data_tools.augment import default_augmentation
     from data_tools.progress import progress
     from e2e_drive.models import ACTIVATIONS
+    from e2e_drive.recipe import recipe_augmentation
+    from e2e_drive.train_config import TrainConfig
 
     keras.utils.set_random_seed(0)
     n = batch_size * steps
@@ -82,18 +97,33 @@ def bench_train(batch_size: int = 32, steps: int = 10, variants: str = "all", ep
     with tempfile.TemporaryDirectory(prefix="bench_train_") as folder:
         log.info("writing %d x 3 synthetic %dx%d JPEG frames", n, FRAME_SHAPE[1], FRAME_SHAPE[0])
         driving_log = _synthetic_log(Path(folder), n)
-        dataset = DrivingDataset(driving_log, batch_size, augment=default_augmentation(), cache="memory", seed=0,
-                                 drop_remainder=True, progress=False)
+        defaults = TrainConfig(car="udacity")
+        augment = recipe_augmentation(defaults, driving_log)
+
+        def dataset(workers: int) -> DrivingDataset:
+            return DrivingDataset(driving_log, batch_size, augment=augment, cache="memory", seed=0,
+                                  drop_remainder=True, progress=False, workers=workers)
+
+        cores = os.cpu_count() or 1
+        log.info("timing: the recipe's augmentation alone (1 and %d threads)", cores)
+        chain = {str(k): n / _augment_seconds(dataset(1), k) for k in sorted({1, cores})}
         frames = np.stack([read_frame(path) for path in driving_log.images["center"]])
         steering = driving_log.steering
         log.info("timing: in-memory tensors")
         tensor_s = epoch_seconds(_compiled(), frames, epochs, y=steering, batch_size=batch_size, shuffle=True)
-        log.info("timing: DrivingDataset (memory cache, default augmentation)")
-        dataset_s = epoch_seconds(_compiled(), dataset, epochs)
+        fed = {}
+        for workers in sorted({defaults.workers, cores}):
+            log.info("timing: DrivingDataset (memory cache, recipe augmentation, %d workers)", workers)
+            fed[str(workers)] = n / epoch_seconds(_compiled(), dataset(workers), epochs)
+    tensors = n / tensor_s
     report["input_pipeline"] = {
-        "tensors_images_per_s": n / tensor_s,
-        "dataset_images_per_s": n / dataset_s,
-        "dataset_vs_tensors": tensor_s / dataset_s,
+        "augmentation": "recipe_augmentation (udacity car, viewpoint shifts)",
+        "augment_images_per_s_by_threads": chain,
+        "tensors_images_per_s": tensors,
+        "dataset_images_per_s_by_workers": fed,
+        "default_workers": defaults.workers,
+        "dataset_images_per_s": fed[str(defaults.workers)],
+        "dataset_vs_tensors": fed[str(defaults.workers)] / tensors,
         "target": 0.9,
     }
 
@@ -121,9 +151,14 @@ def format_train_report(report: dict[str, Any]) -> str:
     pipe = report["input_pipeline"]
     lines = [
         f"batch {report['batch_size']}, frames {report['frame_shape'][1]}x{report['frame_shape'][0]}",
+        f"augmentation alone ({pipe['augmentation']}): "
+        + ", ".join(f"{rate:.1f} images/s with {k} thread(s)" for k, rate in
+                    pipe["augment_images_per_s_by_threads"].items()),
         f"in-memory tensors : {pipe['tensors_images_per_s']:8.1f} images/s",
-        f"DrivingDataset    : {pipe['dataset_images_per_s']:8.1f} images/s  "
-        f"({100 * pipe['dataset_vs_tensors']:.0f} % of tensors; target {100 * pipe['target']:.0f} %)",
+        *(f"DrivingDataset    : {rate:8.1f} images/s with {k} worker(s)  "
+          f"({100 * rate / pipe['tensors_images_per_s']:.0f} % of tensors; target {100 * pipe['target']:.0f} %)"
+          + ("  <- default --workers" if int(k) == pipe["default_workers"] else "")
+          for k, rate in pipe["dataset_images_per_s_by_workers"].items()),
         "train step by variant (relative to elu:keras):",
     ]
     for name, entry in report["variants"].items():
