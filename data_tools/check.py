@@ -46,6 +46,9 @@ class CheckReport:
     empty_images: int = 0
     damaged_lines: int = 0
     recordings: int = 0
+    missing_timestamps: int = 0
+    repeated_timestamps: int = 0
+    backward_timestamps: int = 0
     out_of_range: int = 0
     non_finite: int = 0
     non_numeric: int = 0
@@ -88,6 +91,8 @@ class CheckReport:
             f"bad values:     {self.non_numeric} non-numeric, {self.non_finite} non-finite, "
             f"{self.out_of_range} out of range, {self.malformed} malformed rows, "
             f"{self.damaged_lines} lines of NUL bytes",
+            f"time stamps:    {self.missing_timestamps} missing, {self.repeated_timestamps} repeated, "
+            f"{self.backward_timestamps} going backwards (replay and the closed-loop checks split the log there)",
             f"skipped:        {self.skipped_rows} rows;  deleted records: {self.deleted_records}",
             f"steering:       mean {self.steering_mean:+.4f}, std {self.steering_std:.4f}, "
             f"range [{self.steering_min:+.3f}, {self.steering_max:+.3f}], "
@@ -145,6 +150,12 @@ def check(paths, on_error: str = "raise", decode: bool = True, bins: int = 21, t
             report.add_problem(message)
     report.rows = len(log)
     report.recordings = len(log.recordings)
+    for recording in log.recordings:
+        stamps = log.timestamp[log.recording == recording]
+        report.missing_timestamps += int(np.sum(~np.isfinite(stamps)))
+        steps = np.diff(stamps[np.isfinite(stamps)])
+        report.repeated_timestamps += int(np.sum(steps == 0))
+        report.backward_timestamps += int(np.sum(steps < 0))
     report.cameras = list(log.cameras)
     report.deleted_records = log.deleted
     steering = log.steering.astype(np.float64)

@@ -173,3 +173,14 @@ def test_a_tub_without_throttle_trains_steering_and_refuses_a_throttle_head(tub,
                                         r"train --targets steering"):
         train([str(tub)], tmp_path / "both", targets=("steering", "throttle"), **options)
     assert train([str(tub)], tmp_path / "steering", **options).epochs_run == 1
+
+
+def test_data_check_counts_missing_and_repeated_time_stamps(tub):
+    records = [json.loads(line) for line in catalog_lines(tub) if line]
+    records[6]["_timestamp_ms"] = records[5]["_timestamp_ms"]
+    records[7]["_timestamp_ms"] = records[5]["_timestamp_ms"]
+    del records[20]["_timestamp_ms"]
+    write_catalog(tub, [json.dumps(r) for r in records])
+    report = check([tub], decode=False)
+    assert (report.missing_timestamps, report.repeated_timestamps, report.backward_timestamps) == (1, 2, 0)
+    assert "time stamps:    1 missing, 2 repeated, 0 going backwards" in report.format()
