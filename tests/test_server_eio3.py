@@ -284,3 +284,28 @@ def test_bad_eio3_payload_ends_only_that_session(server):
     other, url, params = _polling(running)  # the server goes on
     assert other.post(url, params=params, data=b"1:2", timeout=10).status_code == 200
     assert other.get(url, params=params, timeout=10).text == "1:3"
+
+
+@pytest.mark.parametrize("body", [
+    b"x:42[]",                                   # a length that is no number
+    b"99:42[]",                                  # a length past the end of the body
+    b"3:42[]1:",                                 # a packet cut short, then an empty one
+    b"\x00\x09\x09\xff42[]",                     # binary framing: 99 bytes announced, 4 sent
+    b"\x00\x01\x0a\xff42[]",                     # binary framing: a length digit above 9
+    b"1:2" * 700_000,                            # 2.1 MB of pings (python-engineio's packet limit is 16)
+    b"2000000:" + b"4" * 2_000_000,              # one 2 MB message
+], ids=["letters", "past-end", "cut-short", "binary-short", "binary-digit", "many-pings", "2MB-message"])
+def test_a_malformed_or_huge_polling_body_never_stops_the_server(server, body):
+    """Whatever one polling client posts, the next client is answered: its ping gets its pong."""
+    import requests
+
+    running, _ = server
+    session, url, params = _polling(running)
+    try:
+        posted = session.post(url, params=params, data=body, timeout=30)
+        assert posted.status_code in (200, 400, 413), posted.status_code
+    except requests.exceptions.ConnectionError:
+        pass  # a body over the hard limit may end the connection, and only it
+    other, url, params = _polling(running)
+    assert other.post(url, params=params, data=b"1:2", timeout=10).status_code == 200
+    assert other.get(url, params=params, timeout=10).text == "1:3"
