@@ -13,10 +13,10 @@ the file without decoding.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
-import errno
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor

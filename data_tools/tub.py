@@ -26,7 +26,8 @@ SESSION_GAP_S = 300  # a pause this long (or a clock going backwards) starts a n
 log = logging.getLogger(__name__)
 
 
-def _read_text(path: Path) -> str:
+def read_utf8(path: Path) -> str:
+    """A tub file's text; a ``DataError`` naming it when it is not UTF-8."""
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
@@ -53,7 +54,7 @@ def _read_manifest(tub: Path) -> tuple[list[str], set[int]]:
     manifest = tub / MANIFEST
     if not manifest.is_file():
         raise DataError("not a donkeycar tub: manifest.json is missing", path=str(tub))
-    lines = _read_text(manifest).splitlines()
+    lines = read_utf8(manifest).splitlines()
     if len(lines) < 5:
         raise DataError(f"expected 5 JSON lines (inputs, types, metadata, manifest, catalogs), found {len(lines)}",
                         path=str(manifest))
@@ -102,8 +103,8 @@ def records_of_line(line: str) -> list[Any]:
 
 def record_values(record: Any, image_dir: Path, time_key: str) -> tuple[Path, float, float, float | None]:
     """(image, steering, throttle (NaN when not recorded), time stamp or None) of one donkeycar record; a
-    ``ValueError`` saying what is
-    wrong with it (a missing key, a value that is no finite number, a missing or empty image)."""
+    ``ValueError`` saying what is wrong with it (a missing key, a value that is no finite number, a missing or
+    empty image)."""
     if not isinstance(record, dict):
         raise ValueError("record is not a JSON object")
     for key in (IMAGE_KEY, ANGLE_KEY):
@@ -178,7 +179,8 @@ class TubRecords:
         return DrivingLog.from_columns(
             center=columns["center"], steering=columns["steering"], throttle=columns["throttle"],
             timestamp=columns["timestamp"], source=columns["source"], row=columns["row"],
-            recording=recording * 1000 + session, skipped=self.skipped, deleted=self.deleted,
+            # Sessions count on from ``recording``; DrivingLog.concat renumbers every log's recordings anyway.
+            recording=recording + session, skipped=self.skipped, deleted=self.deleted,
         )
 
 
@@ -196,7 +198,7 @@ def read_tub_folder(tub: Path, recording: int = 0, on_error: str = "raise") -> D
             records.problem(f"catalog {name} listed in manifest.json is missing", catalog)
             continue
         # Lines end at "\n" only: str.splitlines would also break inside a JSON string holding U+2028.
-        for line_number, line in enumerate(_read_text(catalog).split("\n"), start=1):
+        for line_number, line in enumerate(read_utf8(catalog).split("\n"), start=1):
             if not line.strip():
                 continue
             try:
@@ -207,13 +209,14 @@ def read_tub_folder(tub: Path, recording: int = 0, on_error: str = "raise") -> D
             if len(line_records) > 1:
                 log.info("%s, line %d: %d records fused on one line (a crash while writing), read apart", catalog,
                          line_number, len(line_records))
-            for fused, record in enumerate(line_records):
+            for record in line_records:
                 where = f"line {line_number}"
                 try:
-                    index = record.get("_index", line_number - 1) if isinstance(record, dict) else None
+                    if not isinstance(record, dict):
+                        raise ValueError("record is not a JSON object")
+                    index = record.get("_index", line_number - 1)
                     if not is_integer(index):
-                        raise ValueError("record is not a JSON object" if not isinstance(record, dict)
-                                         else f"_index is not an integer: {index!r}")
+                        raise ValueError(f"_index is not an integer: {index!r}")
                     where = f"record {index} (line {line_number})"
                     if index in deleted:
                         records.deleted += 1

@@ -14,8 +14,8 @@ from pathlib import Path
 from data_tools.errors import DataError
 from data_tools.log import DrivingLog
 from data_tools.log_formats import LogFormat, register_format
-from data_tools.tub import (ANGLE_KEY, IMAGE_KEY, TubRecords, is_finite_number, is_integer, record_values,
-                            records_of_line)
+from data_tools.tub import (ANGLE_KEY, IMAGE_KEY, TubRecords, is_finite_number, is_integer, read_utf8,
+                            record_values, records_of_line)
 from data_tools.udacity import check_on_error
 
 META = "meta.json"
@@ -25,10 +25,9 @@ TIME_KEY = "milliseconds"  # since the tub's "start" (meta.json), in the v1 writ
 
 
 def _read_json(path: Path):
+    text = read_utf8(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as error:
-        raise DataError(f"not UTF-8 text ({error.reason} at byte {error.start})", path=str(path)) from None
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise DataError(f"malformed JSON ({error.msg})", path=str(path)) from None
 

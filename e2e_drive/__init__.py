@@ -8,7 +8,6 @@ script answers ``--help`` without loading TensorFlow).
 
 import contextlib
 import importlib.abc
-import importlib.util
 import os
 import re
 import sys

@@ -128,6 +128,9 @@ class Integer(Check):
     def __init__(self, minimum: int, optional: bool = False, maximum: int | None = None) -> None:
         self.minimum, self.optional, self.maximum = minimum, optional, maximum
 
+    def _inside(self, value: int) -> bool:
+        return value >= self.minimum and (self.maximum is None or value <= self.maximum)
+
     def _expected(self) -> str:
         if self.maximum is None:
             return f"an integer >= {self.minimum}"
@@ -138,7 +141,7 @@ class Integer(Check):
             if not (isinstance(value, float) and value.is_integer()):
                 raise OptionError(f"{name}: expected {self._expected()}, got {value!r}")
             value = int(value)
-        if value < self.minimum or (self.maximum is not None and value > self.maximum):
+        if not self._inside(value):
             raise OptionError(f"{name}: expected {self._expected()}, got {value}")
         return int(value)
 
@@ -147,7 +150,7 @@ class Integer(Check):
             value = int(text)
         except (TypeError, ValueError):
             raise ValueError(f"expected an integer, got {text!r}") from None
-        if value < self.minimum or (self.maximum is not None and value > self.maximum):
+        if not self._inside(value):
             raise ValueError(f"expected {self._expected()}, got {text!r}")
         return value
 

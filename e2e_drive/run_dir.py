@@ -215,9 +215,6 @@ class RunDir:
         (``e2e_drive.closed_loop.closed_loop_check``)."""
         atomic.write_json(self.path / CLOSED_LOOP, result)
 
-    def write_state(self, state: dict[str, Any]) -> None:
-        atomic.write_json(self.path / STATE, state)
-
     def read_history(self) -> dict[str, list[float]]:
         """``history.csv`` as ``{metric: [value per epoch]}`` (empty when the file is absent)."""
         path = self.path / HISTORY
@@ -228,40 +225,29 @@ class RunDir:
         except (ValueError, KeyError) as error:
             raise RunDirError(f"{path}: cannot read the history (damaged?): {error}") from None
 
-    def write_history(self, history: dict[str, list[float]]) -> None:
-        """``history.csv`` and its plot ``loss.png``."""
-        atomic.write_text(self.path / HISTORY, history_csv(history))
-        plot_history(history, self.path / PLOT)
-
     # ------------------------------------------------------------------ models
 
     def write_epoch(self, model, history: dict[str, list[float]], state: dict[str, Any], config: TrainConfig,
                     improved: bool) -> None:
-        """One finished epoch as one step: ``best.keras`` (when ``improved``), ``last.keras``, ``state.json``,
-        ``history.csv``, ``loss.png`` and ``config.json`` all land, or (a full disk, a kill) none of them, so the
-        folder always describes the checkpoint it holds."""
+        """One finished epoch as one step: ``last.keras`` (saved once and loaded back), ``best.keras`` (a copy of
+        it, when ``improved``), ``state.json``, ``history.csv``, ``loss.png`` and ``config.json`` all land, or (a
+        full disk, a model that does not load back, a kill) none of them, so the folder always describes the
+        checkpoint it holds."""
         import keras
 
         def loads(tmp: str) -> None:
             keras.saving.load_model(tmp, compile=False)
 
         with atomic.atomic_files() as files:
-            for name in (BEST, LAST) if improved else (LAST,):
-                with files.staged(self.path / name, verify=loads) as tmp:
-                    model.save(tmp)
+            with files.staged(self.path / LAST, verify=loads) as last:
+                model.save(last)
+            if improved:
+                with files.staged(self.path / BEST) as best:
+                    shutil.copyfile(last, best)
             files.write_json(self.path / STATE, state)
             files.write_text(self.path / HISTORY, history_csv(history))
             files.write_bytes(self.path / PLOT, history_png(history))
             files.write_text(self.path / CONFIG, config.to_json())
-
-    def save_model(self, model, name: str) -> Path:
-        """``model.save`` to ``name`` (``best.keras`` / ``last.keras``), moved into place once it loads back."""
-        import keras
-
-        target = self.path / name
-        with atomic.atomic_path(target, verify=lambda tmp: keras.saving.load_model(tmp, compile=False)) as tmp:
-            model.save(tmp)
-        return target
 
 
 # ---------------------------------------------------------------------- history files
@@ -289,11 +275,6 @@ def history_from_csv(text: str) -> dict[str, list[float]]:
 def read_history_csv(path: str | os.PathLike) -> dict[str, list[float]]:
     """``history.csv`` back into ``{metric: [value per epoch]}``."""
     return history_from_csv(Path(path).read_text(encoding="utf-8"))
-
-
-def plot_history(history: dict[str, list[float]], path: str | os.PathLike) -> None:
-    """Training and validation loss per epoch as a PNG file."""
-    atomic.write_bytes(path, history_png(history))
 
 
 def history_png(history: dict[str, list[float]]) -> bytes:
@@ -363,5 +344,5 @@ def _describe(holder: dict | None) -> str:
     return f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}"
 
 
-__all__ = ["ARTIFACTS", "RunDir", "RunDirError", "RunLockedError", "history_csv", "plot_history",
+__all__ = ["ARTIFACTS", "RunDir", "RunDirError", "RunLockedError", "history_csv", "history_png",
            "read_history_csv"]

@@ -110,25 +110,39 @@ def test_damaged_state_and_history_name_the_file(tmp_path):
         run.read_config()
 
 
-def test_history_round_trip_and_plot(tmp_path):
+def test_an_epoch_writes_its_files_and_history_round_trips(tmp_path, tiny_model):
+    import keras
+
+    from e2e_drive.train_config import TrainConfig
+
     history = {"loss": [0.5, 0.25, 0.125], "val_loss": [0.6, 0.3, 1 / 3]}
     run = RunDir(tmp_path)
-    run.write_history(history)
+    model = tiny_model("relu")
+    run.write_epoch(model, history, {"epoch": 3}, TrainConfig(data=("a",)), improved=True)
     assert read_history_csv(tmp_path / "history.csv") == history == run.read_history()
     assert history_csv(history).splitlines()[0] == "epoch,loss,val_loss"
     assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_a_model_that_does_not_load_back_leaves_the_old_file(tmp_path, tiny_model):
-    import keras
-
-    run = RunDir(tmp_path)
-    model = tiny_model("relu")
-    path = run.save_model(model, "best.keras")
-    before = path.read_bytes()
-    loaded = keras.saving.load_model(path)
+    assert run.read_state() == {"epoch": 3} and run.read_config() == TrainConfig(data=("a",))
+    assert (tmp_path / "best.keras").read_bytes() == (tmp_path / "last.keras").read_bytes()
+    loaded = keras.saving.load_model(tmp_path / "last.keras")
     for a, b in zip(loaded.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
+    # Without an improvement best.keras stays the earlier epoch's.
+    best = (tmp_path / "best.keras").read_bytes()
+    model.set_weights([w + 1 for w in model.get_weights()])
+    run.write_epoch(model, {k: v + [0.1] for k, v in history.items()}, {"epoch": 4}, TrainConfig(data=("a",)),
+                    improved=False)
+    assert (tmp_path / "best.keras").read_bytes() == best != (tmp_path / "last.keras").read_bytes()
+
+
+def test_a_model_that_does_not_load_back_leaves_the_whole_epoch_as_it_was(tmp_path, tiny_model):
+    import keras
+
+    from e2e_drive.train_config import TrainConfig
+
+    run = RunDir(tmp_path)
+    run.write_epoch(tiny_model("relu"), {"loss": [0.5]}, {"epoch": 1}, TrainConfig(data=("a",)), improved=True)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
     class Unloadable(keras.layers.Layer):  # saves, but is not registered: loading it back fails
         def call(self, x):
@@ -137,5 +151,5 @@ def test_a_model_that_does_not_load_back_leaves_the_old_file(tmp_path, tiny_mode
     inputs = keras.Input((2,))
     broken = keras.Model(inputs, Unloadable()(inputs))
     with pytest.raises(Exception, match="Unloadable"):
-        run.save_model(broken, "best.keras")
-    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["best.keras"]
+        run.write_epoch(broken, {"loss": [0.5, 0.4]}, {"epoch": 2}, TrainConfig(data=("b",)), improved=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary left either

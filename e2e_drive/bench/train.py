@@ -106,7 +106,8 @@ def bench_train(batch_size: int = 32, steps: int = 10, variants: str = "all", ep
 
         cores = os.cpu_count() or 1
         log.info("timing: the recipe's augmentation alone (1 and %d threads)", cores)
-        chain = {str(k): n / _augment_seconds(dataset(1), k) for k in sorted({1, cores})}
+        batches = dataset(1)  # one frame cache for every thread count
+        chain = {str(k): n / _augment_seconds(batches, k) for k in sorted({1, cores})}
         frames = np.stack([read_frame(path) for path in driving_log.images["center"]])
         steering = driving_log.steering
         log.info("timing: in-memory tensors")

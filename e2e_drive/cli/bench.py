@@ -12,9 +12,13 @@ import sys
 
 from e2e_drive.cli import add_command
 from e2e_drive.cli.output import emit
-from e2e_drive.cli.types import count, seed
+from e2e_drive.cli.types import batch_size, count, seed
 
-BATCH_LIMIT, STEP_LIMIT, FRAME_LIMIT, WORKER_LIMIT, REPEAT_LIMIT = 4096, 10_000, 100_000, 64, 100
+# What one benchmark may be asked to time: bounded so that a typo costs seconds, not hours or all the memory.
+steps = count(10_000, "timed steps")
+frames = count(100_000, "timed frames")
+workers = count(64, "parallel workers")
+repeats = count(100, "repetitions")
 
 
 def _bench(commands, common, name: str, handler, **text) -> argparse.ArgumentParser:
@@ -29,8 +33,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         "conv net, against the built-in (or equivalent composition) measured in the same run.",
         epilog="example:\n  e2e-drive bench layers --batch 64 --steps 10 --json",
     )
-    layers.add_argument("--batch", type=count(BATCH_LIMIT, "a batch held in memory"), default=64, help="batch size (default 64)")
-    layers.add_argument("--steps", type=count(STEP_LIMIT, "timed steps"), default=10, help="timed steps per model (default 10)")
+    layers.add_argument("--batch", type=batch_size, default=64, help="batch size (default 64)")
+    layers.add_argument("--steps", type=steps, default=10, help="timed steps per model (default 10)")
 
     train = _bench(
         commands, common, "train", run_train,
@@ -40,8 +44,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         "all measured in the same run on synthetic 160x320 frames.",
         epilog="example:\n  e2e-drive bench train --steps 10 --batch 32 --json",
     )
-    train.add_argument("--batch", type=count(BATCH_LIMIT, "a batch held in memory"), default=32, help="batch size (default 32)")
-    train.add_argument("--steps", type=count(STEP_LIMIT, "timed steps"), default=10, help="timed steps per measurement (default 10)")
+    train.add_argument("--batch", type=batch_size, default=32, help="batch size (default 32)")
+    train.add_argument("--steps", type=steps, default=10, help="timed steps per measurement (default 10)")
     train.add_argument("--variants", default="all", help="comma-separated activation[:conv] list, or 'all'")
 
     pipeline = _bench(
@@ -54,11 +58,11 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         "  e2e-drive bench pipeline ../shared/data/udacity_sim_a --json > pipeline.json",
     )
     pipeline.add_argument("paths", nargs="+", metavar="PATH", help="driving log folders, CSV files or tubs")
-    pipeline.add_argument("--batches", type=count(STEP_LIMIT, "batches per measurement"), default=40,
+    pipeline.add_argument("--batches", type=steps, default=40,
                           help="batches per measurement, one epoch; a smaller log is tiled (default 40)")
-    pipeline.add_argument("--batch-size", type=count(BATCH_LIMIT, "a batch held in memory"), default=64, help="samples per batch (default 64)")
-    pipeline.add_argument("--workers", type=count(WORKER_LIMIT, "worker processes"), default=2, help="worker threads/processes (default 2)")
-    pipeline.add_argument("--repeats", type=count(REPEAT_LIMIT, "repetitions"), default=3,
+    pipeline.add_argument("--batch-size", type=batch_size, default=64, help="samples per batch (default 64)")
+    pipeline.add_argument("--workers", type=workers, default=2, help="worker threads/processes (default 2)")
+    pipeline.add_argument("--repeats", type=repeats, default=3,
                           help="interleaved repetitions, median reported (default 3)")
     pipeline.add_argument("--no-processes", action="store_true", help="skip the worker-process measurement")
     pipeline.add_argument("--no-model", action="store_true", help="skip the PilotNet training measurement")
@@ -71,8 +75,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         "NumPy ray cast (the baseline), on one core, in the same run.",
         epilog="example:\n  e2e-drive bench sim --frames 2000 --json",
     )
-    sim.add_argument("--frames", type=count(FRAME_LIMIT, "rendered frames"), default=2000, help="frames for the renderer (default 2000)")
-    sim.add_argument("--baseline-frames", type=count(STEP_LIMIT, "ray-cast frames"), default=20, help="frames for the ray cast (default 20)")
+    sim.add_argument("--frames", type=frames, default=2000, help="frames for the renderer (default 2000)")
+    sim.add_argument("--baseline-frames", type=steps, default=20, help="frames for the ray cast (default 20)")
     sim.add_argument("--track", type=seed, default=0, metavar="SEED", help="track seed (default 0)")
 
     latency = _bench(
@@ -85,8 +89,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         "  e2e-drive bench latency best.keras pilotnet.onnx pilotnet.tflite pilotnet_int8.tflite --json",
     )
     latency.add_argument("artifacts", nargs="+", metavar="ARTIFACT")
-    latency.add_argument("--runs", type=count(FRAME_LIMIT, "timed calls"), default=200, help="batch-1 calls per artifact (default 200)")
-    latency.add_argument("--batch", type=count(BATCH_LIMIT, "a batch held in memory"), default=32, help="throughput batch size (default 32)")
+    latency.add_argument("--runs", type=frames, default=200, help="batch-1 calls per artifact (default 200)")
+    latency.add_argument("--batch", type=batch_size, default=32, help="throughput batch size (default 32)")
 
     serve = _bench(
         commands, common, "serve", run_serve,
@@ -97,8 +101,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         epilog="example:\n  e2e-drive bench serve pilotnet.onnx --clients 4 --frames 100 --json",
     )
     serve.add_argument("model")
-    serve.add_argument("--clients", type=count(WORKER_LIMIT, "parallel clients"), default=4, help="parallel clients (default 4)")
-    serve.add_argument("--frames", type=count(FRAME_LIMIT, "frames per client"), default=50, help="frames per client (default 50)")
+    serve.add_argument("--clients", type=workers, default=4, help="parallel clients (default 4)")
+    serve.add_argument("--frames", type=frames, default=50, help="frames per client (default 50)")
     serve.add_argument("--transport", choices=("websocket", "polling"), default="websocket",
                        help="socket.io transport (default websocket)")
 
@@ -111,7 +115,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         "simulator's own render step.",
         epilog="example:\n  e2e-drive bench replay --steps 2000 --json",
     )
-    replay.add_argument("--steps", type=count(FRAME_LIMIT, "replayed steps"), default=2000, help="time steps to replay (default 2000)")
+    replay.add_argument("--steps", type=frames, default=2000, help="time steps to replay (default 2000)")
 
     cli = _bench(
         commands, common, "cli", run_cli,
@@ -121,7 +125,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         "heavy modules (TensorFlow, Keras, OpenCV, SciPy...) each loaded.",
         epilog="example:\n  e2e-drive bench cli --repeats 5 --json",
     )
-    cli.add_argument("--repeats", type=count(REPEAT_LIMIT, "repetitions"), default=5, help="runs of each command (default 5)")
+    cli.add_argument("--repeats", type=repeats, default=5, help="runs of each command (default 5)")
 
     gpu = _bench(
         commands, common, "gpu", run_gpu,
@@ -131,7 +135,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         "processes. Without a GPU (or TensorRT) the report says why and holds what this machine can measure.",
         epilog="example:\n  e2e-drive bench gpu --steps 20 --json",
     )
-    gpu.add_argument("--steps", type=count(STEP_LIMIT, "timed steps"), default=20,
+    gpu.add_argument("--steps", type=steps, default=20,
                      help="timed train steps per configuration (default 20)")
 
 

@@ -38,7 +38,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     export.add_argument("--throttle", type=throttle_value, default=DEFAULT_THROTTLE,
                         help="donkeycar: the constant throttle a steering-only model answers, in [-1, 1] "
                         f"(default {DEFAULT_THROTTLE}; a model with a throttle head answers its own)")
-    export.add_argument("--frames", type=count(10_000, "frames held in memory"), default=64, help="parity/calibration frames (default 64)")
+    export.add_argument("--frames", type=count(10_000, "frames held in memory"), default=64,
+                        help="parity/calibration frames (default 64)")
     export.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16",
                         help="TensorRT engine precision (default fp16)")
     export.add_argument("--no-fold", action="store_true",

@@ -68,7 +68,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     )
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     demo.add_argument("--quick", action="store_true", help="smoke-test preset: under a minute")
-    demo.add_argument("--epochs", type=count(EPOCH_LIMIT, "training epochs"), help="training epochs (default: 10, or 6 with --quick)")
+    demo.add_argument("--epochs", type=count(EPOCH_LIMIT, "training epochs"),
+                      help="training epochs (default: 10, or 6 with --quick)")
     demo.add_argument("--activation", choices=ACTIVATIONS, default="elu", help="PilotNet activation (default elu)")
     demo.add_argument("--conv", choices=CONVS, default="keras", help="convolution (default keras)")
     demo.add_argument("--train-tracks", type=seed, nargs="+", metavar="SEED", help="seeds of the tracks to record on")

@@ -10,7 +10,7 @@ from typing import Any
 
 from e2e_drive.cli import add_command
 from e2e_drive.cli.output import emit
-from e2e_drive.cli.types import count, nonnegative_float, output_file, positive_float
+from e2e_drive.cli.types import batch_size, nonnegative_float, output_file, positive_float
 from e2e_drive.options import Boolean, declared, flag_of, show
 from e2e_drive.train_config import TrainConfig
 
@@ -98,7 +98,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     evaluate.add_argument("data", nargs="+", metavar="DATA", help="Udacity folders/CSVs, tubs or recordings")
     evaluate.add_argument("--smooth-sigma", type=nonnegative_float, default=4.0,
                           help="sigma (frames) of the smoothed labels (default 4)")
-    evaluate.add_argument("--batch-size", type=count(4096, "a batch held in memory"), default=64, help="prediction batch size (default 64)")
+    evaluate.add_argument("--batch-size", type=batch_size, default=64, help="prediction batch size (default 64)")
     evaluate.add_argument("--plot", type=output_file, default=None, metavar="OUT.png",
                           help="PNG of predicted vs true steering")
     evaluate.add_argument("--camera", default=None, metavar="CAMERA.json",

@@ -73,34 +73,29 @@ def port(text: str) -> int:
     return value
 
 
-def int_range(low: int, high: int) -> Callable[[str], int]:
-    """An integer in [low, high] (an ONNX opset, ...)."""
+def int_range(low: int, high: int, why: str | None = None) -> Callable[[str], int]:
+    """An integer in [low, high] (an ONNX opset, a size bounded by memory or a grid: ``why`` says by what)."""
+    bounded_by = f" ({why})" if why else ""
 
     def parse(text: str) -> int:
         value = int(_number(text, int))
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected an integer in {low}..{high}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected an integer in {low}..{high}{bounded_by}, got {text!r}")
         return value
 
     parse.__name__ = f"integer in {low}..{high}"
     return parse
 
 
-def count(limit: int, why: str, minimum: int = 1) -> Callable[[str], int]:
-    """An integer in [minimum, limit]: every size a user types is bounded, ``why`` says by what (memory, a grid)."""
-
-    def parse(text: str) -> int:
-        value = int(_number(text, int))
-        if not minimum <= value <= limit:
-            raise argparse.ArgumentTypeError(f"expected an integer in {minimum}..{limit} ({why}), got {text!r}")
-        return value
-
-    parse.__name__ = f"integer in {minimum}..{limit}"
-    return parse
+def count(limit: int, why: str) -> Callable[[str], int]:
+    """How many of something, 1..limit: every size a user types is bounded."""
+    return int_range(1, limit, why)
 
 
+BATCH_LIMIT = 4096
+batch_size = count(BATCH_LIMIT, "a batch held in memory")
 SEED_LIMIT = 2**32 - 1  # what every generator of the run (NumPy, TensorFlow, Python) accepts alike
-seed = count(SEED_LIMIT, "a seed", minimum=0)
+seed = int_range(0, SEED_LIMIT, "a seed")
 seed.__doc__ = "A seed, 0..2**32-1."
 
 
