@@ -8,7 +8,6 @@ leaves the previous artifact byte-identical and no temporary file behind. Argume
 
 from __future__ import annotations
 
-import collections
 import logging
 import math
 import numbers
@@ -19,26 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from data_tools.io import atomic_directory, atomic_path
-from deploy.formats import ExportFormat, get_format
+from deploy.formats import ExportError, ExportFormat, ExportJob, get_format
+from deploy.formats.donkeycar import DEFAULT_THROTTLE
+from deploy.formats.onnx import DEFAULT_OPSET, ONNX_OPSETS, export_onnx_proto
+from deploy.formats.serving import model_outputs
 from deploy.parity import ParityFrames, ParityResult, as_parity_frames, compare, load_frames
-from deploy.predictor import DONKEYCAR_INPUT, DONKEYCAR_OUTPUTS
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPSET = 17
-# Opsets tf2onnx 1.17 writes (tf2onnx.constants.OPSET_TO_IR_VERSION ends at 18) that hold our graphs
-# (Resize with the modes FramePreprocess uses needs opset 11).
-ONNX_OPSETS = (11, 18)
 TRT_PRECISIONS = ("fp32", "fp16", "int8")
-INPUT_NAME = "frames"
-# The throttle a steering-only model's donkeycar pilot returns: the constant our simulator logs record
-# (e2e_drive.sim.record) and a moderate cruise on a donkeycar's [-1, 1] throttle.
-DEFAULT_THROTTLE = 0.3
-
-
-class ExportError(ValueError):
-    """An export that could not be completed; the previous artifact (if any) is unchanged."""
+__all__ = ["DEFAULT_OPSET", "DEFAULT_THROTTLE", "ONNX_OPSETS", "TRT_PRECISIONS", "ExportError", "ExportReport",
+           "export", "export_onnx_proto"]
 
 
 @dataclass
@@ -92,159 +82,10 @@ class ExportReport:
         return "\n".join(lines)
 
 
-def _output_names(model) -> tuple[str, ...]:
-    from e2e_drive.models import output_names
-
-    return output_names(model)
-
-
-def _model_outputs(model, x) -> dict:
-    """The model's outputs on ``x`` as ``{name: tensor}`` (a single-output model: ``{"steering": ...}``)."""
-    out = model(x, training=False)
-    if isinstance(out, dict):
-        return dict(out)
-    if isinstance(out, (list, tuple)):
-        return dict(zip(model.output_names, out))
-    return {"steering": out}
-
-
-def _serving_function(model, input_dtype: str = "uint8", donkeycar_throttle: float | None = None):
-    """A tf.function on frames [None, H, W, 3] returning ``{output name: [None, 1] float32}``.
-
-    ``donkeycar_throttle`` set: the donkeycar pilot's signature instead: ``img_in`` float32 frames divided by
-    255 (rounded back to the uint8 frame inside, so the model sees exactly the camera's pixels) returning
-    ``n_outputs0`` (steering) and ``n_outputs1`` (the throttle head, or this constant without one).
-    """
-    import tensorflow as tf  # heavy: only when exporting
-
-    shape = tuple(model.input_shape[1:])
-    model_dtype = model.inputs[0].dtype
-    if donkeycar_throttle is None:
-        spec = (tf.TensorSpec((None, *shape), getattr(tf, input_dtype), name=INPUT_NAME),)
-
-        @tf.function(input_signature=spec)
-        def serve(frames):
-            outputs = _model_outputs(model, tf.cast(frames, model_dtype))
-            return {name: tf.cast(value, tf.float32) for name, value in outputs.items()}
-
-        return serve, spec
-
-    spec = (tf.TensorSpec((None, *shape), tf.float32, name=DONKEYCAR_INPUT),)
-
-    @tf.function(input_signature=spec)
-    def serve_donkeycar(img_in):
-        pixels = tf.clip_by_value(tf.round(img_in * 255.0), 0.0, 255.0)
-        outputs = _model_outputs(model, tf.cast(pixels, model_dtype))
-        steering = tf.cast(outputs["steering"], tf.float32)
-        if "throttle" in outputs:
-            throttle = tf.cast(outputs["throttle"], tf.float32)
-        else:
-            throttle = tf.fill(tf.shape(steering), tf.constant(donkeycar_throttle, tf.float32))
-        angle, throttle_name = DONKEYCAR_OUTPUTS  # KerasLinear's order: angle, then throttle
-        return {angle: steering, throttle_name: throttle}
-
-    return serve_donkeycar, spec
-
-
-def export_onnx_proto(model, opset: int = DEFAULT_OPSET, input_dtype: str = "uint8"):
-    """The model as an ONNX ModelProto: dynamic batch, standard ops, ``input_dtype`` frames in, one output
-    per model output (``steering``, ``throttle``)."""
-    import tf2onnx  # optional dependency, heavy
-
-    serve, spec = _serving_function(model, input_dtype)
-    proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
-    custom = sorted({f"{n.domain}:{n.op_type}" for n in proto.graph.node if n.domain not in ("", "ai.onnx")})
-    if custom:
-        raise ExportError(f"ONNX export needs non-standard ops {custom}; they would not run on onnxruntime/TensorRT")
-    return proto
-
-
-def onnx_ops(proto) -> dict[str, int]:
-    return dict(collections.Counter(node.op_type for node in proto.graph.node))
-
-
-def _tflite_bytes(model, kind: str, frames: ParityFrames | None, donkeycar_throttle: float | None = None) -> bytes:
-    """The model as TFLite flatbuffer bytes, its signature ``serving_default`` keeping the output names."""
-    import tempfile
-
-    import tensorflow as tf  # heavy: only when exporting
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    serve, spec = _serving_function(model, donkeycar_throttle=donkeycar_throttle)
-    concrete = serve.get_concrete_function()
-    # Freeze first: left as resource variables, Keras 3 weights reach the .tflite as VAR_HANDLE ops that
-    # LiteRT reads as uninitialised (NaN steering, and int8 calibration fails).
-    frozen = convert_variables_to_constants_v2(concrete)
-    structure = concrete.structured_outputs
-
-    @tf.function(input_signature=spec)
-    def named(x):
-        # The frozen function returns a flat list; re-pack it so the signature keeps the output names.
-        return tf.nest.pack_sequence_as(structure, tf.nest.flatten(frozen(x)))
-
-    module = tf.Module()
-    module.serve = named
-    # A scratch SavedModel (removed at once): from_saved_model is the converter path that keeps signature names.
-    with tempfile.TemporaryDirectory(prefix="e2e-drive-tflite-") as scratch:
-        tf.saved_model.save(module, scratch, signatures={"serving_default": named})
-        converter = tf.lite.TFLiteConverter.from_saved_model(scratch)
-        return _convert(converter, kind, frames)
-
-
-def _convert(converter, kind: str, frames: ParityFrames | None) -> bytes:
-    import tensorflow as tf  # heavy: only when exporting
-
-    if kind in ("tflite-fp16", "tflite-int8"):
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if kind == "tflite-fp16":
-        converter.target_spec.supported_types = [tf.float16]
-    if kind == "tflite-int8":
-        samples = frames.frames
-
-        def representative():
-            for frame in samples:
-                yield [frame[None]]
-
-        converter.representative_dataset = representative
-    return converter.convert()
-
-
-def tflite_ops(path: str) -> dict[str, int]:
-    from deploy.predictor import tflite_interpreter
-
-    interpreter, _, _ = tflite_interpreter(path)
-    return dict(collections.Counter(op["op_name"] for op in interpreter._get_ops_details()))
-
-
-def _save_module(model, directory: str):
-    """Save the serving function (uint8 frames in) as a SavedModel in ``directory``; return the function."""
-    import tensorflow as tf  # heavy: only when exporting
-
-    serve, _ = _serving_function(model)
-    module = tf.Module()
-    module.model = model
-    module.serve = serve
-    tf.saved_model.save(module, directory, signatures={"serving_default": serve})
-    return serve
-
-
-def _saved_model_ops(serve) -> dict[str, int]:
-    graph_ops = collections.Counter(op.type for op in serve.get_concrete_function().graph.get_operations())
-    return {k: v for k, v in graph_ops.items() if k not in ("Placeholder", "Identity", "NoOp", "ReadVariableOp")}
-
-
 def _size(path: str) -> int:
     if os.path.isdir(path):
         return sum(os.path.getsize(os.path.join(r, f)) for r, _, files in os.walk(path) for f in files)
     return os.path.getsize(path)
-
-
-def _write(path: str, data: bytes) -> None:
-    """Fill a temporary path that ``atomic_path`` handed out (it moves the file into place)."""
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 @dataclass
@@ -328,6 +169,7 @@ def export(model_path: Any, format: str, out: str | os.PathLike, *, frames: Any 
         >>> print(report.summary())
     """
     from deploy.predictor import load_keras_model, load_predictor
+    from e2e_drive.models import output_names
 
     spec: ExportFormat = get_format(format)
     start = time.perf_counter()
@@ -340,7 +182,7 @@ def export(model_path: Any, format: str, out: str | os.PathLike, *, frames: Any 
         model = load_keras_model(model_name)
     else:
         model, model_name = model_path, getattr(model_path, "name", "model")
-    names = _output_names(model)
+    names = output_names(model)
     shape = model.input_shape[1:]
     notes: list[str] = []
     if frames is not None:
@@ -363,11 +205,7 @@ def export(model_path: Any, format: str, out: str | os.PathLike, *, frames: Any 
         model, fold_note = fold_preprocessing(model)
         notes.append(fold_note)
 
-    tolerance = spec.tolerance
-    if spec.name == "tensorrt":
-        from deploy import tensorrt
-
-        tolerance = tensorrt.parity_tolerance(trt_precision, engine=tensorrt.available())
+    tolerance = spec.parity_tolerance(trt_precision)
     reference = _in_memory(keras_model, throttle if spec.name == "donkeycar" and "throttle" not in names else None)
     verified = _Verified()
 
@@ -378,36 +216,11 @@ def export(model_path: Any, format: str, out: str | os.PathLike, *, frames: Any 
         if not verified.parity.passed:
             raise _ParityFailed(verified.parity)
 
-    trt_info = None
-    artifact = out
-    ops: dict[str, int] = {}
+    job = ExportJob(model, out, verify, int(opset), trt_precision, float(throttle), calibration_frames, notes)
+    trt_info, artifact, ops = None, out, {}
     try:
-        if spec.name == "saved_model":
-            with atomic_directory(out, verify) as tmp:
-                ops = _saved_model_ops(_save_module(model, tmp))
-        elif spec.name == "onnx":
-            proto = export_onnx_proto(model, opset)
-            ops = onnx_ops(proto)
-            with atomic_path(out, verify) as tmp:
-                _write(tmp, proto.SerializeToString())
-        elif spec.name.startswith("tflite") or spec.name == "donkeycar":
-            kind = "tflite" if spec.name == "donkeycar" else spec.name
-            constant = throttle if spec.name == "donkeycar" else None
-            content = _tflite_bytes(model, kind, calibration_frames, donkeycar_throttle=constant)
-            with atomic_path(out, verify) as tmp:
-                _write(tmp, content)
-                ops = tflite_ops(tmp)
-            if spec.name == "donkeycar":
-                notes.append("donkeycar pilot: signature serving_default, img_in = frame / 255 (float32, "
-                             f"1x{'x'.join(map(str, shape))}), outputs n_outputs0 (angle), n_outputs1 (throttle"
-                             + (", the model's throttle head)" if "throttle" in names
-                                else f" = constant {throttle:g}: the model has no throttle head)")
-                             + "; load it with KerasLinear(interpreter=TfLite()) and myconfig.py "
-                             "DEFAULT_MODEL_TYPE = 'linear' with a .tflite model")
-        else:
-            trt_info, artifact = _export_tensorrt(model, out, opset, trt_precision, calibration_frames, notes,
-                                                  verify)
-            ops = trt_info.pop("ops")
+        written = spec.write(job)
+        trt_info, artifact, ops = written.details, written.artifact, written.ops
     except _ParityFailed as failure:
         parity = failure.parity
         notes.append(f"parity failed (max abs diff {parity.max_abs_diff:.3g} > tolerance {parity.tolerance}): "
@@ -423,46 +236,6 @@ def export(model_path: Any, format: str, out: str | os.PathLike, *, frames: Any 
                         round(time.perf_counter() - start, 3), notes, trt_info, list(names))
 
 
-def _export_tensorrt(model, out: str, opset: int, precision: str, calibration_frames: ParityFrames,
-                     notes: list[str], verify) -> tuple[dict[str, Any], str]:
-    """The float32-input ONNX next to ``out`` and, where TensorRT runs, the engine; both verified first."""
-    from deploy import tensorrt
-
-    onnx_path = tensorrt.onnx_path_for(out)
-    # TensorRT takes no uint8 network inputs: this ONNX takes float32 frames in [0, 255] and casts inside.
-    proto = export_onnx_proto(model, opset, input_dtype="float32")
-    if precision == "int8":
-        proto = tensorrt.quantize_qdq(proto, calibration_frames.frames)
-        notes.append(f"int8: explicit Q/DQ quantization (symmetric, per-channel weights) calibrated on "
-                     f"{len(calibration_frames.frames)} other frames ({calibration_frames.source})")
-    check = tensorrt.static_check(proto)
-    info = check.to_dict()
-    info["onnx"] = onnx_path
-    info["trtexec"] = tensorrt.trtexec_command(onnx_path, out, model.input_shape[1:], precision)
-    info["trtexec_tensorrt11"] = tensorrt.trtexec_command(onnx_path, out, model.input_shape[1:], precision,
-                                                          tensorrt_major=11)
-    notes.append(tensorrt.tensorrt11_note(precision, info["trtexec_tensorrt11"]))
-    info["ops"] = onnx_ops(proto)
-    if not check.ok:
-        notes.append("TensorRT static check FAILED: " + "; ".join(check.problems))
-    if tensorrt.available():
-        with atomic_path(onnx_path) as onnx_tmp:
-            _write(onnx_tmp, proto.SerializeToString())
-            with atomic_path(out, verify) as engine_tmp:
-                calib = calibration_frames.frames if precision == "int8" else None
-                tensorrt.build_engine(onnx_tmp, engine_tmp, model.input_shape[1:], precision, calib)
-        info["engine_built"] = True
-        return info, out
-    # Without TensorRT the float32 ONNX checked on onnxruntime is the artifact (tensorrt.parity_tolerance).
-    with atomic_path(onnx_path, verify) as tmp:
-        _write(tmp, proto.SerializeToString())
-    info["engine_built"] = False
-    notes.append(f"TensorRT not available here ({tensorrt.unavailable_reason()}): wrote the float32-input ONNX "
-                 f"{onnx_path}, checked its ops statically; parity below is that ONNX on onnxruntime. "
-                 f"Build the engine on the target with: {info['trtexec']}")
-    return info, onnx_path
-
-
 def _in_memory(model, constant_throttle: float | None = None):
     """The Keras model as the parity reference, compiled like a served model: ``frames -> {name: (B,)}``.
 
@@ -470,7 +243,7 @@ def _in_memory(model, constant_throttle: float | None = None):
     """
     import tensorflow as tf  # heavy: only when exporting
 
-    serve = tf.function(lambda x: _model_outputs(model, x), reduce_retracing=True)
+    serve = tf.function(lambda x: model_outputs(model, x), reduce_retracing=True)
 
     def run(frames):
         # On the CPU: a GPU would run the reference in TF32 and miss the fp32 parity bound for its own sake.

@@ -13,7 +13,6 @@ from typing import Callable, Mapping
 import numpy as np
 
 from data_tools.errors import first_line
-from deploy.formats import RUNTIME_BY_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +20,9 @@ log = logging.getLogger(__name__)
 # angle and throttle as ``n_outputs0`` and ``n_outputs1`` (donkeycar.parts.keras.KerasLinear's names).
 DONKEYCAR_INPUT = "img_in"
 DONKEYCAR_OUTPUTS = {"n_outputs0": "steering", "n_outputs1": "throttle"}
+# Suffix -> runtime, for loading an artifact whose format is not given.
+RUNTIME_BY_SUFFIX = {".keras": "keras", ".onnx": "onnxruntime", ".tflite": "litert", ".plan": "tensorrt",
+                     ".engine": "tensorrt", ".trt": "tensorrt"}
 
 
 class Predictor:

@@ -175,3 +175,42 @@ def test_cli_export_json_and_image_folder_calibration(every_layer_path, tmp_path
     assert main(["export", every_layer_path, "--format", "onnx", "--out", str(tmp_path / "x.onnx"),
                  "--calibration", str(tmp_path / "absent")]) == 2
     assert "absent" in capsys.readouterr().err
+
+
+def test_a_format_is_one_module_declaring_an_export_format(every_layer_path, tmp_path, monkeypatch):
+    # A format added to the registry is exported, verified against Keras and listed, with no other change:
+    # here a .keras copy that load_predictor runs with Keras (an independent runtime path from the others).
+    from deploy.formats import FORMATS as REGISTRY
+    from deploy.formats import ExportFormat, Written, formats_help
+    from data_tools.io import atomic_path
+
+    def write(job):
+        with atomic_path(job.out, job.verify) as tmp:
+            job.model.save(tmp + ".keras")
+            os.replace(tmp + ".keras", tmp)
+        return Written({"keras layers": len(job.model.layers)}, job.out)
+
+    monkeypatch.setitem(REGISTRY, "keras-copy", ExportFormat("keras-copy", ".keras", "keras", False, 1e-5,
+                                                             "the model as a .keras file", write))
+    assert "keras-copy" in formats_help()
+    report = export(every_layer_path, "keras-copy", tmp_path / "copy.keras", parity_frames=4, fold=False)
+    assert report.passed and report.ops["keras layers"] > 3, report.summary()
+    frames = np.random.default_rng(3).integers(0, 256, size=(3, *FRAME), dtype=np.uint8)
+    np.testing.assert_allclose(load_predictor(report.path)(frames), _keras_steering(every_layer_path, frames),
+                               atol=1e-5)
+
+    # Its verify step still guards the previous file: a write that returns different weights is refused.
+    before = (tmp_path / "copy.keras").read_bytes()
+
+    def write_other(job):
+        other = keras.models.clone_model(job.model)  # fresh initial weights: not the model asked for
+        with atomic_path(job.out, job.verify) as tmp:
+            other.save(tmp + ".keras")
+            os.replace(tmp + ".keras", tmp)
+        return Written({}, job.out)
+
+    monkeypatch.setitem(REGISTRY, "keras-copy", ExportFormat("keras-copy", ".keras", "keras", False, 1e-5,
+                                                             "the model as a .keras file", write_other))
+    failed = export(every_layer_path, "keras-copy", tmp_path / "copy.keras", parity_frames=4, fold=False)
+    assert not failed.passed and not failed.written
+    assert (tmp_path / "copy.keras").read_bytes() == before
