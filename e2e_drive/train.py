@@ -5,8 +5,9 @@ lock (``RunDir``), reads the data, builds the datasets, the model and the callba
 changes how a step runs:
 
 * one device and ``MirroredStrategy`` (``strategy="auto"``/``"mirrored"``): Keras' ``model.fit``;
-* ``MultiWorkerMirroredStrategy`` (``strategy="multiworker"``, configured by ``TF_CONFIG``): a custom
-  ``strategy.run`` step with the same loss, optimizer and callbacks, because Keras 3's ``fit`` fails under it
+* ``MultiWorkerMirroredStrategy`` (``strategy="multiworker"``, configured by ``TF_CONFIG``): a loop that runs
+  Keras' own ``train_step`` (fit's step: the same losses, optimizer, batches and callbacks) in ``strategy.run``,
+  because Keras 3's ``fit`` fails under it
   ("Attempt to convert a value (PerReplica...)", keras-team/keras#20585). Worker ``k`` of ``n`` trains on
   rows ``k::n`` of the training split (and decodes only those), ``batch_size`` rows per step; gradients are
   summed over the workers and scaled by the global batch. Worker 0 (the chief) writes the run folder.
@@ -424,35 +425,19 @@ def _epoch_logs(mean_losses: dict[str, float], weights: dict[str, float], prefix
 
 def _custom_loop(model, strategy, train_ds, val_ds, steps: int, config: TrainConfig, initial_epoch: int,
                  callbacks: list, verbose: int, validate: bool) -> None:
-    """The ``strategy.run`` step for MultiWorkerMirroredStrategy, driving the same callbacks as ``fit``."""
+    """fit's step under MultiWorkerMirroredStrategy, in ``strategy.run``, driving the same callbacks as ``fit``."""
     import keras
     import tensorflow as tf
 
-    optimizer = model.optimizer
-    global_batch = config.batch_size * strategy.num_replicas_in_sync
     targets, weights = config.targets, config.weights
-
-    def replica_step(frames, labels):
-        labels = _by_target(labels, targets)
-        with tf.GradientTape() as tape:
-            outputs = _by_target(model(frames, training=True), targets)
-            per_target = []
-            for target in targets:
-                prediction = tf.reshape(tf.cast(outputs[target], tf.float32), [-1])
-                per_target.append(tf.nn.compute_average_loss(tf.square(prediction - labels[target]),
-                                                             global_batch_size=global_batch))
-            loss = tf.add_n([weights[t] * value for t, value in zip(targets, per_target)])
-            if model.losses:
-                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
-            scaled = optimizer.scale_loss(loss)  # loss scaling under mixed_float16; the loss itself otherwise
-        gradients = tape.gradient(scaled, model.trainable_variables)
-        optimizer.apply(gradients, model.trainable_variables)
-        return tf.stack([loss, *per_target])
 
     @tf.function
     def train_step(frames, labels):
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_step, args=(frames, labels)),
-                               axis=None)
+        # Keras' own train_step, the one fit runs: the compiled losses and loss weights, the regularization
+        # losses, the mixed-precision loss scaling and the cross-replica gradient sum are fit's. Each replica
+        # returns its running metrics over the same number of rows, so their mean is the global one.
+        logs = strategy.run(model.train_step, args=((frames, labels),))
+        return {name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None) for name, value in logs.items()}
 
     @tf.function
     def all_reduce_sum(values):
@@ -464,17 +449,16 @@ def _custom_loop(model, strategy, train_ds, val_ds, steps: int, config: TrainCon
     callback_list.on_train_begin()
     for epoch in range(initial_epoch, config.epochs):
         callback_list.on_epoch_begin(epoch)
-        total = np.zeros(1 + len(targets), np.float64)  # the weighted loss, then each target's MSE
-        batches = train_ds.to_tf_dataset(epochs=1, first_epoch=epoch, parallel_calls=config.workers).take(steps)
+        model.reset_metrics()
+        logs: dict[str, float] = {}
+        # fit's epoch e serves the dataset's epoch e + 1 (its iterator resets the dataset once before the first
+        # epoch): the same batches here, so one worker trains exactly what one device does.
+        batches = train_ds.to_tf_dataset(epochs=1, first_epoch=epoch + 1,
+                                         parallel_calls=config.workers).take(steps)
         for step, (frames, labels) in enumerate(batches):
             callback_list.on_train_batch_begin(step)
-            total += np.asarray(train_step(frames, labels), np.float64)
-            mean = total / (step + 1)
-            batch_logs = _epoch_logs(dict(zip(targets, map(float, mean[1:]))), weights)
-            batch_logs["loss"] = float(mean[0])  # with regularization losses, as fit reports it
-            callback_list.on_train_batch_end(step, batch_logs)
-        logs = _epoch_logs(dict(zip(targets, map(float, total[1:] / steps))), weights)
-        logs["loss"] = float(total[0] / steps)
+            logs = {name: float(value) for name, value in train_step(frames, labels).items()}
+            callback_list.on_train_batch_end(step, logs)
         if validate:
             # Each worker scores its own validation rows with its (identical) weights; one all-reduce sums them
             # (every worker takes part, also one whose share of the rows is empty).

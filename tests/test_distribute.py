@@ -131,6 +131,36 @@ def test_two_workers_train_and_resume_from_the_chiefs_checkpoint(tmp_path):
     assert json.loads((out / "config.json").read_text())["epochs"] == 2
 
 
+def test_the_multiworker_loop_runs_fits_own_step(tmp_path):
+    """One worker under MultiWorkerMirroredStrategy and one device under fit, same data and seed: the same
+    step (Keras' train_step, with dropout and a throttle head) gives the same history and the same weights."""
+    synthetic_log(tmp_path / "frames", n=40)
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER_SCRIPT)
+    options = dict(epochs=2, batch_size=4, crop=[4, 4], seed=3, dropout=0.2, augment=False, early_stopping=0,
+                   epoch_samples=0, select_by="val_loss", targets=["steering", "throttle"], verbose=0)
+    cluster = {"worker": [f"127.0.0.1:{_free_ports(1)[0]}"]}
+    runs = {"fit": {**ENV}, "multiworker": {**ENV, "TF_CONFIG": json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": 0}})}}
+    results = {}
+    for index, (name, env) in enumerate(runs.items()):
+        run_options = {**options, **({"strategy": "multiworker"} if name == "multiworker" else {})}
+        done = subprocess.run([sys.executable, str(script), str(index), str(tmp_path / "frames"),
+                               str(tmp_path / name), json.dumps(run_options)], env=env, capture_output=True,
+                              timeout=240)
+        assert done.returncode == 0, done.stdout.decode()[-3000:] + done.stderr.decode()[-3000:]
+        results[name] = (json.loads((tmp_path / f"result_{index}_2.json").read_text()), _weights(tmp_path / name,
+                                                                                               index, 2))
+    (fit, fit_weights), (loop, loop_weights) = results["fit"], results["multiworker"]
+    assert sorted(fit["history"]) == sorted(loop["history"])
+    assert "throttle_rmse" in fit["history"] and "val_steering_loss" in fit["history"]
+    for key, values in fit["history"].items():
+        np.testing.assert_allclose(loop["history"][key], values, rtol=1e-4, err_msg=key)
+    assert fit["history"]["loss"][0] != fit["history"]["loss"][1]  # it trained
+    for key in fit_weights.files:
+        np.testing.assert_allclose(loop_weights[key], fit_weights[key], rtol=1e-4, atol=1e-6)
+
+
 def test_two_workers_refuse_worker_processes(tmp_path):
     from e2e_drive.train import train
 
