@@ -140,7 +140,14 @@ def test_load_predictor_runs_a_saved_keras_model(tmp_path):
     assert [t["track_seed"] for t in payload["tracks"]] == [101, 102]
     image = cv2.imread(str(plot))  # a map per track, side by side
     assert payload["plot"] == str(plot) and image is not None and image.shape[1] > 1.5 * image.shape[0]
-    assert all(t["laps_completed"] >= 0.05 or t["interventions"] > 0 for t in payload["tracks"])
+    # The simulator is deterministic: the other process drove exactly what this one drives with the same file.
+    from e2e_drive.sim import drive
+
+    here = [r.summary() for r in drive(load_predictor(path), [101, 102], laps=0.05, progress=False)]
+    for theirs, ours in zip(payload["tracks"], here):
+        assert theirs["interventions"] == ours["interventions"], (theirs, ours)
+        for key in ("autonomy", "laps_completed", "elapsed_seconds", "mean_abs_offset"):
+            assert theirs[key] == pytest.approx(ours[key], rel=1e-4, abs=1e-6), key
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"not a zip file")
     with pytest.raises(ValueError, match="broken.keras"):
@@ -153,7 +160,7 @@ def test_cli_record_and_bench(tmp_path, capsys):
     assert payload["rows"] == len(open(payload["csv"]).readlines()) and payload["images"] == 3 * payload["rows"]
     assert main(["bench", "sim", "--frames", "20", "--baseline-frames", "2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["frames"] == 20 and report["render_fps"] > 0 and report["speedup_vs_raycast"] > 0
+    assert report["frames"] == 20 and report["raycast_frames"] == 2 and report["speedup_vs_raycast"] > 1
     assert main(["sim", "drive", str(tmp_path / "nope.keras")]) == 2
     assert "model not found" in capsys.readouterr().err
     (tmp_path / "file").write_text("")

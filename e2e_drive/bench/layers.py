@@ -45,7 +45,9 @@ def _models(input_shape) -> dict[str, tuple[Callable, Callable]]:
     return {
         "Maxout": (lambda: net(widen=2, pool=lambda f: Maxout(f)), lambda: net(widen=2, pool=lambda f: ReshapeMax(f))),
         "PReLU": (lambda: net(activation=lambda: PReLU(shared_axes=[1, 2])),
-                  lambda: net(activation=lambda: layers.PReLU(shared_axes=[1, 2]))),
+                  # Keras' PReLU starts its slopes at 0, ours at He et al.'s 0.25: the same start for both.
+                  lambda: net(activation=lambda: layers.PReLU(alpha_initializer=keras.initializers.Constant(0.25),
+                                                              shared_axes=[1, 2]))),
         "ELU": (lambda: net(activation=lambda: ELU()), lambda: net(activation=lambda: layers.ELU())),
         "ReferenceConv2D": (lambda: net(conv=ReferenceConv2D), lambda: net(conv=layers.Conv2D)),
     }
@@ -64,7 +66,8 @@ def bench_layers(batch_size: int = 64, steps: int = 10, input_shape=(66, 200, 3)
     """Median forward+backward step time of each custom layer vs its comparison, in one run.
 
     Returns:
-        ``{"batch_size", "input_shape", "layers": {name: {"ours_ms", "builtin_ms", "ratio", "target", "comparison"}}}``
+        ``{"batch_size", "input_shape", "layers": {name: {"ours_ms", "builtin_ms", "ratio", "target", "comparison",
+        "first_loss"}}}``
     """
     import keras
     import tensorflow as tf
@@ -75,7 +78,7 @@ def bench_layers(batch_size: int = 64, steps: int = 10, input_shape=(66, 200, 3)
     results = {}
     pairs = _models(input_shape)
     for name, (make_ours, make_builtin) in progress(list(pairs.items()), label="bench layers"):
-        steps_fns = []
+        steps_fns, first_losses = [], []
         for make in (make_ours, make_builtin):
             keras.utils.set_random_seed(seed)
             model = make()
@@ -89,8 +92,8 @@ def bench_layers(batch_size: int = 64, steps: int = 10, input_shape=(66, 200, 3)
                 optimizer.apply_gradients(zip(grads, model.trainable_variables))
                 return loss
 
-            for _ in range(2):  # trace and warm up
-                train_step().numpy()
+            first_losses.append(float(train_step().numpy()))  # trace; the same seed gives the same start
+            train_step().numpy()  # warm up
             steps_fns.append(train_step)
         times = [[], []]
         for _ in range(steps):
@@ -105,6 +108,8 @@ def bench_layers(batch_size: int = 64, steps: int = 10, input_shape=(66, 200, 3)
             "ratio": round(ours / builtin, 3),
             "target": TARGETS[name],
             "comparison": COMPARISON[name],
+            # The pair computes one function from one start: its first losses agree (like is timed with like).
+            "first_loss": {"ours": first_losses[0], "builtin": first_losses[1]},
         }
     return {"batch_size": batch_size, "input_shape": list(input_shape), "steps": steps, "layers": results}
 
