@@ -11,12 +11,14 @@ from e2e_drive.cli import add_command
 from e2e_drive.cli.output import emit
 from e2e_drive.cli.types import bounded_float, count, output_file, seed
 from e2e_drive.models import ACTIVATIONS, CONVS
+from e2e_drive.sim.car import CarParams
+from e2e_drive.sim.driver_style import STYLES
 from e2e_drive.sim.autonomy import INTERVENTION_SECONDS
 from e2e_drive.sim.track import INTERVENTION_FRACTION
 
 log = logging.getLogger(__name__)
 
-LAP_LIMIT, EPOCH_LIMIT = 100.0, 1000
+LAP_LIMIT, EPOCH_LIMIT, FPS_LIMIT, SPEED_LIMIT = 100.0, 1000, 120.0, 30.0
 
 
 def register(commands, common: argparse.ArgumentParser) -> None:
@@ -27,7 +29,9 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         "SEED and write what it sees: --format udacity writes driving_log.csv (no header, 7 columns) and IMG/ "
         "center/left/right JPEGs; --format tub writes a donkeycar tub v2 (manifest.json, catalogs, images/).",
         epilog="examples:\n  e2e-drive sim record --track 3 --laps 2 --out runs/rec3\n"
-        "  e2e-drive sim record --track 4 --out runs/tub4 --format tub",
+        "  e2e-drive sim record --track 4 --out runs/tub4 --format tub\n"
+        "  e2e-drive sim record --track 5 --out runs/kb5 --driver keyboard --fps 13 --speed 10\n\n"
+        "driving styles (--driver):\n" + "\n".join(f"  {s.name:<9} {s.description}" for s in STYLES.values()),
     )
     record.add_argument("--track", type=seed, default=0, metavar="SEED", help="track seed (default 0)")
     record.add_argument("--laps", type=bounded_float(LAP_LIMIT, "frames written to disk"), default=1.0,
@@ -36,6 +40,13 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     record.add_argument("--seed", type=seed, default=0, help="seed of the expert's drifts and noise (default 0)")
     record.add_argument("--format", choices=("udacity", "tub"), default="udacity",
                         help="udacity (driving_log.csv + IMG/) or tub (donkeycar tub v2) (default udacity)")
+    record.add_argument("--driver", choices=tuple(STYLES), default="expert",
+                        help="driving style: what the log records (see below; default expert)")
+    record.add_argument("--fps", type=bounded_float(FPS_LIMIT, "frames per simulated second"), default=10.0,
+                        help=f"frames per second, in (0, {FPS_LIMIT:g}] (default 10; the Udacity simulator "
+                        "records 10-15, donkeycar 20)")
+    record.add_argument("--speed", type=bounded_float(SPEED_LIMIT, "metres per second"), default=CarParams().speed,
+                        help=f"cruising speed in m/s, in (0, {SPEED_LIMIT:g}] (default {CarParams().speed:g})")
 
     drive = add_command(
         commands, "drive", group_name="sim", common=common, handler=run_drive,
@@ -82,10 +93,11 @@ def run_record(args: argparse.Namespace) -> int:
     from e2e_drive.sim import record
 
     result = record(args.track, args.out, laps=args.laps, seed=args.seed, format=args.format,
-                    progress=not args.quiet)
+                    driver=args.driver, fps=args.fps, params=CarParams(speed=args.speed), progress=not args.quiet)
     written = getattr(result, "csv_path", None) or result.out
     cameras = 1 if args.format == "tub" else 3  # a tub holds the centre camera only
-    payload = {"out": str(result.out), "format": args.format, "rows": result.rows, "images": cameras * result.rows,
+    payload = {"out": str(result.out), "format": args.format, "driver": args.driver, "fps": args.fps,
+               "rows": result.rows, "images": cameras * result.rows,
                "laps": round(result.laps, 3), "seconds": round(result.seconds, 1),
                "mean_abs_offset": round(result.mean_abs_offset, 3)}
     if getattr(result, "csv_path", None) is not None:

@@ -34,6 +34,7 @@ from data_tools.frames import write_frame
 from data_tools.io import atomic_directory, write_json, write_text
 from data_tools.progress import progress as progress_bar
 from e2e_drive.sim.car import CarParams, CarState, step
+from e2e_drive.sim.driver_style import DriverStyle, StyledDriver, get_style
 from e2e_drive.sim.expert import Expert
 from e2e_drive.sim.render import CAMERAS, Camera, CameraRig
 from e2e_drive.sim.track import Track, make_track
@@ -60,12 +61,13 @@ class SimRecording:
     rig: CameraRig
     laps: float
     seed: int
+    driver: str = "expert"
 
     def to_json(self) -> dict:
         rig = asdict(self.rig)
         rig["size"] = list(rig["size"])
         return {"kind": RECORDING_KIND, "version": 1, "track": self.track, "fps": self.fps, "laps": self.laps,
-                "seed": self.seed, "car": asdict(self.car), "camera": rig}
+                "seed": self.seed, "driver": self.driver, "car": asdict(self.car), "camera": rig}
 
 
 def read_recording(folder: str | os.PathLike) -> SimRecording | None:
@@ -79,7 +81,8 @@ def read_recording(folder: str | os.PathLike) -> SimRecording | None:
         camera = dict(payload["camera"])
         camera["size"] = tuple(camera["size"])
         return SimRecording(int(payload["track"]), float(payload["fps"]), CarParams(**payload["car"]),
-                            CameraRig(**camera), float(payload["laps"]), int(payload["seed"]))
+                            CameraRig(**camera), float(payload["laps"]), int(payload["seed"]),
+                            str(payload.get("driver", "expert")))
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
 
@@ -108,6 +111,7 @@ def record(
     quality: int = 90,
     progress: bool = True,
     format: str = "udacity",
+    driver: str | DriverStyle = "expert",
 ) -> RecordResult:
     """Drive ``laps`` laps of ``track`` with the expert and write a Udacity log (or a donkeycar tub) into ``out``.
 
@@ -124,6 +128,9 @@ def record(
         progress: draw a progress bar on stderr.
         format: ``"udacity"`` (three cameras, ``driving_log.csv`` + ``IMG/``) or ``"tub"`` (the centre camera
             as a donkeycar tub v2). Defaults to `"udacity"`.
+        driver: the driving style (``e2e_drive.sim.driver_style.STYLES``): ``"expert"`` labels every frame with
+            the corrective steering; ``"analog"``, ``"keyboard"``, ``"joystick"``, ``"late"`` record what a human
+            with that input device steered. Defaults to `"expert"`.
 
     Example:
         >>> record(7, "runs/rec7", laps=1).rows
@@ -133,8 +140,11 @@ def record(
         raise ValueError(f"Expected laps > 0. Received: laps={laps}")
     if format not in FORMATS:
         raise ValueError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
+    if not 0 < float(fps) <= 120.0:
+        raise ValueError(f"--fps: expected frames per second in (0, 120]. Received: {fps!r}")
+    style = get_style(driver)
     track = make_track(track) if isinstance(track, (int, np.integer)) else track
-    recording = SimRecording(int(track.seed), fps, params, rig, laps, seed).to_json()
+    recording = SimRecording(int(track.seed), fps, params, rig, laps, seed, style.name).to_json()
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, expected a folder for "
@@ -145,24 +155,27 @@ def record(
                              "choose a new folder")
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_directory(out) as tmp:
-            rows, offsets, seconds = _drive(track, Path(tmp), laps, seed, fps, params, rig, quality, progress, "tub")
+            rows, offsets, seconds = _drive(track, Path(tmp), laps, seed, fps, params, rig, quality, progress,
+                                            "tub", style)
             write_json(Path(tmp) / RECORDING_FILE, recording)
         return RecordResult(out, None, rows, rows * seconds * params.speed / track.length, rows * seconds,
                             float(np.mean(np.abs(offsets))))
     out.mkdir(parents=True, exist_ok=True)
-    steps, offsets, step_seconds = _drive(track, out, laps, seed, fps, params, rig, quality, progress, "udacity")
+    steps, offsets, step_seconds = _drive(track, out, laps, seed, fps, params, rig, quality, progress, "udacity",
+                                              style)
     write_json(out / RECORDING_FILE, recording)
     return RecordResult(out, out / "driving_log.csv", steps, steps * step_seconds * params.speed / track.length,
                         steps * step_seconds, float(np.mean(np.abs(offsets))))
 
 
 def _drive(track: Track, out: Path, laps: float, seed: int, fps: float, params: CarParams, rig: CameraRig,
-           quality: int, progress: bool, format: str) -> tuple[int, np.ndarray, float]:
+           quality: int, progress: bool, format: str, style: DriverStyle) -> tuple[int, np.ndarray, float]:
     """Drive the expert and write each step's frames and labels; ``(steps, offsets, seconds per step)``."""
     images = out / ("IMG" if format == "udacity" else "images")
     images.mkdir(parents=True, exist_ok=True)
     camera = Camera(track, rig)
-    expert = Expert(track, np.random.default_rng([int(seed), int(track.seed)]), params)
+    rng = np.random.default_rng([int(seed), int(track.seed)])
+    driver = StyledDriver(Expert(track, rng, params, noise=style.noise), style, rng)
     step_seconds = 1.0 / fps
     steps = int(np.ceil(laps * track.length / (params.speed * step_seconds)))
     state = CarState.at(*track.centre[0], track.heading[0], params.speed)
@@ -171,7 +184,7 @@ def _drive(track: Track, out: Path, laps: float, seed: int, fps: float, params: 
     offsets = np.zeros(steps)
     base = _EPOCH + dt.timedelta(hours=int(track.seed) % 10000)
     for i in progress_bar(range(steps), total=steps, label=f"record track {track.seed}", enabled=progress):
-        command, label = expert.act(state, step_seconds)
+        command, label = driver.act(state, step_seconds)
         moment = base + dt.timedelta(seconds=i * step_seconds)
         if format == "udacity":
             stamp = moment.strftime("%Y_%m_%d_%H_%M_%S_%f")[:-3]
