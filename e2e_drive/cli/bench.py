@@ -12,7 +12,7 @@ import sys
 
 from e2e_drive.cli import add_command
 from e2e_drive.cli.output import emit
-from e2e_drive.cli.types import batch_size, count, seed
+from e2e_drive.cli.types import batch_size, bounded_float, count, fraction, seed
 
 # What one benchmark may be asked to time: bounded so that a typo costs seconds, not hours or all the memory.
 steps = count(10_000, "timed steps")
@@ -127,6 +127,35 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     )
     cli.add_argument("--repeats", type=repeats, default=5, help="runs of each command (default 5)")
 
+    recipe = _bench(
+        commands, common, "recipe", run_recipe,
+        help="the default training recipe across logs and seeds: held-out replay autonomy, Pearson, worst case",
+        description="For every LOG (and every --sim driver) and seed: train with the shipped defaults on the "
+        "first part of each recording, then score best.keras on the held-out last part it never saw: closed-loop "
+        "replay autonomy and interventions per minute, Pearson and RMSE (as a multiple of the mean predictor's) "
+        "against the smoothed labels, and for simulator drivers the simulator's own closed loop on an unseen "
+        "track. Per log and in all, mean and worst: the worst log and seed is the figure that counts.",
+        epilog="examples:\n  e2e-drive bench recipe ../shared/data/udacity_sim_a ../shared/data/udacity_sim_b "
+        "--seeds 3\n  e2e-drive bench recipe --sim keyboard@10 analog@13 late@15 joystick@20 --json\n"
+        "  e2e-drive bench recipe LOG --epochs 2 --epoch-samples 2000   # a quick run (reported as changed)",
+    )
+    recipe.add_argument("logs", nargs="*", metavar="LOG", help="driving log folders, CSV files or tubs")
+    recipe.add_argument("--sim", nargs="+", default=[], metavar="DRIVER[@FPS]",
+                        help="simulator recordings to make and score: a driving style of `e2e-drive sim record "
+                        "--driver` at a frame rate, e.g. keyboard@13")
+    recipe.add_argument("--sim-laps", type=bounded_float(20.0, "simulator laps recorded"), default=3.0,
+                        help="laps of each simulator recording (default 3)")
+    recipe.add_argument("--seeds", type=count(20, "training runs per log"), default=1,
+                        help="seeds 0..N-1 per log (default 1)")
+    recipe.add_argument("--held-out", type=fraction, default=0.2,
+                        help="last fraction of each recording kept from training and scored (default 0.2)")
+    recipe.add_argument("--epochs", type=count(10_000, "training epochs"), help="change the recipe's epochs")
+    recipe.add_argument("--epoch-samples", type=count(10_000_000, "samples per epoch"),
+                        help="change the recipe's samples per epoch")
+    recipe.add_argument("--speed", type=bounded_float(30.0, "metres per second"),
+                        help="m/s for logs without a speed column (tubs), as train --speed")
+    recipe.add_argument("--out", help="keep the recordings and run folders here (default: a temporary folder)")
+
     gpu = _bench(
         commands, common, "gpu", run_gpu,
         help="GPU figures: train steps vs CPU and mixed precision, TensorRT engines, the input pipeline",
@@ -137,6 +166,19 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     )
     gpu.add_argument("--steps", type=steps, default=20,
                      help="timed train steps per configuration (default 20)")
+
+
+def run_recipe(args: argparse.Namespace) -> int:
+    from e2e_drive.bench.recipe import bench_recipe, format_recipe_report, parse_sim
+
+    sims = [parse_sim(text, laps=args.sim_laps) for text in args.sim]
+    overrides = {name: value for name, value in (("epochs", args.epochs), ("epoch_samples", args.epoch_samples),
+                                                 ("speed", args.speed)) if value is not None}
+    with contextlib.redirect_stdout(sys.stderr):  # Keras writes to stdout
+        report = bench_recipe(args.logs, sims=sims, seeds=args.seeds, held_out=args.held_out, out=args.out,
+                              progress=not args.quiet, **overrides)
+    emit(args, report, format_recipe_report(report))
+    return 0
 
 
 def run_layers(args: argparse.Namespace) -> int:

@@ -1,0 +1,92 @@
+"""``e2e-drive bench recipe``: the protocol run for real on a simulated keyboard driver (tiny training), each
+figure checked against an independent computation on the held-out rows the run never trained on."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter1d
+from scipy.stats import pearsonr
+
+pytest.importorskip("keras")
+
+from e2e_drive.bench.recipe import SimLog, bench_recipe, format_recipe_report, parse_sim  # noqa: E402
+
+QUICK = dict(epochs=1, epoch_samples=64)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("recipe")
+    return out, bench_recipe(sims=[SimLog("keyboard", 10.0, track=11, laps=0.6)], seeds=2, out=out,
+                             progress=False, **QUICK)
+
+
+def test_each_run_is_scored_on_rows_it_never_trained_on(report):
+    from data_tools import read_log
+    from deploy import load_predictor
+    from e2e_drive.replay import replay
+    from e2e_drive.sim import drive
+
+    out, result = report
+    assert result["recipe"] == QUICK and [r["seed"] for r in result["runs"]] == [0, 1]
+    recording = read_log(out / "recordings" / "sim_keyboard_10")
+    assert np.mean(recording.steering == 0) > 0.2  # a keyboard driver's log
+    trained, held = recording.split(0.2)
+    steering = []
+    for run in result["runs"]:
+        run_dir = out / "runs" / f"00_sim_keyboard_10_seed{run['seed']}"
+        config = json.loads((run_dir / "config.json").read_text())
+        assert config["num_train"] + config["num_val"] == len(trained) == run["training"]["rows"]
+        assert run["held_out_rows"] == len(held) == round(0.2 * len(recording)) and run["rows"] == len(recording)
+        predictor = load_predictor(run_dir / "best.keras")
+        predicted = predictor(np.stack([_frame(p) for p in held.images["center"]]))
+        steering.append(predicted)
+        smoothed = gaussian_filter1d(held.steering.astype(np.float64), 4.0, mode="nearest")
+        assert run["offline"]["pearson"] == pytest.approx(pearsonr(predicted, smoothed).statistic, abs=1e-4)
+        mean_rmse = np.sqrt(np.mean((smoothed - held.steering.mean()) ** 2))
+        rmse = np.sqrt(np.mean((predicted - smoothed) ** 2))
+        assert run["offline"]["rmse_vs_mean"] == pytest.approx(rmse / mean_rmse, rel=1e-3)
+        replayed = replay(held, predictor, profile="sim").total
+        assert run["replay"]["autonomy"] == pytest.approx(replayed.autonomy, abs=1e-6)
+        assert run["replay"]["interventions_per_minute"] == pytest.approx(
+            replayed.interventions / (replayed.elapsed_seconds / 60))
+        (unseen,) = drive(predictor, [101], laps=1.0, fps=10.0, progress=False)
+        assert run["simulator"]["autonomy"] == pytest.approx(unseen.autonomy, abs=1e-6)
+    assert not np.allclose(steering[0], steering[1])  # two seeds, two models
+
+
+def _frame(path):
+    from data_tools import read_frame
+
+    return read_frame(path)
+
+
+def test_the_summary_reports_the_worst_log_and_seed(report):
+    _, result = report
+    runs = result["runs"]
+    summary = result["logs"]["sim:keyboard@10"]
+    autonomy = [r["replay"]["autonomy"] for r in runs]
+    assert summary["autonomy"] == {"mean": pytest.approx(np.mean(autonomy)), "worst": min(autonomy)}
+    assert summary["pearson"]["worst"] == min(r["offline"]["pearson"] for r in runs)
+    assert summary["rmse_vs_mean"]["worst"] == max(r["offline"]["rmse_vs_mean"] for r in runs)
+    assert result["all"]["autonomy"] == summary["autonomy"] and result["worst_log"] == "sim:keyboard@10"
+    text = format_recipe_report(result)
+    assert "epochs=1, epoch_samples=64" in text and "all (worst log and seed)" in text
+
+
+def test_bad_requests_are_named_before_any_training(tmp_path, capsys):
+    from e2e_drive.cli import main
+
+    with pytest.raises(ValueError, match="--sim wheelie@10"):
+        parse_sim("wheelie@10")
+    with pytest.raises(ValueError, match=r"--sim keyboard@fast: expected DRIVER\[@FPS\]"):
+        parse_sim("keyboard@fast")
+    assert main(["bench", "recipe"]) == 2
+    assert "LOG: give at least one log" in capsys.readouterr().err
+    assert main(["bench", "recipe", "--sim", "keyboard@500"]) == 2
+    assert "frames per second must be in [1, 60]" in capsys.readouterr().err
+    assert main(["bench", "recipe", str(tmp_path / "missing")]) == 2
+    assert not list(tmp_path.iterdir())
