@@ -53,6 +53,9 @@ def test_each_run_is_scored_on_rows_it_never_trained_on(report):
         assert run["replay"]["autonomy"] == pytest.approx(replayed.autonomy, abs=1e-6)
         assert run["replay"]["interventions_per_minute"] == pytest.approx(
             replayed.interventions / (replayed.elapsed_seconds / 60))
+        assert sum(run["replay"]["interventions_by_bend"].values()) == replayed.interventions
+        assert sum(run["replay"]["steps_by_bend"].values()) == len(replayed.steering)
+        assert run["offline"]["gain"] == pytest.approx(np.polyfit(smoothed, predicted, 1)[0], rel=1e-3)
         (unseen,) = drive(predictor, [101], laps=1.0, fps=10.0, progress=False)
         assert run["simulator"]["autonomy"] == pytest.approx(unseen.autonomy, abs=1e-6)
     assert not np.allclose(steering[0], steering[1])  # two seeds, two models
@@ -73,8 +76,13 @@ def test_the_summary_reports_the_worst_log_and_seed(report):
     assert summary["pearson"]["worst"] == min(r["offline"]["pearson"] for r in runs)
     assert summary["rmse_vs_mean"]["worst"] == max(r["offline"]["rmse_vs_mean"] for r in runs)
     assert result["all"]["autonomy"] == summary["autonomy"] and result["worst_log"] == "sim:keyboard@10"
+    labels = summary["labels"]
+    assert labels["fps"] == pytest.approx(10.0, rel=1e-2) and labels["keyboard_like"]
+    assert labels["zero_share"] > 0.2 and labels["distinct_values"] < 30
+    assert summary["interventions_by_bend"] == {
+        bend: sum(r["replay"]["interventions_by_bend"][bend] for r in runs) for bend in ("left", "straight", "right")}
     text = format_recipe_report(result)
-    assert "epochs=1, epoch_samples=64" in text and "all (worst log and seed)" in text
+    assert "epochs=1, epoch_samples=64" in text and "all (worst log and seed)" in text and "diagnosis" in text
 
 
 def test_bad_requests_are_named_before_any_training(tmp_path, capsys):

@@ -62,26 +62,87 @@ def parse_sim(text: str, laps: float = 3.0) -> SimLog:
     return SimLog(driver, rate, laps=laps)
 
 
+BEND = 0.05  # |smoothed recorded steering| beyond which a row is in a bend
+
+
+def label_statistics(driving_log: Any) -> dict[str, Any]:
+    """What kind of driver and log this is: frame rate, how the steering is distributed and how it moves."""
+    from data_tools.smoothing import is_keyboard_steering
+
+    steering = np.asarray(driving_log.steering, np.float64)
+    steps = np.diff(driving_log.timestamp)
+    steps = steps[np.isfinite(steps) & (steps > 0)]
+    fps = float(1.0 / np.median(steps)) if len(steps) else float("nan")
+    return {"rows": len(steering), "fps": fps, "zero_share": float(np.mean(steering == 0.0)),
+            "distinct_values": int(len(np.unique(steering))), "full_lock_share": float(np.mean(np.abs(steering) >= 0.99)),
+            "mean_abs": float(np.mean(np.abs(steering))), "keyboard_like": is_keyboard_steering(driving_log),
+            # Frame-to-frame change per second: keyboard taps and jittery sticks move fast, wheels slowly.
+            "change_per_second": float(np.mean(np.abs(np.diff(steering)))) * fps if len(steering) > 1 else 0.0}
+
+
+def _diagnosis(result: Any) -> dict[str, Any]:
+    """Where the replayed car left the road (bend left, straight, bend right by the recorded steering) and how:
+    understeer (steering less than the driver where it strayed) or oversteer / oscillation."""
+    from data_tools.smoothing import gaussian_smooth
+
+    recorded = gaussian_smooth(result.recorded, SMOOTH_SIGMA)
+    where = np.flatnonzero(result.intervened)
+    bends = {"left": 0, "straight": 0, "right": 0}
+    under = over = 0
+    for step in where:
+        window = slice(max(0, step - 10), step + 1)  # the second or so before the car left the road
+        bend = float(np.mean(recorded[window]))
+        bends["left" if bend < -BEND else "right" if bend > BEND else "straight"] += 1
+        if abs(bend) > BEND:
+            if np.sign(bend) * float(np.mean(result.steering[window])) < abs(bend):
+                under += 1
+            else:
+                over += 1
+    rows_by_bend = {"left": int(np.sum(recorded < -BEND)), "straight": int(np.sum(np.abs(recorded) <= BEND)),
+                    "right": int(np.sum(recorded > BEND))}
+    sign_changes = np.mean(np.diff(np.sign(result.steering)) != 0) if len(result.steering) > 1 else 0.0
+    return {"interventions_by_bend": bends, "steps_by_bend": rows_by_bend, "understeer": under, "oversteer": over,
+            "steering_sign_changes_per_step": float(sign_changes)}
+
+
 def _score(model_path: Path, held: Any, predictor=None, sim: SimLog | None = None,
            speed: float | None = None) -> dict[str, Any]:
+    from data_tools import DataError
+    from e2e_drive.closed_loop import log_spec, uncertainty
     from e2e_drive.evaluate import evaluate
+    from e2e_drive.models import load_model, steering_function
+    from e2e_drive.replay import car_for_log
 
-    report = evaluate(str(model_path), held, smooth_sigma=SMOOTH_SIGMA, replay=None, speed=speed)
+    model = load_model(str(model_path))
+    report = evaluate(model, held, smooth_sigma=SMOOTH_SIGMA, replay=False)
     smoothed = report["smoothed"]
-    replay = report["replay"]
-    if "skipped" in replay:  # e.g. a tub without --speed: offline figures only, and the reason
-        scored_replay: dict[str, Any] = {"skipped": replay["skipped"]}
+    prediction = steering_function(model)
+    scored_replay: dict[str, Any]
+    try:
+        if np.isnan(held.timestamp).any() or (speed is None and np.isnan(held.speed).all()):
+            raise DataError("no time stamps or no speed to rebuild the driven path from (tubs: --speed)", path="LOG")
+        total = log_spec(held, car_for_log(held), None, speed).replay(prediction).total
+    except DataError as error:  # offline figures only, and the reason
+        scored_replay = {"skipped": str(error)}
     else:
-        minutes = replay["elapsed_seconds"] / 60.0
-        scored_replay = {"autonomy": replay["autonomy"], "interventions": replay["interventions"],
-                         "seconds": replay["elapsed_seconds"],
-                         "interventions_per_minute": replay["interventions"] / minutes if minutes else float("nan"),
-                         "points_per_intervention": replay["points_per_intervention"]}
+        minutes = total.elapsed_seconds / 60.0
+        scored_replay = {"autonomy": total.autonomy, "interventions": total.interventions,
+                         "seconds": total.elapsed_seconds,
+                         "interventions_per_minute": total.interventions / minutes if minutes else float("nan"),
+                         "points_per_intervention": uncertainty(total.elapsed_seconds)["points_per_intervention"],
+                         **_diagnosis(total)}
+    from data_tools.smoothing import gaussian_smooth
+
+    labels = np.concatenate([gaussian_smooth(held[held.recording == r].steering, SMOOTH_SIGMA)
+                             for r in held.recordings])
+    predicted = np.concatenate([_predict(prediction, held[held.recording == r]) for r in held.recordings])
+    # The learnt gain: the slope of the model's steering on the smoothed labels (below 1: it steers too little).
+    gain = float(np.polyfit(labels, predicted, 1)[0]) if np.std(labels) > 0 else float("nan")
     scored: dict[str, Any] = {
         "held_out_rows": report["count"],
         "replay": scored_replay,
         "offline": {"pearson": smoothed["model"]["pearson"], "rmse": smoothed["model"]["rmse"],
-                    "rmse_vs_mean": smoothed["model"]["rmse"] / smoothed["mean_baseline"]["rmse"]},
+                    "rmse_vs_mean": smoothed["model"]["rmse"] / smoothed["mean_baseline"]["rmse"], "gain": gain},
     }
     if sim is not None:
         from e2e_drive.sim import drive
@@ -90,6 +151,14 @@ def _score(model_path: Path, held: Any, predictor=None, sim: SimLog | None = Non
         scored["simulator"] = {"track": UNSEEN_TRACK, "autonomy": result.autonomy,
                                "interventions": result.interventions, "laps": result.laps_completed}
     return scored
+
+
+def _predict(prediction, part: Any, batch: int = 64) -> np.ndarray:
+    from data_tools import read_frame
+
+    paths = part.images["center"]
+    return np.concatenate([prediction(np.stack([read_frame(p) for p in paths[i:i + batch]]))
+                           for i in range(0, len(paths), batch)])
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -102,11 +171,18 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
                               ("interventions_per_minute", ("replay", "interventions_per_minute"), np.nanmax),
                               ("pearson", ("offline", "pearson"), np.nanmin),
                               ("rmse_vs_mean", ("offline", "rmse_vs_mean"), np.nanmax),
+                              ("gain", ("offline", "gain"), np.nanmin),
                               ("simulator_autonomy", ("simulator", "autonomy"), np.nanmin),
                               ("train_seconds", ("training", "seconds"), np.nanmax)):
         values = column(path)
         if len(values) and not np.isnan(values).all():
             summary[name] = {"mean": float(np.nanmean(values)), "worst": float(worst(values))}
+    replayed = [run["replay"] for run in runs if "interventions_by_bend" in run["replay"]]
+    if replayed:
+        summary["interventions_by_bend"] = {bend: sum(r["interventions_by_bend"][bend] for r in replayed)
+                                            for bend in ("left", "straight", "right")}
+        summary["understeer"] = sum(r["understeer"] for r in replayed)
+        summary["oversteer"] = sum(r["oversteer"] for r in replayed)
     return summary
 
 
@@ -141,6 +217,7 @@ def bench_recipe(logs: Sequence[str] = (), *, sims: Sequence[SimLog] = (), seeds
         raise ValueError(f"--held-out: expected a fraction in (0, 1). Received: {held_out!r}")
     TrainConfig(**overrides)  # a bad override fails before any recording or training
     runs: list[dict[str, Any]] = []
+    statistics: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_recipe_") as scratch:
         root = Path(out) if out is not None else Path(scratch)
         sources: list[tuple[str, Any, SimLog | None]] = [(os.fspath(p), os.fspath(p), None) for p in logs]
@@ -150,6 +227,7 @@ def bench_recipe(logs: Sequence[str] = (), *, sims: Sequence[SimLog] = (), seeds
             sources.append((sim.name, str(folder), sim))
         for index, (name, path, sim) in enumerate(sources):
             driving_log = load_log([path])
+            statistics[name] = label_statistics(driving_log)
             trained_rows, held = driving_log.split(held_out)
             for seed in range(seeds):
                 run_dir = root / "runs" / f"{index:02d}_{Path(path).name}_seed{seed}"
@@ -157,20 +235,24 @@ def bench_recipe(logs: Sequence[str] = (), *, sims: Sequence[SimLog] = (), seeds
                     log.info("bench recipe: %s seed %d: training on %d rows, %d held out", name, seed,
                              len(trained_rows), len(held))
                 start = time.perf_counter()
-                result = train(trained_rows, run_dir, seed=seed, verbose=0, overwrite=True, **overrides)
+                options = dict(overrides)
+                if np.isfinite(driving_log.speed).any():
+                    options.pop("speed", None)  # --speed is for logs without a speed column, as in train
+                result = train(trained_rows, run_dir, seed=seed, verbose=0, overwrite=True, **options)
                 seconds = time.perf_counter() - start
                 predictor = load_predictor(result.best_model_path) if sim is not None else None
                 run = {"log": name, "seed": seed, "rows": len(driving_log),
                        "training": {"rows": len(trained_rows), "seconds": seconds,
                                     "epochs": result.epochs_run, "closed_loop": (result.closed_loop or {}).get(
                                         "autonomy")},
-                       **_score(Path(result.best_model_path), held, predictor, sim, overrides.get("speed"))}
+                       **_score(Path(result.best_model_path), held, predictor, sim, options.get("speed"))}
                 runs.append(run)
                 if progress:
                     log.info("bench recipe: %s seed %d: replay autonomy %s%%, Pearson %.2f, RMSE %.2fx the mean",
                              name, seed, run["replay"].get("autonomy", "-"), run["offline"]["pearson"],
                              run["offline"]["rmse_vs_mean"])
-    by_log = {name: _summary([r for r in runs if r["log"] == name]) for name, _, _ in sources}
+    by_log = {name: {**_summary([r for r in runs if r["log"] == name]), "labels": statistics[name]}
+              for name, _, _ in sources}
     worst = min(by_log, key=lambda name: by_log[name].get("autonomy", {}).get("worst", float("inf")))
     return {"recipe": dict(overrides), "held_out": held_out, "seeds": seeds, "runs": runs, "logs": by_log,
             "all": _summary(runs), "worst_log": worst}
@@ -194,4 +276,17 @@ def format_recipe_report(report: dict[str, Any]) -> str:
     lines += [row(name, summary) for name, summary in report["logs"].items()]
     lines.append(row("all (worst log and seed)", report["all"]))
     lines.append(f"worst log: {report['worst_log']}")
+    lines.append("diagnosis (labels of the whole log; interventions of every seed's held-out replay):")
+    lines.append(f"{'log':<34}{'fps':>6}{'zeros':>7}{'values':>8}{'lock':>6}{'change/s':>9}{'gain':>12}"
+                 f"{'interventions left/straight/right':>35}{'under/over':>12}")
+    for name, summary in report["logs"].items():
+        labels = summary["labels"]
+        gain = f"{summary['gain']['mean']:.2f}" if "gain" in summary else "-"
+        bends, steer = "-", "-"
+        if "interventions_by_bend" in summary:
+            bends = "/".join(str(summary["interventions_by_bend"][b]) for b in ("left", "straight", "right"))
+            steer = f"{summary['understeer']}/{summary['oversteer']}"
+        lines.append(f"{name:<34}{labels['fps']:>6.1f}{labels['zero_share']:>7.0%}{labels['distinct_values']:>8}"
+                     f"{labels['full_lock_share']:>6.0%}{labels['change_per_second']:>9.2f}{gain:>12}{bends:>35}"
+                     f"{steer:>12}")
     return "\n".join(lines)
