@@ -71,11 +71,34 @@ def recipe_augmentation(config: TrainConfig, data_log: DrivingLog, camera=None):
     shift = viewpoint_metres(config)
     if shift > 0:
         chain.transforms.insert(1, ViewpointShift(
-            CameraWarps(rig), correct, max_lateral=shift, max_heading=VIEWPOINT_HEADING,
+            CameraWarps(rig, seen_rows=partial(seen_rows, crop=config.crop, margin=row_margin(chain))), correct, max_lateral=shift, max_heading=VIEWPOINT_HEADING,
             camera_offsets={"left": rig.side_offset, "right": -rig.side_offset}, p=VIEWPOINT_PROBABILITY))
         log.info("viewpoint shifts: up to %.2f m and %.2f rad, labelled with the %s car's pure pursuit at %.1f m/s",
                  shift, VIEWPOINT_HEADING, profile.name, speed)
     return chain
+
+
+def row_margin(chain) -> int:
+    """Rows beyond the crop that the transforms of ``chain`` can bring into the model's view: a vertical
+    ``Translate`` moves rows by up to ``max_y``, a ``GaussianBlur`` mixes in rows up to 3 sigma away."""
+    from data_tools.augment import GaussianBlur, Translate
+
+    margin = 0
+    for transform in chain.transforms:
+        if isinstance(transform, Translate):
+            margin += int(np.ceil(transform.max_y))
+        elif isinstance(transform, GaussianBlur):
+            margin += int(np.ceil(3 * transform.sigma_range[1]))
+    return margin
+
+
+def seen_rows(height: int, crop: tuple[int, int] | None, margin: int) -> tuple[int, int]:
+    """The rows ``[first, end)`` of a frame of ``height`` rows the model sees through ``crop`` (``None``: the
+    default crop for that height), widened by ``margin``: the only rows a viewpoint shift has to warp."""
+    from data_tools.preprocess import default_crop
+
+    top, bottom = default_crop(height) if crop is None else crop
+    return max(0, top - margin), min(height, height - bottom + margin)
 
 
 def with_car(config: TrainConfig, data_log: DrivingLog) -> TrainConfig:

@@ -169,6 +169,38 @@ def test_viewpoint_shift_is_deterministic_and_survives_pickling():
         ViewpointShift(CameraWarps(rig), pursuit_correction, max_lateral=-1.0)
 
 
+@pytest.mark.parametrize("size, crop", [((160, 320), None), ((120, 160), None), ((160, 320), (30, 10))])
+def test_the_recipe_warps_only_the_rows_the_model_sees(size, crop):
+    from data_tools.preprocess import default_crop
+    from e2e_drive.recipe import row_margin, seen_rows
+
+    rig = CameraRig(size=size)
+    track = make_track(2)
+    frames = [Camera(track, rig).render(*track.centre[i], track.heading[i], camera)
+              for i, camera in ((10, "center"), (30, "left"), (50, "right"))]
+    log = DrivingLog.from_columns(center=["c.jpg"] * 3, left=["l.jpg"] * 3, right=["r.jpg"] * 3,
+                                  steering=np.zeros(3), speed=np.full(3, 20.0), source="log.csv", row=np.arange(1, 4))
+    config = TrainConfig(car="udacity", crop=crop)
+    chain = recipe_augmentation(config, log, camera=rig)
+    shift = next(t for t in chain.transforms if isinstance(t, ViewpointShift))
+    assert shift.warp.seen_rows is not None and row_margin(chain) == 10 + 5  # Translate max_y, blur's 3 sigma
+    whole = recipe_augmentation(config, log, camera=rig)
+    next(t for t in whole.transforms if isinstance(t, ViewpointShift)).warp = CameraWarps(rig)
+    top, bottom = default_crop(size[0]) if crop is None else crop
+    first, end = seen_rows(size[0], crop, row_margin(chain))
+    assert first == max(0, top - 15) and end == min(size[0], size[0] - bottom + 15) and end - first < size[0]
+    shifted = 0
+    for seed in range(40):
+        frame, camera = frames[seed % 3], ("center", "left", "right")[seed % 3]
+        fast = chain(Sample(frame, 0.0, camera=camera), np.random.default_rng(seed))
+        slow = whole(Sample(frame, 0.0, camera=camera), np.random.default_rng(seed))
+        assert fast.steering == slow.steering and fast.applied == slow.applied
+        # What the model sees, after every later transform, is the whole-frame warp's, pixel for pixel.
+        np.testing.assert_array_equal(fast.image[top:size[0] - bottom], slow.image[top:size[0] - bottom])
+        shifted += "ViewpointShift" in fast.applied
+    assert shifted >= 10
+
+
 @pytest.fixture(scope="module")
 def sim_recording(tmp_path_factory):
     """12 seconds of the embedded simulator's expert (time stamps, speed, three cameras)."""

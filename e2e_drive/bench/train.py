@@ -4,7 +4,8 @@
    viewpoint-shift warps, flips, light): (a) the augmentation chain alone, batches made back to back by 1 and by
    ``os.cpu_count()`` threads; (b) PilotNet's step on in-memory tensors (the same frames as one NumPy array);
    (c) ``fit`` fed by ``DrivingDataset`` (memory cache) with the default ``--workers`` and with one worker per
-   core: images/s of each and (c) / (b) (target >= 90 %).
+   core: images/s of each and (c) / (b) (target >= 90 %); and the viewpoint-shift warp alone, of the whole frame
+   against the rows the model's crop sees (what the recipe warps).
 2. Variants: train-step time of every activation/conv variant relative to ELU +
    Keras conv, on the same batch.
 
@@ -43,6 +44,14 @@ def _synthetic_log(folder: Path, n: int, seed: int = 0):
                                    row=np.arange(1, n + 1))
 
 
+def _sim_frame() -> np.ndarray:
+    from e2e_drive.replay import get_profile
+    from e2e_drive.sim import Camera, make_track
+
+    track = make_track(0)
+    return Camera(track, get_profile("udacity").camera).render(*track.centre[20], track.heading[20])
+
+
 def epoch_seconds(model, data, epochs: int, **fit_kwargs) -> float:
     """Seconds of the last epoch of ``model.fit`` (the first one includes tracing)."""
     import keras
@@ -69,6 +78,28 @@ def _augment_seconds(dataset, threads: int) -> float:
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(lambda i: dataset.batch(1, i), range(len(dataset))))
     return time.perf_counter() - start
+
+
+def shift_warp_rates(frame: np.ndarray, warps: int = 200) -> dict[str, float]:
+    """Viewpoint-shift warps per second of the whole frame and of the rows the default crop lets the model see
+    (``e2e_drive.recipe.seen_rows``), interleaved on the same frame and displacements."""
+    from data_tools.augment import default_augmentation
+    from e2e_drive.recipe import row_margin, seen_rows
+    from e2e_drive.replay import ViewWarp, get_profile
+
+    warp = ViewWarp(get_profile("udacity").camera)
+    rows = seen_rows(frame.shape[0], None, row_margin(default_augmentation()))
+    moves = np.random.default_rng(0).uniform(-1.0, 1.0, (warps, 2)) * (1.35, 0.1)
+    seconds = {"whole_frame": 0.0, "seen_rows": 0.0}
+    for lateral, heading in moves:
+        for name, kept in (("whole_frame", None), ("seen_rows", rows)):
+            start = time.perf_counter()
+            warp(frame, lateral, heading, rows=kept)
+            seconds[name] += time.perf_counter() - start
+    rates = {name: warps / value for name, value in seconds.items()}
+    rates["seen_rows_vs_whole_frame"] = rates["seen_rows"] / rates["whole_frame"]
+    rates["rows"] = list(rows)
+    return rates
 
 
 def _compiled(activation: str = "elu", conv: str = "keras"):
@@ -109,6 +140,8 @@ def bench_train(batch_size: int = 32, steps: int = 10, variants: str = "all", ep
         batches = dataset(1)  # one frame cache for every thread count
         chain = {str(k): n / _augment_seconds(batches, k) for k in sorted({1, cores})}
         frames = np.stack([read_frame(path) for path in driving_log.images["center"]])
+        log.info("timing: viewpoint-shift warps, whole frame vs the rows the model sees")
+        warp_rates = shift_warp_rates(_sim_frame())
         steering = driving_log.steering
         log.info("timing: in-memory tensors")
         tensor_s = epoch_seconds(_compiled(), frames, epochs, y=steering, batch_size=batch_size, shuffle=True)
@@ -126,6 +159,7 @@ def bench_train(batch_size: int = 32, steps: int = 10, variants: str = "all", ep
         "dataset_images_per_s": fed[str(defaults.workers)],
         "dataset_vs_tensors": fed[str(defaults.workers)] / tensors,
         "target": 0.9,
+        "shift_warps_per_s": warp_rates,
     }
 
     chosen = [(a, "keras") for a in ACTIVATIONS] + [("elu", "reference")]
@@ -160,6 +194,9 @@ def format_train_report(report: dict[str, Any]) -> str:
           f"({100 * rate / pipe['tensors_images_per_s']:.0f} % of tensors; target {100 * pipe['target']:.0f} %)"
           + ("  <- default --workers" if int(k) == pipe["default_workers"] else "")
           for k, rate in pipe["dataset_images_per_s_by_workers"].items()),
+        f"viewpoint-shift warps: {pipe['shift_warps_per_s']['whole_frame']:.0f}/s whole frame, "
+        f"{pipe['shift_warps_per_s']['seen_rows']:.0f}/s rows {pipe['shift_warps_per_s']['rows']} the model sees "
+        f"(x{pipe['shift_warps_per_s']['seen_rows_vs_whole_frame']:.2f})",
         "train step by variant (relative to elu:keras):",
     ]
     for name, entry in report["variants"].items():

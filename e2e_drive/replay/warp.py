@@ -15,6 +15,8 @@ counter-clockwise (to the left).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import cv2
 import numpy as np
 
@@ -47,8 +49,6 @@ class ViewWarp:
         self._source_rotation = rig.pose(0.0, 0.0, 0.0, source)[0]
         k = rig.intrinsics
         self._k, self._k_inv = k, np.linalg.inv(k)
-        self._to_band = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, -self.split], [0.0, 0.0, 1.0]])
-        self._from_band = np.linalg.inv(self._to_band)
 
     def homographies(self, lateral: float, heading: float, target: str = "center",
                      forward: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -65,31 +65,41 @@ class ViewWarp:
         return ground, sky
 
     def __call__(self, frame: np.ndarray, lateral: float = 0.0, heading: float = 0.0, target: str = "center",
-                 forward: float = 0.0, out: np.ndarray | None = None) -> np.ndarray:
+                 forward: float = 0.0, out: np.ndarray | None = None,
+                 rows: tuple[int, int] | None = None) -> np.ndarray:
         """The frame as seen from the displaced viewpoint (same shape and dtype; borders replicated).
 
-        For the driver's view (``target="center"``) the bonnet rows are kept as recorded.
+        For the driver's view (``target="center"``) the bonnet rows are kept as recorded. ``rows=(first, end)``:
+        only those destination rows are warped (the ones a model's crop keeps), the others are kept as recorded;
+        the warped rows are the ones a whole-frame warp gives.
         """
-        rows, cols = self.size
-        if frame.shape[:2] != (rows, cols):
+        height, cols = self.size
+        if frame.shape[:2] != (height, cols):
             raise ValueError(f"frame is {frame.shape[1]}x{frame.shape[0]}, the camera calibration is for "
-                             f"{cols}x{rows}")
+                             f"{cols}x{height}")
+        first, end = (0, height) if rows is None else (max(0, int(rows[0])), min(height, int(rows[1])))
         if out is None:
             out = np.empty_like(frame)
+        if rows is not None:  # the rows outside are kept as recorded (the bonnet is among them)
+            out[:first], out[end:] = frame[:first], frame[end:]
         ground, sky = self.homographies(lateral, heading, target, forward)
-        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        if self.split > 0:
-            cv2.warpPerspective(frame, np.linalg.inv(sky), (cols, self.split), dst=out[: self.split], flags=flags,
-                                borderMode=cv2.BORDER_REPLICATE)
-        bottom = self.bonnet_top if target == "center" else rows
-        if bottom > self.split:
-            # Destination band rows start at 0: map band -> image -> source.
-            band_to_source = np.linalg.inv(ground) @ self._from_band
-            cv2.warpPerspective(frame, band_to_source, (cols, bottom - self.split), dst=out[self.split : bottom],
-                                flags=flags, borderMode=cv2.BORDER_REPLICATE)
-        if bottom < rows:
-            out[bottom:] = frame[bottom:]
+        bottom = self.bonnet_top if target == "center" else height
+        # Sky rows take the rotation only, ground rows the plane's homography: each maps image -> source.
+        for source_from_image, top, stop in ((np.linalg.inv(sky), 0, self.split),
+                                             (np.linalg.inv(ground), self.split, bottom)):
+            top, stop = max(top, first), min(stop, end)
+            if stop > top:
+                _warp_band(frame, source_from_image, top, stop, out)
+        if bottom < end:
+            out[bottom:end] = frame[bottom:end]
         return out
+
+
+def _warp_band(frame: np.ndarray, source_from_image: np.ndarray, top: int, stop: int, out: np.ndarray) -> None:
+    """Destination rows ``[top, stop)`` of ``out``: warpPerspective fills a band whose row 0 is image row ``top``."""
+    image_from_band = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, float(top)], [0.0, 0.0, 1.0]])
+    cv2.warpPerspective(frame, source_from_image @ image_from_band, (frame.shape[1], stop - top), dst=out[top:stop],
+                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
 
 
 class CameraWarps:
@@ -100,13 +110,17 @@ class CameraWarps:
     left and turned ``heading`` radians left. Frames of another size than the rig's use the rig scaled to them
     (``camera_for_size``); one ``ViewWarp`` per camera and size is kept.
 
+    ``seen_rows(height) -> (first, end)``: warp only the rows a model will see (its crop, and the rows later
+    transforms can move into it); the others are kept as recorded. Defaults to every row.
+
     Example:
         >>> warps = CameraWarps(get_profile("udacity").camera)
         >>> view = warps(frame, 0.5, 0.02, "left")
     """
 
-    def __init__(self, rig: CameraRig):
+    def __init__(self, rig: CameraRig, seen_rows: Callable[[int], tuple[int, int]] | None = None):
         self.rig = rig
+        self.seen_rows = seen_rows
         self._warps: dict[tuple[str, tuple[int, int]], ViewWarp] = {}
 
     def __call__(self, image: np.ndarray, lateral: float, heading: float, camera: str = "center") -> np.ndarray:
@@ -114,7 +128,8 @@ class CameraWarps:
         warp = self._warps.get(key)
         if warp is None:
             warp = self._warps[key] = ViewWarp(camera_for_size(self.rig, key[1]), source=camera)
-        return warp(image, lateral, heading, target=camera)
+        rows = None if self.seen_rows is None else self.seen_rows(image.shape[0])
+        return warp(image, lateral, heading, target=camera, rows=rows)
 
     def __repr__(self) -> str:
         return f"CameraWarps({self.rig!r})"
