@@ -106,6 +106,7 @@ from e2e_drive.train import train
 class SlowEpochs(keras.callbacks.Callback):
     # Gives the test time to try a second run and to kill this one between epochs' checkpoints.
     def on_epoch_end(self, epoch, logs=None):
+        Path({sleeping!r}).touch()  # every run file of the epoch is written: the test may look now
         time.sleep(60)
 
 log = synthetic_log(Path({frames!r}))
@@ -124,12 +125,13 @@ def test_lock_and_resume_after_sigkill(tiny_log, tmp_path):
 
     out = tmp_path / "run"
     script = tmp_path / "run_train.py"
-    script.write_text(RESUME_SCRIPT.format(frames=str(tmp_path / "frames"), out=str(out)))
+    sleeping = tmp_path / "sleeping"
+    script.write_text(RESUME_SCRIPT.format(frames=str(tmp_path / "frames"), out=str(out), sleeping=str(sleeping)))
     process = subprocess.Popen([sys.executable, str(script), "slow", "fresh"], env=ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
-        while not (out / "state.json").exists():
+        while not sleeping.exists():
             assert process.poll() is None, process.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "no checkpoint within 120 s"
             time.sleep(0.1)
