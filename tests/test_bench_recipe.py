@@ -98,3 +98,29 @@ def test_bad_requests_are_named_before_any_training(tmp_path, capsys):
     assert "frames per second must be in [1, 60]" in capsys.readouterr().err
     assert main(["bench", "recipe", str(tmp_path / "missing")]) == 2
     assert not list(tmp_path.iterdir())
+
+
+def test_the_held_out_part_is_a_share_of_driven_time_not_of_rows():
+    """A log that ends parked (as real logs do) is scored on 20% of its driving, not on 20% of rows that are
+    mostly standing; the oracle is the replay's own clock of the driven seconds."""
+    from data_tools import DrivingLog
+    from e2e_drive.bench.recipe import held_out_rows
+    from e2e_drive.replay import replay
+
+    rate, driving, parked = 10.0, 300, 200
+    speed = np.r_[np.full(driving, 8.0), np.zeros(parked)]  # mph, as the Udacity simulator writes it
+    steering = 0.2 * np.sin(np.arange(driving + parked) / 15.0)
+    n = driving + parked
+    log = DrivingLog.from_columns(center=[f"c{i}.jpg" for i in range(n)], steering=steering, source="log.csv",
+                                  row=np.arange(1, n + 1), speed=speed, timestamp=np.arange(n) / rate)
+    held = held_out_rows(log, 0.2, min_speed=0.5)
+    assert held[-parked:].all() and not held[:-parked - 60].any()  # 60 driven rows (6 s of 30 s) join the parked ones
+    whole = replay(log, "recorded").total.elapsed_seconds
+    scored = replay(log[held], "recorded").total.elapsed_seconds
+    assert scored == pytest.approx(0.2 * whole, abs=1.5 / rate)
+    rows_split = log.split(0.2)[1]
+    assert len(rows_split) == 100 and rows_split.speed.max() == 0  # what the row split would have scored: nothing
+    # With every row moving at one frame rate it is the row split.
+    moving = DrivingLog.from_columns(center=log.images["center"], steering=steering, source="log.csv",
+                                     row=np.arange(1, n + 1), speed=np.full(n, 8.0), timestamp=np.arange(n) / rate)
+    assert np.array_equal(held_out_rows(moving, 0.2, 0.5), moving.validation_rows(0.2))

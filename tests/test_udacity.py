@@ -93,3 +93,30 @@ def test_non_utf8_csv_is_a_clear_error(tmp_path):
     (tmp_path / "driving_log.csv").write_bytes(b"IMG/c\xe9.jpg, IMG/l.jpg, IMG/r.jpg, 0, 0, 0, 1\n")
     with pytest.raises(DataError, match=r"driving_log.csv: not a UTF-8 text CSV"):
         read_udacity(tmp_path)
+
+
+def test_time_stamps_come_from_the_names_the_csv_wrote_even_for_symlinked_images(tmp_path):
+    """Logs assembled from a content store (git-annex, DVC, a deduplicating copy) hold symlinks whose targets
+    are hashes: the time is in the name the CSV wrote, not in the resolved file's."""
+    import datetime
+
+    store, log_dir = tmp_path / "store", tmp_path / "log"
+    store.mkdir()
+    (log_dir / "IMG").mkdir(parents=True)
+    start = datetime.datetime(2016, 12, 1, 13, 30, 48, 287000, tzinfo=datetime.timezone.utc)
+    moments = [start + datetime.timedelta(milliseconds=100 * i + 7 * (i % 2)) for i in range(4)]
+    lines = []
+    for i, moment in enumerate(moments):
+        cells = []
+        for camera in ("center", "left", "right"):
+            target = store / f"SHA256E-s1234--{i}{camera}abcdef.jpg"
+            from data_tools import write_frame
+            write_frame(target, np.full((16, 32, 3), 10 * i, np.uint8))
+            name = f"{camera}_{moment:%Y_%m_%d_%H_%M_%S}_{moment.microsecond // 1000:03d}.jpg"
+            (log_dir / "IMG" / name).symlink_to(target)
+            cells.append(f"/home/someone/data/IMG/{name}")  # written on another machine: found by name
+        lines.append(", ".join(cells + ["0.1", "0.5", "0", "20"]))
+    (log_dir / "driving_log.csv").write_text("\n".join(lines) + "\n")
+    log = read_udacity(log_dir)
+    assert log.timestamp == pytest.approx([m.timestamp() for m in moments], abs=1e-6)
+    assert all(Path(p).parent == store for p in log.images["center"])  # the frames are the store's files

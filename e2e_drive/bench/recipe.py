@@ -5,7 +5,8 @@ keyboard@13``) and every seed, the protocol a new user follows:
 
 1. ``train`` with the shipped defaults on the first ``1 - held_out`` of each recording (``train`` itself holds
    out the last part of that for validation and model selection);
-2. score ``best.keras`` on the held-out last ``held_out`` of each recording, rows the run never saw:
+2. score ``best.keras`` on the held-out last ``held_out`` of each recording's driven time (standing rows do
+   not count: a log that ends parked would otherwise be scored on seconds of driving), rows the run never saw:
    closed-loop replay (NVIDIA's autonomy, interventions per minute) and offline against the smoothed labels
    (Pearson, RMSE as a multiple of the mean predictor's: above 1 is worse than predicting the mean);
 3. for simulator recordings, also the true closed loop: the simulator drives an unseen track.
@@ -65,6 +66,38 @@ def parse_sim(text: str, laps: float = 3.0) -> SimLog:
 BEND = 0.05  # |smoothed recorded steering| beyond which a row is in a bend
 
 
+def held_out_rows(driving_log: Any, fraction: float, min_speed: float = 0.0) -> np.ndarray:
+    """The boolean mask of the last ``fraction`` of each recording's driven time.
+
+    A row counts for the time to the next one while the car moves faster than ``min_speed`` (m/s) and the
+    next row follows within the replay's segment gap; rows without a speed all move, a recording without time
+    stamps counts rows. The cut is the row boundary whose
+    held-out share is nearest ``fraction``: with every row moving at one frame rate it is the row split
+    ``DrivingLog.split`` makes.
+    """
+    from e2e_drive.replay.trajectory import segment_gap
+
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"--held-out: expected a fraction in (0, 1). Received: {fraction!r}")
+    mask = np.zeros(len(driving_log), bool)
+    for recording in driving_log.recordings:
+        rows = np.flatnonzero(driving_log.recording == recording)
+        times = np.asarray(driving_log.timestamp[rows], np.float64)
+        speed = np.asarray(driving_log.speed[rows], np.float64)
+        step = np.diff(times) if np.isfinite(times).all() else np.ones(len(rows) - 1)
+        step = np.where((step > 0) & (step <= segment_gap(step)), step, 0.0)
+        step = np.append(step, np.median(step[step > 0]) if (step > 0).any() else 1.0)  # the last frame's own
+        moving = ~(np.isfinite(speed) & (speed <= min_speed))
+        driven = step * moving
+        if driven.sum() <= 0:
+            driven = np.ones(len(rows))
+        tail = np.concatenate([[0.0], np.cumsum(driven[::-1])])  # tail[k]: the last k rows' driven time
+        k = int(np.argmin(np.abs(tail - fraction * tail[-1])))
+        if 0 < k < len(rows):
+            mask[rows[-k:]] = True
+    return mask
+
+
 def label_statistics(driving_log: Any) -> dict[str, Any]:
     """What kind of driver and log this is: frame rate, how the steering is distributed and how it moves."""
     from data_tools.smoothing import is_keyboard_steering
@@ -109,13 +142,15 @@ def _score(model_path: Path, held: Any, predictor=None, sim: SimLog | None = Non
            speed: float | None = None) -> dict[str, Any]:
     from data_tools import DataError
     from e2e_drive.closed_loop import log_spec, uncertainty
-    from e2e_drive.evaluate import evaluate
+    from e2e_drive.evaluate import metrics, predict, smoothed_labels
     from e2e_drive.models import load_model, steering_function
     from e2e_drive.replay import car_for_log
 
     model = load_model(str(model_path))
-    report = evaluate(model, held, smooth_sigma=SMOOTH_SIGMA, replay=False)
-    smoothed = report["smoothed"]
+    # One prediction of the held-out frames serves the offline figures and the learnt gain.
+    predicted = predict(model, held).astype(np.float64)
+    labels = smoothed_labels(held, SMOOTH_SIGMA)
+    smoothed = metrics(predicted, held.steering, labels, float(np.mean(held.steering)))["smoothed"]
     prediction = steering_function(model)
     scored_replay: dict[str, Any]
     try:
@@ -131,15 +166,10 @@ def _score(model_path: Path, held: Any, predictor=None, sim: SimLog | None = Non
                          "interventions_per_minute": total.interventions / minutes if minutes else float("nan"),
                          "points_per_intervention": uncertainty(total.elapsed_seconds)["points_per_intervention"],
                          **_diagnosis(total)}
-    from data_tools.smoothing import gaussian_smooth
-
-    labels = np.concatenate([gaussian_smooth(held[held.recording == r].steering, SMOOTH_SIGMA)
-                             for r in held.recordings])
-    predicted = np.concatenate([_predict(prediction, held[held.recording == r]) for r in held.recordings])
     # The learnt gain: the slope of the model's steering on the smoothed labels (below 1: it steers too little).
     gain = float(np.polyfit(labels, predicted, 1)[0]) if np.std(labels) > 0 else float("nan")
     scored: dict[str, Any] = {
-        "held_out_rows": report["count"],
+        "held_out_rows": len(held),
         "replay": scored_replay,
         "offline": {"pearson": smoothed["model"]["pearson"], "rmse": smoothed["model"]["rmse"],
                     "rmse_vs_mean": smoothed["model"]["rmse"] / smoothed["mean_baseline"]["rmse"], "gain": gain},
@@ -151,14 +181,6 @@ def _score(model_path: Path, held: Any, predictor=None, sim: SimLog | None = Non
         scored["simulator"] = {"track": UNSEEN_TRACK, "autonomy": result.autonomy,
                                "interventions": result.interventions, "laps": result.laps_completed}
     return scored
-
-
-def _predict(prediction, part: Any, batch: int = 64) -> np.ndarray:
-    from data_tools import read_frame
-
-    paths = part.images["center"]
-    return np.concatenate([prediction(np.stack([read_frame(p) for p in paths[i:i + batch]]))
-                           for i in range(0, len(paths), batch)])
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -173,7 +195,9 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
                               ("rmse_vs_mean", ("offline", "rmse_vs_mean"), np.nanmax),
                               ("gain", ("offline", "gain"), np.nanmin),
                               ("simulator_autonomy", ("simulator", "autonomy"), np.nanmin),
-                              ("train_seconds", ("training", "seconds"), np.nanmax)):
+                              ("train_seconds", ("training", "seconds"), np.nanmax),
+                              # A short scored span makes autonomy coarse: one intervention costs 6 s of it.
+                              ("replay_seconds", ("replay", "seconds"), np.nanmin)):
         values = column(path)
         if len(values) and not np.isnan(values).all():
             summary[name] = {"mean": float(np.nanmean(values)), "worst": float(worst(values))}
@@ -207,6 +231,7 @@ def bench_recipe(logs: Sequence[str] = (), *, sims: Sequence[SimLog] = (), seeds
     """
     from data_tools import load_log
     from deploy import load_predictor
+    from e2e_drive.replay import car_for_log, get_profile
     from e2e_drive.sim import record
     from e2e_drive.train import train
     from e2e_drive.train_config import TrainConfig
@@ -228,7 +253,8 @@ def bench_recipe(logs: Sequence[str] = (), *, sims: Sequence[SimLog] = (), seeds
         for index, (name, path, sim) in enumerate(sources):
             driving_log = load_log([path])
             statistics[name] = label_statistics(driving_log)
-            trained_rows, held = driving_log.split(held_out)
+            held_mask = held_out_rows(driving_log, held_out, get_profile(car_for_log(driving_log)).min_speed)
+            trained_rows, held = driving_log[~held_mask], driving_log[held_mask]
             for seed in range(seeds):
                 run_dir = root / "runs" / f"{index:02d}_{Path(path).name}_seed{seed}"
                 if progress:
@@ -260,10 +286,10 @@ def bench_recipe(logs: Sequence[str] = (), *, sims: Sequence[SimLog] = (), seeds
 
 def format_recipe_report(report: dict[str, Any]) -> str:
     changed = ", ".join(f"{k}={v}" for k, v in report["recipe"].items()) or "none (the shipped defaults)"
-    lines = [f"recipe changes: {changed}; held out: the last {report['held_out']:.0%} of each recording; "
+    lines = [f"recipe changes: {changed}; held out: the last {report['held_out']:.0%} of each recording's driving; "
              f"seeds 0..{report['seeds'] - 1}",
              f"{'log':<34}{'autonomy mean/worst':>21}{'interv/min':>12}{'Pearson':>16}{'RMSE/mean':>16}"
-             f"{'sim track':>11}{'train s':>9}"]
+             f"{'sim track':>11}{'train s':>9}{'scored s':>10}"]
 
     def row(name: str, s: dict[str, Any]) -> str:
         def pair(key: str, fmt: str) -> str:
@@ -271,7 +297,8 @@ def format_recipe_report(report: dict[str, Any]) -> str:
 
         return (f"{name:<34}{pair('autonomy', '.1f'):>21}{pair('interventions_per_minute', '.2f'):>12}"
                 f"{pair('pearson', '.2f'):>16}{pair('rmse_vs_mean', '.2f'):>16}"
-                f"{pair('simulator_autonomy', '.0f'):>11}{s['train_seconds']['worst']:>9.0f}")
+                f"{pair('simulator_autonomy', '.0f'):>11}{s['train_seconds']['worst']:>9.0f}"
+                f"{s['replay_seconds']['worst'] if 'replay_seconds' in s else float('nan'):>10.0f}")
 
     lines += [row(name, summary) for name, summary in report["logs"].items()]
     lines.append(row("all (worst log and seed)", report["all"]))

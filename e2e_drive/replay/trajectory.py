@@ -114,6 +114,13 @@ def log_times(log: DrivingLog) -> np.ndarray:
     return times
 
 
+def segment_gap(steps: np.ndarray) -> float:
+    """Seconds between two rows beyond which a log is split into segments: the larger of ``DEFAULT_MAX_GAP``
+    and five median frame intervals of the forward ``steps``."""
+    forward = steps[np.isfinite(steps) & (steps > 0)]
+    return max(DEFAULT_MAX_GAP, 5.0 * float(np.median(forward)) if len(forward) else DEFAULT_MAX_GAP)
+
+
 def reconstruct(
     log: DrivingLog, profile: CarProfile, *, speed: float | None = None, max_gap: float | None = None
 ) -> Trajectory:
@@ -135,9 +142,8 @@ def reconstruct(
     times = log_times(log)
     metres = log_speed(log, profile, speed)
     steps = np.diff(times)
-    forward = steps[steps > 0]
     if max_gap is None:
-        max_gap = max(DEFAULT_MAX_GAP, 5.0 * float(np.median(forward)) if len(forward) else DEFAULT_MAX_GAP)
+        max_gap = segment_gap(steps)
     breaks = (steps <= 0) | (steps > max_gap) | (np.diff(np.asarray(log.recording)) != 0)
     segment = np.concatenate([[0], np.cumsum(breaks)]).astype(np.int64)
     n = len(log)
