@@ -232,7 +232,9 @@ def read_udacity_csv(path: Path, recording: int = 0, on_error: str = "raise") ->
         # The name the CSV wrote carries the time: a symlinked image resolves to a name of its own (a content
         # store's hash, a renamed copy); the resolved name is the fallback for a CSV of renamed cells.
         written_time = timestamp_from_name(cells[positions["center"]])
-        columns["timestamp"].append(written_time if math.isfinite(written_time) else timestamp_from_name(images["center"]))
+        if not math.isfinite(written_time):
+            written_time = timestamp_from_name(images["center"])
+        columns["timestamp"].append(written_time)
         columns["row"].append(row)
     if not columns["row"]:
         detail = f" ({len(skipped)} bad rows skipped; first: {skipped[0]})" if skipped else ""

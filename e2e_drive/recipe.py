@@ -70,8 +70,9 @@ def recipe_augmentation(config: TrainConfig, data_log: DrivingLog, camera=None):
     chain = default_augmentation(correction=correction)
     shift = viewpoint_metres(config)
     if shift > 0:
+        warps = CameraWarps(rig, seen_rows=partial(seen_rows, crop=config.crop, margin=row_margin(chain)))
         chain.transforms.insert(1, ViewpointShift(
-            CameraWarps(rig, seen_rows=partial(seen_rows, crop=config.crop, margin=row_margin(chain))), correct, max_lateral=shift, max_heading=VIEWPOINT_HEADING,
+            warps, correct, max_lateral=shift, max_heading=VIEWPOINT_HEADING,
             camera_offsets={"left": rig.side_offset, "right": -rig.side_offset}, p=VIEWPOINT_PROBABILITY))
         log.info("viewpoint shifts: up to %.2f m and %.2f rad, labelled with the %s car's pure pursuit at %.1f m/s",
                  shift, VIEWPOINT_HEADING, profile.name, speed)

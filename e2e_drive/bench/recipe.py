@@ -107,7 +107,8 @@ def label_statistics(driving_log: Any) -> dict[str, Any]:
     steps = steps[np.isfinite(steps) & (steps > 0)]
     fps = float(1.0 / np.median(steps)) if len(steps) else float("nan")
     return {"rows": len(steering), "fps": fps, "zero_share": float(np.mean(steering == 0.0)),
-            "distinct_values": int(len(np.unique(steering))), "full_lock_share": float(np.mean(np.abs(steering) >= 0.99)),
+            "distinct_values": int(len(np.unique(steering))),
+            "full_lock_share": float(np.mean(np.abs(steering) >= 0.99)),
             "mean_abs": float(np.mean(np.abs(steering))), "keyboard_like": is_keyboard_steering(driving_log),
             # Frame-to-frame change per second: keyboard taps and jittery sticks move fast, wheels slowly.
             "change_per_second": float(np.mean(np.abs(np.diff(steering)))) * fps if len(steering) > 1 else 0.0}

@@ -85,11 +85,10 @@ class ViewWarp:
         ground, sky = self.homographies(lateral, heading, target, forward)
         bottom = self.bonnet_top if target == "center" else height
         # Sky rows take the rotation only, ground rows the plane's homography: each maps image -> source.
-        for source_from_image, top, stop in ((np.linalg.inv(sky), 0, self.split),
-                                             (np.linalg.inv(ground), self.split, bottom)):
+        for image_to_source, top, stop in ((sky, 0, self.split), (ground, self.split, bottom)):
             top, stop = max(top, first), min(stop, end)
-            if stop > top:
-                _warp_band(frame, source_from_image, top, stop, out)
+            if stop > top:  # a band the kept rows leave out costs no inversion and no warp
+                _warp_band(frame, np.linalg.inv(image_to_source), top, stop, out)
         if bottom < end:
             out[bottom:end] = frame[bottom:end]
         return out
