@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from typing import Callable
 
 import keras
@@ -118,6 +120,7 @@ class DrivingDataset(keras.utils.PyDataset):
         # Only an augmentation that picks cameras needs the left and right frames.
         self.cameras = log.cameras if getattr(augment, "chooses_camera", False) else ("center",)
         self.cache = None
+        self.decode_seconds = 0.0  # building the frame cache
         if cache == "auto":
             cache, why = choose_cache_mode(log, self.cameras, memory_budget)
             where = "memory" if cache == "memory" else f"disk under {cache_dir or default_cache_dir()}"
@@ -126,7 +129,9 @@ class DrivingDataset(keras.utils.PyDataset):
         if self.cache_mode != "none":
             if self.cache_mode == "disk" and cache_dir is None:
                 cache_dir = default_cache_dir()
+            started = time.perf_counter()
             self.cache = FrameCache(log, self.cameras, mode=self.cache_mode, cache_dir=cache_dir, progress=progress)
+            self.decode_seconds = time.perf_counter() - started
             self.frame_shape: tuple[int, int, int] = self.cache.frame_shape
             self._shape_source = "the log's frames are"
         else:
@@ -135,6 +140,8 @@ class DrivingDataset(keras.utils.PyDataset):
             first = f"{log.describe(0)}, center camera: {log.images['center'][0]}"
             self._shape_source = f"the log's first frame ({first}) is"
         self._order_cache: tuple[int, np.ndarray] | None = None
+        # Seconds spent in ``batch`` by each thread, keyed by thread: each thread writes only its own entry.
+        self._busy_by_thread: dict[int, float] = {}
         self._maker_pid = os.getpid()
         self._shared_slots = self._make_shared_slots()
 
@@ -215,7 +222,20 @@ class DrivingDataset(keras.utils.PyDataset):
 
         ``out``: arrays of those shapes (the same structure) to fill instead of new ones.
         """
-        index = int(index)
+        started = time.perf_counter()
+        try:
+            return self._make_batch(int(epoch), int(index), out)
+        finally:
+            thread = threading.get_ident()
+            self._busy_by_thread[thread] = self._busy_by_thread.get(thread, 0.0) + time.perf_counter() - started
+
+    @property
+    def batch_seconds(self) -> float:
+        """Seconds spent making batches so far in this process, summed over its threads (worker processes'
+        batches are not counted: they keep their own copy)."""
+        return sum(list(self._busy_by_thread.values()))
+
+    def _make_batch(self, epoch: int, index: int, out) -> tuple[np.ndarray, np.ndarray | dict[str, np.ndarray]]:
         if not 0 <= index < len(self):
             raise IndexError(f"batch index {index} out of range for {len(self)} batches")
         rows = self.order(int(epoch))[index * self.batch_size : (index + 1) * self.batch_size]

@@ -38,11 +38,11 @@ from e2e_drive.train_config import TrainConfig, TrainConfigError
 
 log = logging.getLogger(__name__)
 
-CONFIG, STATE, HISTORY, PLOT, BEST, LAST, LOGS, CLOSED_LOOP, CLOSED_LOOP_PLOT = (
+CONFIG, STATE, HISTORY, PLOT, BEST, LAST, LOGS, CLOSED_LOOP, CLOSED_LOOP_PLOT, TIME_SPLIT = (
     "config.json", "state.json", "history.csv", "loss.png", "best.keras", "last.keras", "logs", "closed_loop.json",
-    "closed_loop.png")
+    "closed_loop.png", "time_split.json")
 # Everything a run writes: a folder holding any of these holds a run.
-ARTIFACTS = (CONFIG, STATE, HISTORY, PLOT, BEST, LAST, LOGS, CLOSED_LOOP, CLOSED_LOOP_PLOT)
+ARTIFACTS = (CONFIG, STATE, HISTORY, PLOT, BEST, LAST, LOGS, CLOSED_LOOP, CLOSED_LOOP_PLOT, TIME_SPLIT)
 LOCK = "train.lock"
 _EMPTY_LOCK_GRACE_S = 10.0  # a lock file still empty after this long was left by a process killed mid-create
 
@@ -214,6 +214,10 @@ class RunDir:
         """``closed_loop.json``: how ``best.keras`` drove the validation span
         (``e2e_drive.closed_loop.closed_loop_check``)."""
         atomic.write_json(self.path / CLOSED_LOOP, result)
+
+    def write_time_split(self, split: dict[str, Any]) -> None:
+        """``time_split.json``: where the last ``train`` call's wall time went (``e2e_drive.time_split``)."""
+        atomic.write_json(self.path / TIME_SPLIT, split)
 
     def read_history(self) -> dict[str, list[float]]:
         """``history.csv`` as ``{metric: [value per epoch]}`` (empty when the file is absent)."""

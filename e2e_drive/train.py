@@ -44,6 +44,7 @@ from data_tools.log import DrivingLog
 from e2e_drive.closed_loop import AUTONOMY, ClosedLoopSpec, autonomy_callback, closed_loop_check, validation_spec
 from e2e_drive.recipe import epoch_repeat, learning_rate, recipe_augmentation, training_camera, with_car
 from e2e_drive.run_dir import CLOSED_LOOP, CLOSED_LOOP_PLOT, STATE, RunDir, RunDirError
+from e2e_drive.time_split import TimeSplit
 from e2e_drive.train_config import STRATEGIES, TrainConfig, flag
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,8 @@ class TrainResult:
     # best.keras driven closed loop through the validation span (``closed_loop_check``), or {"skipped": why};
     # None without validation rows or with check_closed_loop=False.
     closed_loop: dict[str, Any] | None = None
+    # Where this call's wall time went (``e2e_drive.time_split.TimeSplit.to_dict``), also in time_split.json.
+    time_split: dict[str, Any] | None = None
     model: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -460,6 +463,7 @@ def _custom_loop(model, strategy, train_ds, val_ds, steps: int, config: TrainCon
             logs = {name: float(value) for name, value in train_step(frames, labels).items()}
             callback_list.on_train_batch_end(step, logs)
         if validate:
+            callback_list.on_test_begin()  # as fit does around its validation
             # Each worker scores its own validation rows with its (identical) weights; one all-reduce sums them
             # (every worker takes part, also one whose share of the rows is empty).
             local = np.zeros(len(targets) + 1, np.float64)  # squared errors per target, then the row count
@@ -473,6 +477,7 @@ def _custom_loop(model, strategy, train_ds, val_ds, steps: int, config: TrainCon
                 local[-1] += len(labels["steering"])
             *squared, count = np.asarray(all_reduce_sum(tf.constant(local)))
             logs.update(_epoch_logs({t: float(sq / count) for t, sq in zip(targets, squared)}, weights, "val_"))
+            callback_list.on_test_end(logs)
         callback_list.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
@@ -663,12 +668,14 @@ def _resumed_history(run: RunDir, model, steps: int) -> tuple[dict[str, list[flo
 
 
 def execute(plan: RunPlan, run: RunDir, *, resume: bool = False, callbacks: Sequence[Any] = (),
-            check_closed_loop: bool = True) -> TrainResult:
+            check_closed_loop: bool = True, split: TimeSplit | None = None) -> TrainResult:
     """Train ``plan`` into ``run`` (the chief holds its lock: ``train`` calls this inside ``run.lock()``): the model
-    built or resumed, the epochs left, then the closed-loop check of ``best.keras``."""
+    built or resumed, the epochs left, then the closed-loop check of ``best.keras``. ``split`` times the parts
+    (a new one, from now, when not given)."""
     import keras
 
     config, chief = plan.config, plan.chief
+    split = split or TimeSplit()
     previous_policy = keras.mixed_precision.global_policy().name
     try:
         if config.mixed_precision:
@@ -683,7 +690,9 @@ def execute(plan: RunPlan, run: RunDir, *, resume: bool = False, callbacks: Sequ
         if initial_epoch < config.epochs and not state["stopped_early"]:
             checkpoint = _checkpoint_callback(run, history, plan.monitor, config, writes=chief)
             scoring = [autonomy_callback(plan.closed_loop)] if plan.monitor == AUTONOMY else []
-            all_callbacks = [*scoring, checkpoint, *(_tensorboard(run) if chief else []), *callbacks]
+            first, last = split.callbacks()
+            all_callbacks = [first, *scoring, checkpoint, *(_tensorboard(run) if chief else []), *callbacks, last]
+            batches_before = plan.train_ds.batch_seconds
             start = time.perf_counter()
             if plan.custom_loop:
                 _custom_loop(model, plan.strategy, plan.train_ds, plan.val_ds, plan.steps, config, initial_epoch,
@@ -691,6 +700,8 @@ def execute(plan: RunPlan, run: RunDir, *, resume: bool = False, callbacks: Sequ
             else:
                 _fit(model, plan.train_ds, plan.val_ds, config, initial_epoch, all_callbacks, plan.verbose)
             seconds = time.perf_counter() - start
+            split.batch_seconds = None if config.worker_processes else plan.train_ds.batch_seconds - batches_before
+            split.batch_workers = config.workers
             state = progress_state(history, plan.monitor, config.early_stopping, config.epochs)
         closed_loop = None
         if check_closed_loop and chief and config.num_val and run.best_path.exists():
@@ -700,10 +711,14 @@ def execute(plan: RunPlan, run: RunDir, *, resume: bool = False, callbacks: Sequ
                 log.debug("no closed-loop check of the validation span: %s", plan.closed_loop_skipped)
                 closed_loop = {"skipped": plan.closed_loop_skipped}
             else:
-                closed_loop = closed_loop_check(plan.closed_loop, run.best_path, plot=run.file(CLOSED_LOOP_PLOT),
-                                                progress=plan.verbose > 0)
+                with split.part("closed_loop"):
+                    closed_loop = closed_loop_check(plan.closed_loop, run.best_path,
+                                                    plot=run.file(CLOSED_LOOP_PLOT), progress=plan.verbose > 0)
             if "skipped" not in closed_loop:
                 run.write_closed_loop(closed_loop)  # under the lock, with the model it scores
+        time_split = split.to_dict()
+        if chief:
+            run.write_time_split(time_split)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -722,6 +737,7 @@ def execute(plan: RunPlan, run: RunDir, *, resume: bool = False, callbacks: Sequ
         stopped_early=bool(state["stopped_early"]),
         cache=plan.cache,
         closed_loop=closed_loop,
+        time_split=time_split,
         model=model,
     )
 
@@ -773,6 +789,7 @@ def train(
         >>> result = train(["../shared/data/udacity_sim_a"], "runs/udacity", epochs=5)
         >>> result.val_rmse
     """
+    split = TimeSplit()
     run = RunDir(out)
     config, transform = _resolve_config(run, data, resume, overwrite, options)
 
@@ -793,9 +810,14 @@ def train(
             elif chief:
                 run.check_new(overwrite)
             keras.utils.set_random_seed(config.seed)  # the same initial weights on every worker
-            plan = plan_run(config, data if data is not None else list(config.data), strategy,
-                            transform=transform, memory_budget=memory_budget)
-            return execute(plan, run, resume=resume, callbacks=callbacks, check_closed_loop=check_closed_loop)
+            with split.part("read"):
+                plan = plan_run(config, data if data is not None else list(config.data), strategy,
+                                transform=transform, memory_budget=memory_budget)
+            decoded = plan.train_ds.decode_seconds + (plan.val_ds.decode_seconds if plan.val_ds is not None else 0.0)
+            split.add("read", -decoded)
+            split.add("decode", decoded)
+            return execute(plan, run, resume=resume, callbacks=callbacks, check_closed_loop=check_closed_loop,
+                           split=split)
     except BaseException:
         if locked and created and not (run.path / STATE).exists():
             # A run that failed before its first checkpoint leaves nothing behind.

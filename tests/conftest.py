@@ -7,6 +7,21 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+def _share_the_cores_between_workers() -> None:
+    """Each xdist worker gets its share of the cores for TensorFlow's and OpenMP's thread pools (set before
+    TensorFlow loads; scripts the tests start inherit it). Without it, two workers on two cores each run
+    pools of two and more threads that preempt each other, and timing-sensitive work waits longest."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2:
+        return
+    share = str(max(1, (os.cpu_count() or 1) // workers))
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(name, share)
+
+
+_share_the_cores_between_workers()
+
 import pytest
 
 

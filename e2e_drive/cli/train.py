@@ -159,6 +159,18 @@ def _closed_loop_summary(result) -> str:
     return text
 
 
+def _time_split_summary(result) -> str:
+    split = result.time_split
+    if not split:
+        return ""
+    from e2e_drive.time_split import PARTS
+
+    parts = ", ".join(f"{name.replace('_', ' ')} {split['seconds'][name]:.1f} s" for name in PARTS
+                      if split["seconds"][name] >= 0.05)
+    busy = "" if split["batch_busy"] is None else f"; batch makers busy {100 * split['batch_busy']:.0f}% of the steps"
+    return f"\nwall time {split['total_seconds']:.1f} s: {parts}{busy} (time_split.json)"
+
+
 def run_train(args: argparse.Namespace) -> int:
     from e2e_drive.train import train
 
@@ -167,7 +179,8 @@ def run_train(args: argparse.Namespace) -> int:
         result = train(args.data, args.out, **train_options(args))
     emit(args, result.to_dict(),
          f"run {result.run_dir}: {result.epochs_run} epochs, {_val_summary(result)}, "
-         f"{result.train_seconds:.1f} s; best model {result.best_model_path}" + _closed_loop_summary(result))
+         f"{result.train_seconds:.1f} s; best model {result.best_model_path}" + _closed_loop_summary(result)
+         + _time_split_summary(result))
     return 0
 
 
