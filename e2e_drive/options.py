@@ -122,6 +122,18 @@ class Check:
         return text
 
 
+class _OrAuto:
+    """Mixed in before a check: ``auto`` on the command line parses to ``None``, anything else as the check does."""
+
+    def parse(self, text: str) -> Any:
+        if text == "auto":
+            return None
+        try:
+            return super().parse(text)
+        except ValueError as error:
+            raise ValueError(str(error).replace("expected ", "expected auto or ", 1)) from None
+
+
 class Integer(Check):
     """An integer in [minimum, maximum]; ``maximum`` bounds what a typed size may cost (memory, time)."""
 
@@ -153,6 +165,10 @@ class Integer(Check):
         if not self._inside(value):
             raise ValueError(f"expected {self._expected()}, got {text!r}")
         return value
+
+
+class IntegerOrAuto(_OrAuto, Integer):
+    """An integer, or ``auto`` on the command line: ``None``, "choose it for this machine"."""
 
 
 class Number(Check):
@@ -195,16 +211,8 @@ class Number(Check):
         return value
 
 
-class NumberOrAuto(Number):
+class NumberOrAuto(_OrAuto, Number):
     """A number, or ``auto`` on the command line: ``None``, "derive it" (given, and kept apart from not given)."""
-
-    def parse(self, text: str) -> float | None:
-        if text == "auto":
-            return None
-        try:
-            return super().parse(text)
-        except ValueError as error:
-            raise ValueError(str(error).replace("expected ", "expected auto or ", 1)) from None
 
 
 class Choice(Check):
@@ -261,5 +269,6 @@ class Parsed(Check):
             raise ValueError(str(error).split(": ", 1)[-1]) from None  # argparse names the flag itself
 
 
-__all__ = ["Boolean", "Check", "Choice", "Integer", "NO_LEGACY", "Number", "NumberOrAuto", "Option", "OptionError",
-           "Parsed", "Path", "RECIPE", "RECORDED", "RUNTIME", "SECTIONS", "declared", "flag_of", "option", "show"]
+__all__ = ["Boolean", "Check", "Choice", "Integer", "IntegerOrAuto", "NO_LEGACY", "Number", "NumberOrAuto", "Option",
+           "OptionError", "Parsed", "Path", "RECIPE", "RECORDED", "RUNTIME", "SECTIONS", "declared", "flag_of",
+           "option", "show"]

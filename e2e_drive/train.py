@@ -42,6 +42,7 @@ import numpy as np
 
 from data_tools.log import DrivingLog
 from e2e_drive.closed_loop import AUTONOMY, ClosedLoopSpec, autonomy_callback, closed_loop_check, validation_spec
+from e2e_drive.heap_padding import pad_the_heap
 from e2e_drive.recipe import epoch_repeat, learning_rate, recipe_augmentation, training_camera, with_car
 from e2e_drive.run_dir import CLOSED_LOOP, CLOSED_LOOP_PLOT, STATE, RunDir, RunDirError
 from e2e_drive.time_split import TimeSplit
@@ -102,6 +103,31 @@ def make_strategy(strategy: str):
         return tf.distribute.MirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+
+
+MAX_AUTO_WORKERS = 8
+
+
+def batch_workers(requested: int | None, gpus: int | None = None, cores: int | None = None) -> tuple[int, str]:
+    """``--workers``: the number asked for, or for ``auto`` (``None``) the number for this machine, with why.
+
+    On CPUs alone the step and the batch makers share the cores: the recipe's augmentation on one thread makes
+    batches 2.6-3.9x faster than PilotNet's CPU step consumes them (BENCHMARKS.md, ``e2e-drive bench train``),
+    and a second worker gained 5-6 % on 2 cores, so one worker leaves the step the most. A GPU's step is an order
+    of magnitude faster and leaves the cores to the batch makers: one per core but one (the one that feeds the
+    GPU), at most ``MAX_AUTO_WORKERS``.
+    """
+    if requested is not None:
+        return int(requested), "--workers"
+    if gpus is None:
+        import tensorflow as tf
+
+        gpus = len(tf.config.list_logical_devices("GPU"))
+    cores = cores or os.cpu_count() or 1
+    if not gpus:
+        return 1, "auto: no GPU, the step needs the cores"
+    workers = max(1, min(MAX_AUTO_WORKERS, cores - 1))
+    return workers, f"auto: {gpus} GPU(s), {cores} cores: one per core but one"
 
 
 def check_tf_config(text: str | None) -> None:
@@ -457,7 +483,7 @@ def _custom_loop(model, strategy, train_ds, val_ds, steps: int, config: TrainCon
         # fit's epoch e serves the dataset's epoch e + 1 (its iterator resets the dataset once before the first
         # epoch): the same batches here, so one worker trains exactly what one device does.
         batches = train_ds.to_tf_dataset(epochs=1, first_epoch=epoch + 1,
-                                         parallel_calls=config.workers).take(steps)
+                                         parallel_calls=train_ds.workers).take(steps)
         for step, (frames, labels) in enumerate(batches):
             callback_list.on_train_batch_begin(step)
             logs = {name: float(value) for name, value in train_step(frames, labels).items()}
@@ -590,7 +616,9 @@ def plan_run(config: TrainConfig, data: Sequence[str] | str | os.PathLike | Driv
                          f"{replicas // num_workers} device(s); lower --batch-size")
     seed = config.seed if worker == 0 else int(np.random.SeedSequence([config.seed, worker]).generate_state(1)[0])
     verbose = config.verbose if worker == 0 else 0
-    dataset_args = dict(seed=seed, cache=cache, cache_dir=config.cache_dir, workers=config.workers,
+    workers, why = batch_workers(config.workers)
+    log.info("%d batch worker(s) (%s)", workers, why)
+    dataset_args = dict(seed=seed, cache=cache, cache_dir=config.cache_dir, workers=workers,
                         use_multiprocessing=config.worker_processes, progress=verbose > 0, targets=config.targets)
     repeat = epoch_repeat(config, len(full_train))
     if repeat > 1:
@@ -701,7 +729,7 @@ def execute(plan: RunPlan, run: RunDir, *, resume: bool = False, callbacks: Sequ
                 _fit(model, plan.train_ds, plan.val_ds, config, initial_epoch, all_callbacks, plan.verbose)
             seconds = time.perf_counter() - start
             split.batch_seconds = None if config.worker_processes else plan.train_ds.batch_seconds - batches_before
-            split.batch_workers = config.workers
+            split.batch_workers = plan.train_ds.workers
             state = progress_state(history, plan.monitor, config.early_stopping, config.epochs)
         closed_loop = None
         if check_closed_loop and chief and config.num_val and run.best_path.exists():
@@ -790,6 +818,7 @@ def train(
         >>> result.val_rmse
     """
     split = TimeSplit()
+    pad_the_heap()  # the steps' freed tensors stay in the process: a third less time per CPU step
     run = RunDir(out)
     config, transform = _resolve_config(run, data, resume, overwrite, options)
 

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 from data_tools.frame_cache import CACHE_MODES
 from data_tools.log import TARGETS
 from e2e_drive.options import (NO_LEGACY, RECIPE, RECORDED, RUNTIME, Boolean, Check, Choice, Integer, Number,
-                               NumberOrAuto, OptionError, Parsed, Path, declared, flag_of, option, show)
+                               IntegerOrAuto, NumberOrAuto, OptionError, Parsed, Path, declared, flag_of, option, show)
 
 CONFIG_VERSION = 7
 STRATEGIES = ("auto", "mirrored", "multiworker")
@@ -183,7 +183,10 @@ class TrainConfig:
                            check=Choice(STRATEGIES))
     mixed_precision: bool = option(False, "mixed_float16 on GPU, mixed_bfloat16 on CPU; the output layer stays "
                                    "float32", check=Boolean())
-    workers: int = option(1, "batch loader workers", section=RUNTIME, check=Integer(minimum=1, maximum=256))
+    workers: int | None = option(None, "batch loader workers; auto: 1 on CPUs alone (the step needs the cores "
+                                 "more than the batches do), one per core but one beside a GPU (at most 8)",
+                                 metavar="N|auto", section=RUNTIME,
+                                 check=IntegerOrAuto(minimum=1, maximum=256, optional=True), default_text="auto")
     worker_processes: bool = option(False, "run the --workers as processes (batches through shared memory) instead "
                                     "of threads", section=RUNTIME, check=Boolean())
     cache: str = option("auto", "decoded-frame cache: memory, disk (memory-mapped under --cache-dir), none, or auto "

@@ -130,3 +130,25 @@ def test_every_cli_flag_of_train_is_a_config_option_and_back():
     assert declared_flags <= flags
     own = {"-h", "--help", "--json", "--verbose", "--quiet", "--debug", "--out", "--resume", "--overwrite"}
     assert flags - declared_flags == own
+
+
+def test_workers_auto_is_one_on_cpus_and_all_cores_but_one_beside_a_gpu(capsys):
+    from e2e_drive.cli import main
+    from e2e_drive.options import declared
+    from e2e_drive.train import MAX_AUTO_WORKERS, batch_workers
+
+    assert TrainConfig().workers is None  # auto is the default
+    assert batch_workers(3, gpus=1, cores=16) == (3, "--workers")  # asked for: kept, whatever the machine
+    assert batch_workers(None, gpus=0, cores=16)[0] == 1
+    assert batch_workers(None, gpus=1, cores=16)[0] == MAX_AUTO_WORKERS == 8
+    assert batch_workers(None, gpus=1, cores=4)[0] == 3
+    assert batch_workers(None, gpus=2, cores=1)[0] == 1
+    assert batch_workers(None, cores=2) == (1, "auto: no GPU, the step needs the cores")  # this CPU-only machine
+    check = declared(TrainConfig)["workers"][1].check
+    assert check.parse("auto") is None and check.parse("4") == 4
+    with pytest.raises(ValueError, match="expected auto or an integer in 1..256, got '0'"):
+        check.parse("0")
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "no/such/log", "--out", "x", "--workers", "many"])
+    assert exit_.value.code == 2
+    assert "argument --workers: expected auto or an integer, got 'many'" in capsys.readouterr().err

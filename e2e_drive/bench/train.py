@@ -118,10 +118,13 @@ def bench_train(batch_size: int = 32, steps: int = 10, variants: str = "all", ep
 
     from data_tools import DrivingDataset, read_frame
     from data_tools.progress import progress
+    from e2e_drive.heap_padding import pad_the_heap
     from e2e_drive.models import ACTIVATIONS
     from e2e_drive.recipe import recipe_augmentation
+    from e2e_drive.train import batch_workers
     from e2e_drive.train_config import TrainConfig
 
+    pad_the_heap()  # as train() runs
     keras.utils.set_random_seed(0)
     n = batch_size * steps
     report: dict[str, Any] = {"batch_size": batch_size, "steps": steps, "frame_shape": list(FRAME_SHAPE)}
@@ -136,6 +139,7 @@ def bench_train(batch_size: int = 32, steps: int = 10, variants: str = "all", ep
                                   drop_remainder=True, progress=False, workers=workers)
 
         cores = os.cpu_count() or 1
+        default_workers, _ = batch_workers(defaults.workers)
         log.info("timing: the recipe's augmentation alone (1 and %d threads)", cores)
         batches = dataset(1)  # one frame cache for every thread count
         chain = {str(k): n / _augment_seconds(batches, k) for k in sorted({1, cores})}
@@ -146,7 +150,7 @@ def bench_train(batch_size: int = 32, steps: int = 10, variants: str = "all", ep
         log.info("timing: in-memory tensors")
         tensor_s = epoch_seconds(_compiled(), frames, epochs, y=steering, batch_size=batch_size, shuffle=True)
         fed = {}
-        for workers in sorted({defaults.workers, cores}):
+        for workers in sorted({default_workers, cores}):
             log.info("timing: DrivingDataset (memory cache, recipe augmentation, %d workers)", workers)
             fed[str(workers)] = n / epoch_seconds(_compiled(), dataset(workers), epochs)
     tensors = n / tensor_s
@@ -155,9 +159,9 @@ def bench_train(batch_size: int = 32, steps: int = 10, variants: str = "all", ep
         "augment_images_per_s_by_threads": chain,
         "tensors_images_per_s": tensors,
         "dataset_images_per_s_by_workers": fed,
-        "default_workers": defaults.workers,
-        "dataset_images_per_s": fed[str(defaults.workers)],
-        "dataset_vs_tensors": fed[str(defaults.workers)] / tensors,
+        "default_workers": default_workers,
+        "dataset_images_per_s": fed[str(default_workers)],
+        "dataset_vs_tensors": fed[str(default_workers)] / tensors,
         "target": 0.9,
         "shift_warps_per_s": warp_rates,
     }
