@@ -147,7 +147,7 @@ def test_unknown_host(model_path, capsys):
      "argument --batch-size: expected an integer in 1..8192, got '100000'"),
     (["train", "d", "--out", "r", "--seed", "4294967296"],
      "argument --seed: expected an integer in 0..4294967295, got '4294967296'"),
-    (["train", "d", "--out", "r", "--workers", "1000"], "argument --workers: expected an integer in 1..256, got '1000'"),
+    (["train", "d", "--out", "r", "--workers", "1000"], "argument --workers: expected auto or an integer in 1..256, got '1000'"),
     (["train", "d", "--out", "r", "--batch-size", "2.5"], "argument --batch-size: expected an integer, got '2.5'"),
     (["train", "d", "--out", "r", "--val-fraction", "1"], "argument --val-fraction: expected a number in [0, 1), "
                                                             "got '1'"),
