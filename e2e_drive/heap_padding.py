@@ -4,7 +4,7 @@ TensorFlow's CPU step and the batch makers allocate and free tens of megabytes p
 the heaps shrink back as soon as those are freed, so every step faults the same pages in again: two epochs of
 PilotNet on donkey_tub_real (126 steps of 64 frames) took 7.6 M minor page faults and 22 s of kernel time. Padding
 each heap growth by 64 MB keeps the pages that the next step reuses: 1.1 M faults, 5 s in the kernel, a first
-epoch of 218-235 ms per step instead of 311-332, the same losses bit for bit, about 160 MB more peak memory
+epoch of 218-235 ms per step instead of 311-332, the same losses bit for bit, 130-330 MB more peak memory
 (BENCHMARKS.md, "Training").
 """
 

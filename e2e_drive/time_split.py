@@ -15,15 +15,6 @@ from typing import Any, Iterator
 
 # In the order a run goes through them; "other" is what none of them covers (building the model, the lock).
 PARTS = ("read", "decode", "steps", "validation", "epoch_end", "closed_loop", "other")
-LABELS = {
-    "read": "reading the log",
-    "decode": "decoding frames into the cache",
-    "steps": "optimizer steps (and any wait for batches)",
-    "validation": "validation",
-    "epoch_end": "end of epoch (selection, checkpoints, logs)",
-    "closed_loop": "closed-loop check",
-    "other": "other (model, run folder)",
-}
 
 
 class TimeSplit:
@@ -85,8 +76,7 @@ class TimeSplit:
         return First(), Last()
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"total_seconds", "seconds": {part: s}, "share": {part: fraction of the total},
-        "batch_seconds", "batch_workers", "batch_busy"}``; ``batch_busy`` is the batch makers' busy time over
+        """``{"total_seconds", "seconds": {part: s}, "batch_seconds", "batch_workers", "batch_busy"}``; ``batch_busy`` is the batch makers' busy time over
         ``batch_workers`` x the steps' time (near 1: the steps waited for batches), ``None`` when unknown (worker
         processes keep their own clocks)."""
         total = time.perf_counter() - self.started
@@ -98,7 +88,6 @@ class TimeSplit:
         return {
             "total_seconds": total,
             "seconds": seconds,
-            "share": {k: (v / total if total > 0 else 0.0) for k, v in seconds.items()},
             "batch_seconds": self.batch_seconds,
             "batch_workers": self.batch_workers,
             "batch_busy": busy,
@@ -106,16 +95,12 @@ class TimeSplit:
 
 
 def format_time_split(split: dict[str, Any]) -> str:
-    """The split as lines for people: each part's seconds and share, then the batch makers' load."""
-    total = split["total_seconds"]
-    lines = [f"wall time {total:.1f} s:"]
-    for name in PARTS:
-        seconds = split["seconds"][name]
-        lines.append(f"  {LABELS[name]:<44}{seconds:>9.1f} s {100 * split['share'][name]:>5.1f}%")
+    """The split in one line for people: each part that took time, then how busy the batch makers were."""
+    seconds = split["seconds"]
+    parts = ", ".join(f"{name.replace('_', ' ')} {seconds[name]:.1f} s" for name in PARTS if seconds[name] >= 0.05)
     if split["batch_busy"] is None:
-        lines.append("  batch makers: busy time unknown (worker processes)")
+        busy = "; batch makers' busy time unknown (worker processes)"
     else:
-        lines.append(f"  batch makers (decode from the cache, augment): {split['batch_seconds']:.1f} s on "
-                     f"{split['batch_workers']} worker(s), busy {100 * split['batch_busy']:.0f}% of the steps' time"
-                     + (": the steps waited for batches" if split["batch_busy"] > 0.9 else ""))
-    return "\n".join(lines)
+        busy = (f"; batch makers busy {100 * split['batch_busy']:.0f}% of the steps' time"
+                + (": the steps waited for batches" if split["batch_busy"] > 0.9 else ""))
+    return f"wall time {split['total_seconds']:.1f} s: {parts}{busy}"

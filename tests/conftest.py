@@ -22,15 +22,9 @@ def _share_the_cores_between_workers() -> None:
 
 _share_the_cores_between_workers()
 
+from e2e_drive.heap_padding import pad_the_heap  # noqa: E402  (light: no TensorFlow)
 
-def _pad_the_heap() -> None:
-    # What train() does for its runs, for the tests that fit models themselves (it changes speed, not results).
-    from e2e_drive.heap_padding import pad_the_heap
-
-    pad_the_heap()
-
-
-_pad_the_heap()
+pad_the_heap()  # what train() does for its runs, also for the tests that fit models themselves: speed, not results
 
 import pytest
 

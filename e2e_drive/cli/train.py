@@ -160,15 +160,11 @@ def _closed_loop_summary(result) -> str:
 
 
 def _time_split_summary(result) -> str:
-    split = result.time_split
-    if not split:
+    if not result.time_split:
         return ""
-    from e2e_drive.time_split import PARTS
+    from e2e_drive.time_split import format_time_split
 
-    parts = ", ".join(f"{name.replace('_', ' ')} {split['seconds'][name]:.1f} s" for name in PARTS
-                      if split["seconds"][name] >= 0.05)
-    busy = "" if split["batch_busy"] is None else f"; batch makers busy {100 * split['batch_busy']:.0f}% of the steps"
-    return f"\nwall time {split['total_seconds']:.1f} s: {parts}{busy} (time_split.json)"
+    return f"\n{format_time_split(result.time_split)} (time_split.json)"
 
 
 def run_train(args: argparse.Namespace) -> int:
