@@ -1,4 +1,6 @@
-"""A 2-D convolution written from scratch: im2col (strided patch indices, one gather), then one matmul."""
+"""A 2-D convolution written from scratch: im2col (strided patch indices, one gather), then one matmul.
+
+Its input gradient is the gather's transpose written out (col2im by stride phases), not a scatter."""
 
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ class ReferenceConv2D(keras.layers.Layer):
     (zero-padded) input at row ``i*SH + u*DH`` and column ``j*SW + v*DW``. These
     strided indices are computed once; one gather collects the patches
     ``(N, OH, OW, FH*FW*C)`` and one matmul with the kernel reshaped to
-    ``(FH*FW*C, K)`` gives the output.
+    ``(FH*FW*C, K)`` gives the output. The gradient with respect to the input
+    adds each tap's patch gradient back into place, one stride phase at a time.
     Arguments, weights (``kernel`` HWIO, ``bias``) and outputs are those of
     ``keras.layers.Conv2D`` (channels_last), so weights copy across both ways.
     Output size: ``OH = floor((H - F_eff + 2P) / S) + 1`` with
@@ -138,19 +141,60 @@ class ReferenceConv2D(keras.layers.Layer):
         cols = np.arange(ow)[None, :, None, None] * sw + np.arange(fw)[None, None, None, :] * dw
         return (rows * (width + pl + pr) + cols).reshape(-1).astype("int32")
 
+    def _scatter_patches(self, patch_grads, padded_size: tuple[int, int], out_size: tuple[int, int], channels: int):
+        """The gather's transpose (col2im): every tap's patch gradient added back where the tap read the input.
+
+        Row ``i*SH + u*DH`` lies in row phase ``(u*DH) % SH`` of the strided grid, at phase row
+        ``i + (u*DH) // SH`` (columns alike), so each phase is a plain sum of the taps shifted into place: FH*FW
+        pads and adds. TensorFlow's own gradient of the gather is a transpose, an unsorted segment sum and a
+        transpose back, a third slower in the train step (BENCHMARKS.md, "Layers").
+        """
+        (hp, wp), (oh, ow) = padded_size, out_size
+        (sh, sw), (dh, dw), (fh, fw) = self.strides, self.dilation_rate, self.kernel_size
+        taps = ops.reshape(patch_grads, (-1, oh, ow, fh * fw, channels))
+        phase_h, phase_w = -(-hp // sh), -(-wp // sw)
+        phases = {}
+        for u in range(fh):
+            row_shift, row_phase = divmod(u * dh, sh)
+            for v in range(fw):
+                col_shift, col_phase = divmod(v * dw, sw)
+                shifted = ops.pad(taps[:, :, :, u * fw + v], [
+                    [0, 0], [row_shift, phase_h - oh - row_shift], [col_shift, phase_w - ow - col_shift], [0, 0]])
+                key = (row_phase, col_phase)
+                phases[key] = phases[key] + shifted if key in phases else shifted
+        if (sh, sw) == (1, 1):
+            return phases[0, 0]
+        empty = ops.zeros_like(phases[0, 0])  # a phase no tap reads (dilation a multiple of the stride)
+        grid = ops.stack([ops.stack([phases.get((a, b), empty) for b in range(sw)], axis=3) for a in range(sh)],
+                         axis=2)  # (N, phase row, SH, phase column, SW, C)
+        grid = ops.reshape(grid, (-1, phase_h * sh, phase_w * sw, channels))
+        return grid[:, :hp, :wp, :]
+
     def call(self, inputs):
         height, width, channels = inputs.shape[1:]
         ((pt, pb), (pl, pr)), (oh, ow) = self._geometry(height, width)
         x = inputs
         if pt or pb or pl or pr:
             x = ops.pad(x, [[0, 0], [pt, pb], [pl, pr], [0, 0]])
-        pixels = ops.reshape(x, (-1, (height + pt + pb) * (width + pl + pr), channels))
-        # One gather instead of FH*FW strided slices: the same patches, but the
-        # backward pass is one scatter-add instead of FH*FW padded copies.
-        patches = ops.take(pixels, self._patch_index(height, width), axis=1)
-        # Tap order (u, v, c) is the row-major order of the HWIO kernel's first three axes.
-        patches = ops.reshape(patches, (-1, oh, ow, self.kernel_size[0] * self.kernel_size[1] * channels))
-        outputs = ops.matmul(patches, ops.reshape(self.kernel, (-1, self.filters)))
+        padded_size = (height + pt + pb, width + pl + pr)
+        patch_index = self._patch_index(height, width)
+        taps = self.kernel_size[0] * self.kernel_size[1]
+
+        @ops.custom_gradient
+        def gather_patches(padded):
+            # One gather instead of FH*FW strided slices: TensorFlow's strided slice copies a 3-channel tensor
+            # element by element.
+            pixels = ops.reshape(padded, (-1, padded_size[0] * padded_size[1], channels))
+            # Tap order (u, v, c) is the row-major order of the HWIO kernel's first three axes.
+            patches = ops.reshape(ops.take(pixels, patch_index, axis=1), (-1, oh, ow, taps * channels))
+
+            def grad(*args, upstream=None):
+                upstream = args[0] if upstream is None else upstream
+                return self._scatter_patches(upstream, padded_size, (oh, ow), channels)
+
+            return patches, grad
+
+        outputs = ops.matmul(gather_patches(x), ops.reshape(self.kernel, (-1, self.filters)))
         if self.use_bias:
             outputs = outputs + self.bias
         if self.activation is not None:

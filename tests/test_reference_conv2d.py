@@ -73,6 +73,52 @@ def test_matches_float64_oracle(strides, padding):
     np.testing.assert_allclose(layer(x), reference.conv2d(x, kernel, bias, strides, padding), atol=1e-10)
 
 
+@pytest.mark.parametrize("kernel,strides,padding,dilation", [
+    (3, 1, "valid", 1),
+    (5, 2, "valid", 1),       # PilotNet's first layers: four phases of 9, 6, 6 and 4 taps
+    (3, 2, "same", 2),        # dilation a multiple of the stride: three phases that no tap reads
+    ((3, 5), (2, 3), 1, (1, 2)),
+    (2, 3, "same", 1),        # stride above the kernel: phases without taps, rows no tap reaches
+    (4, 3, (2, 1), 1),        # a padded size that is not a multiple of the stride
+])
+def test_gradients_match_float64_oracle(kernel, strides, padding, dilation):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 11, 13, 3))
+    layer = ReferenceConv2D(4, kernel, strides=strides, padding=padding, dilation_rate=dilation, dtype="float64")
+    layer.build(x.shape)
+    layer.set_weights([rng.normal(size=w.shape) for w in layer.get_weights()])
+    x_tensor = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x_tensor)
+        y = layer(x_tensor)
+        upstream = rng.normal(size=y.shape)
+        loss = tf.reduce_sum(y * upstream)
+    dx, dw, db = tape.gradient(loss, [x_tensor, layer.kernel, layer.bias])
+    oracle_dx, oracle_dw, oracle_db = reference.conv2d_backward(x, layer.kernel.numpy(), upstream, strides, padding,
+                                                                dilation)
+    np.testing.assert_allclose(dx, oracle_dx, atol=1e-10)
+    np.testing.assert_allclose(dw, oracle_dw, atol=1e-10)
+    np.testing.assert_allclose(db, oracle_db, atol=1e-10)
+
+
+def test_input_gradient_has_a_gradient():
+    """The written-out col2im is made of differentiable ops: a gradient penalty trains through it."""
+    x = tf.constant(np.random.default_rng(6).normal(size=(1, 9, 9, 2)))
+    ours = ReferenceConv2D(3, 3, strides=2, dtype="float64")
+    builtin = keras.layers.Conv2D(3, 3, strides=2, dtype="float64")
+    ours.build(x.shape), builtin.build(x.shape)
+    builtin.set_weights(ours.get_weights())
+    penalties = []
+    for layer in (ours, builtin):
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                y = tf.reduce_sum(tf.tanh(layer(x)))
+            penalty = tf.reduce_sum(tf.square(inner.gradient(y, x)))
+        penalties.append(outer.gradient(penalty, layer.kernel).numpy())
+    np.testing.assert_allclose(penalties[0], penalties[1], atol=1e-10)
+
+
 def test_weights_copy_from_builtin_in_a_model():
     inputs = keras.Input((16, 16, 3))
     builtin = keras.Model(inputs, keras.layers.Conv2D(6, 5, strides=2, padding="same", activation="relu")(inputs))

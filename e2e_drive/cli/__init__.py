@@ -27,6 +27,7 @@ import zipfile
 from typing import Callable, Sequence
 
 from data_tools.errors import first_line
+from e2e_drive.heap_padding import pad_the_heap
 
 COMMAND_MODULES = ("data", "train", "sim", "deploy", "replay", "bench", "doctor")
 
@@ -222,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(verbose=args.verbose, quiet=args.quiet)
+    pad_the_heap()  # before any command starts TensorFlow's threads: each would get an arena of its own
     handler: Callable[[argparse.Namespace], int | None] = args.handler
     try:
         return int(handler(args) or 0)
