@@ -147,7 +147,7 @@ class ReferenceConv2D(keras.layers.Layer):
         Row ``i*SH + u*DH`` lies in row phase ``(u*DH) % SH`` of the strided grid, at phase row
         ``i + (u*DH) // SH`` (columns alike), so each phase is a plain sum of the taps shifted into place: FH*FW
         pads and adds. TensorFlow's own gradient of the gather is a transpose, an unsorted segment sum and a
-        transpose back, a third slower in the train step (BENCHMARKS.md, "Layers").
+        transpose back: a train step a fifth slower with glibc's default malloc settings (BENCHMARKS.md, "Layers").
         """
         (hp, wp), (oh, ow) = padded_size, out_size
         (sh, sw), (dh, dw), (fh, fw) = self.strides, self.dilation_rate, self.kernel_size

@@ -9,7 +9,7 @@ epoch of 218-235 ms per step instead of 311-332, the same losses bit for bit, 13
 
 Blocks above 32 MB (ReferenceConv2D's patch matrices: 100 MB at batch 64) are still mmap'd and unmapped one by
 one, and a thread's own arena cannot hold them, so one arena without mmap keeps those too: ReferenceConv2D's
-train step 2.0x Conv2D's -> 1.2x (BENCHMARKS.md, "Layers"). glibc creates a thread's arena at its first
+train step 2.1x Conv2D's -> 1.4x in `e2e-drive bench layers` (BENCHMARKS.md, "Layers"). glibc creates a thread's arena at its first
 allocation, so call this before TensorFlow runs its first op (the CLI does, before any command).
 """
 

@@ -404,26 +404,36 @@ def test_best_epoch_by_autonomy_breaks_ties_by_validation_loss():
     assert best_epoch(history, "val_loss") == 0
 
 
-def test_select_by_autonomy_replays_the_validation_span_each_epoch(sim_recording, tmp_path):
-    result = train([str(sim_recording)], tmp_path / "run", epochs=2, batch_size=16, select_by="autonomy",
-                   car="sim", verbose=0, cache="memory")
+@pytest.fixture(scope="module")
+def autonomy_run(sim_recording, tmp_path_factory):
+    """Two epochs on the recording, selected by the simulator's closed loop (shared: one training, three tests;
+    the tests that use it share an xdist group, so one worker trains it)."""
+    out = tmp_path_factory.mktemp("autonomy_run") / "run"
+    result = train([str(sim_recording)], out, epochs=2, batch_size=16, select_by="autonomy", car="sim", verbose=0,
+                   cache="memory", early_stopping=0)
+    return result, out
+
+
+@pytest.mark.xdist_group("autonomy_run")
+def test_select_by_autonomy_replays_the_validation_span_each_epoch(autonomy_run):
+    result, out = autonomy_run
     assert len(result.history[AUTONOMY]) == 2 and all(a <= 100.0 for a in result.history[AUTONOMY])
-    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    state = json.loads((out / "state.json").read_text())
     assert state["monitor"] == AUTONOMY
     assert state["best_epoch"] == best_epoch(result.history, AUTONOMY) + 1
     assert result.val_rmse == pytest.approx(math.sqrt(result.history["val_loss"][state["best_epoch"] - 1]))
 
 
-def test_select_by_autonomy_lets_the_simulator_drive_its_own_recordings(sim_recording, tmp_path):
+@pytest.mark.xdist_group("autonomy_run")
+def test_select_by_autonomy_lets_the_simulator_drive_its_own_recordings(sim_recording, autonomy_run):
     from e2e_drive.models import load_model, steering_function
     from e2e_drive.sim import drive, read_recording
 
     recording = read_recording(sim_recording)
     assert recording is not None and recording.track == 7 and recording.car == CarParams()
-    result = train([str(sim_recording)], tmp_path / "run", epochs=2, batch_size=16, select_by="autonomy",
-                   car="sim", verbose=0, cache="memory", early_stopping=0)
+    result, out = autonomy_run
     # The last epoch's figure is the simulator's own closed loop of last.keras on the recorded track.
-    last = load_model(tmp_path / "run" / "last.keras")
+    last = load_model(out / "last.keras")
     oracle = drive(steering_function(last), [7], laps=1.0, params=recording.car, rig=recording.rig,
                    fps=recording.fps, progress=False)[0]
     assert result.history[AUTONOMY][-1] == pytest.approx(oracle.autonomy)
@@ -488,13 +498,13 @@ def test_training_ends_with_best_keras_driven_through_the_validation_span(sim_re
                  val_fraction=0.0).closed_loop is None
 
 
-def test_a_simulator_recording_is_checked_by_the_simulator(sim_recording, tmp_path):
+@pytest.mark.xdist_group("autonomy_run")
+def test_a_simulator_recording_is_checked_by_the_simulator(sim_recording, autonomy_run, tmp_path):
     from e2e_drive.models import load_model, steering_function
     from e2e_drive.sim import drive, read_recording
 
     recording = read_recording(sim_recording)
-    result = train([str(sim_recording)], tmp_path / "run", epochs=1, batch_size=16, car="sim", verbose=0,
-                   cache="memory")
+    result, _ = autonomy_run  # the check at the end drives best.keras, whichever way it was selected
     oracle = drive(steering_function(load_model(result.best_model_path)), [7], laps=1.0, params=recording.car,
                    rig=recording.rig, fps=recording.fps, progress=False)[0]
     check = result.closed_loop
