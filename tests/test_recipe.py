@@ -406,15 +406,15 @@ def test_best_epoch_by_autonomy_breaks_ties_by_validation_loss():
 
 @pytest.fixture(scope="module")
 def autonomy_run(sim_recording, tmp_path_factory):
-    """Two epochs on the recording, selected by the simulator's closed loop (shared: one training, three tests;
-    the tests that use it share an xdist group, so one worker trains it)."""
+    """Two epochs on the recording, selected by the simulator's closed loop: one training for three tests (per
+    xdist worker; pytest-xdist 3.8's --dist loadgroup cannot group tests under pytest 9, which ignores its
+    renamed node ids)."""
     out = tmp_path_factory.mktemp("autonomy_run") / "run"
     result = train([str(sim_recording)], out, epochs=2, batch_size=16, select_by="autonomy", car="sim", verbose=0,
                    cache="memory", early_stopping=0)
     return result, out
 
 
-@pytest.mark.xdist_group("autonomy_run")
 def test_select_by_autonomy_replays_the_validation_span_each_epoch(autonomy_run):
     result, out = autonomy_run
     assert len(result.history[AUTONOMY]) == 2 and all(a <= 100.0 for a in result.history[AUTONOMY])
@@ -424,7 +424,6 @@ def test_select_by_autonomy_replays_the_validation_span_each_epoch(autonomy_run)
     assert result.val_rmse == pytest.approx(math.sqrt(result.history["val_loss"][state["best_epoch"] - 1]))
 
 
-@pytest.mark.xdist_group("autonomy_run")
 def test_select_by_autonomy_lets_the_simulator_drive_its_own_recordings(sim_recording, autonomy_run):
     from e2e_drive.models import load_model, steering_function
     from e2e_drive.sim import drive, read_recording
@@ -438,6 +437,26 @@ def test_select_by_autonomy_lets_the_simulator_drive_its_own_recordings(sim_reco
                    fps=recording.fps, progress=False)[0]
     assert result.history[AUTONOMY][-1] == pytest.approx(oracle.autonomy)
     assert result.history["val_interventions"][-1] == oracle.interventions
+
+
+def test_a_simulator_recording_is_checked_by_the_simulator(sim_recording, autonomy_run, tmp_path):
+    from e2e_drive.models import load_model, steering_function
+    from e2e_drive.sim import drive, read_recording
+
+    recording = read_recording(sim_recording)
+    result, _ = autonomy_run  # the check at the end drives best.keras, whichever way it was selected
+    oracle = drive(steering_function(load_model(result.best_model_path)), [7], laps=1.0, params=recording.car,
+                   rig=recording.rig, fps=recording.fps, progress=False)[0]
+    check = result.closed_loop
+    assert check["by"] == "simulator" and check["tracks"] == [7]
+    assert check["autonomy"] == pytest.approx(oracle.autonomy) and check["interventions"] == oracle.interventions
+    assert json.loads(json.dumps(result.to_dict()))["closed_loop"] == check
+    assert cv2.imread(check["plot"]) is not None  # the track map with the driven path
+    # A tub written by `sim record --format tub` (no speed column: replay could not drive it) is checked too.
+    record(7, tmp_path / "tub", laps=0.2, progress=False, format="tub")
+    tub_check = train([str(tmp_path / "tub")], tmp_path / "tub_run", epochs=1, batch_size=16, verbose=0,
+                      cache="memory").closed_loop
+    assert tub_check["by"] == "simulator" and tub_check["tracks"] == [7]
 
 
 def test_training_ends_with_best_keras_driven_through_the_validation_span(sim_recording, tmp_path, capsys):
@@ -496,27 +515,6 @@ def test_training_ends_with_best_keras_driven_through_the_validation_span(sim_re
     # Without a validation span there is nothing to drive.
     assert train([str(folder)], tmp_path / "none", epochs=1, batch_size=16, car="sim", verbose=0,
                  val_fraction=0.0).closed_loop is None
-
-
-@pytest.mark.xdist_group("autonomy_run")
-def test_a_simulator_recording_is_checked_by_the_simulator(sim_recording, autonomy_run, tmp_path):
-    from e2e_drive.models import load_model, steering_function
-    from e2e_drive.sim import drive, read_recording
-
-    recording = read_recording(sim_recording)
-    result, _ = autonomy_run  # the check at the end drives best.keras, whichever way it was selected
-    oracle = drive(steering_function(load_model(result.best_model_path)), [7], laps=1.0, params=recording.car,
-                   rig=recording.rig, fps=recording.fps, progress=False)[0]
-    check = result.closed_loop
-    assert check["by"] == "simulator" and check["tracks"] == [7]
-    assert check["autonomy"] == pytest.approx(oracle.autonomy) and check["interventions"] == oracle.interventions
-    assert json.loads(json.dumps(result.to_dict()))["closed_loop"] == check
-    assert cv2.imread(check["plot"]) is not None  # the track map with the driven path
-    # A tub written by `sim record --format tub` (no speed column: replay could not drive it) is checked too.
-    record(7, tmp_path / "tub", laps=0.2, progress=False, format="tub")
-    tub_check = train([str(tmp_path / "tub")], tmp_path / "tub_run", epochs=1, batch_size=16, verbose=0,
-                      cache="memory").closed_loop
-    assert tub_check["by"] == "simulator" and tub_check["tracks"] == [7]
 
 
 def test_a_tub_without_speed_is_checked_at_the_given_speed(tmp_path):
