@@ -3,6 +3,8 @@ figure checked against an independent computation on the held-out rows the run n
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -12,16 +14,24 @@ from scipy.stats import pearsonr
 
 pytest.importorskip("keras")
 
-from e2e_drive.bench.recipe import SimLog, bench_recipe, format_recipe_report, parse_sim  # noqa: E402
+from e2e_drive.bench.recipe import format_recipe_report, parse_sim  # noqa: E402
 
 QUICK = dict(epochs=1, epoch_samples=64)
+CROP = (56, 24)  # not the default crop of the simulator's 160-row frames: a recipe option given to the benchmark
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
+    """The benchmark as a user runs it: the command line, a quick recipe and one changed recipe option."""
+    from e2e_drive.cli import main
+
     out = tmp_path_factory.mktemp("recipe")
-    return out, bench_recipe(sims=[SimLog("keyboard", 10.0, track=11, laps=0.6)], seeds=2, out=out,
-                             progress=False, **QUICK)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["bench", "recipe", "--sim", "keyboard@10", "--sim-laps", "0.6", "--seeds", "2", "--out",
+                     str(out), "--epochs", "1", "--epoch-samples", "64", "--crop", "56,24", "--quiet",
+                     "--json"]) == 0
+    return out, json.loads(printed.getvalue())
 
 
 def test_each_run_is_scored_on_rows_it_never_trained_on(report):
@@ -31,7 +41,7 @@ def test_each_run_is_scored_on_rows_it_never_trained_on(report):
     from e2e_drive.sim import drive
 
     out, result = report
-    assert result["recipe"] == QUICK and [r["seed"] for r in result["runs"]] == [0, 1]
+    assert result["recipe"] == {**QUICK, "crop": list(CROP)} and [r["seed"] for r in result["runs"]] == [0, 1]
     recording = read_log(out / "recordings" / "sim_keyboard_10")
     assert np.mean(recording.steering == 0) > 0.2  # a keyboard driver's log
     trained, held = recording.split(0.2)
@@ -40,6 +50,7 @@ def test_each_run_is_scored_on_rows_it_never_trained_on(report):
         run_dir = out / "runs" / f"00_sim_keyboard_10_seed{run['seed']}"
         config = json.loads((run_dir / "config.json").read_text())
         assert config["num_train"] + config["num_val"] == len(trained) == run["training"]["rows"]
+        assert config["crop"] == list(CROP)
         assert run["held_out_rows"] == len(held) == round(0.2 * len(recording)) and run["rows"] == len(recording)
         predictor = load_predictor(run_dir / "best.keras")
         predicted = predictor(np.stack([_frame(p) for p in held.images["center"]]))
@@ -82,7 +93,7 @@ def test_the_summary_reports_the_worst_log_and_seed(report):
     assert summary["interventions_by_bend"] == {
         bend: sum(r["replay"]["interventions_by_bend"][bend] for r in runs) for bend in ("left", "straight", "right")}
     text = format_recipe_report(result)
-    assert "epochs=1, epoch_samples=64" in text and "all (worst log and seed)" in text and "diagnosis" in text
+    assert "epochs=1, crop=[56, 24], epoch_samples=64" in text and "all (worst log and seed)" in text and "diagnosis" in text
 
 
 def test_bad_requests_are_named_before_any_training(tmp_path, capsys):

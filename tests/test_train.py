@@ -245,19 +245,20 @@ def test_cosine_schedule_decays_the_learning_rate_and_a_resume_stretches_it(tiny
     from e2e_drive.models import load_model
     from e2e_drive.train import train
 
-    out = tmp_path / "run"
-    rates = LearningRates()
-    train(tiny_log, out, epochs=4, batch_size=16, crop=CROP, learning_rate=2e-3, verbose=0, callbacks=[rates.callback])
-    # Closed form of a cosine from 2e-3 to 0 over 4 epochs, at the start of each.
-    expected = [2e-3 * 0.5 * (1 + np.cos(np.pi * epoch / 4)) for epoch in range(4)]
-    assert np.allclose(rates.seen, expected, rtol=1e-5, atol=1e-9)
-    # A run of 2 epochs resumed up to 4 follows the 4-epoch curve from where it stopped, not a finished decay.
+    # Closed form of a cosine from 2e-3 to 0 over N epochs, at the start of each.
+    def cosine(epochs):
+        return [2e-3 * 0.5 * (1 + np.cos(np.pi * epoch / epochs)) for epoch in range(epochs)]
+
     short = tmp_path / "short"
-    train(tiny_log, short, epochs=2, batch_size=16, crop=CROP, learning_rate=2e-3, verbose=0)
+    rates = LearningRates()
+    train(tiny_log, short, epochs=2, batch_size=16, crop=CROP, learning_rate=2e-3, verbose=0,
+          callbacks=[rates.callback])
+    assert np.allclose(rates.seen, cosine(2), rtol=1e-5, atol=1e-9)
     assert float(np.asarray(load_model(short / "last.keras", compile=True).optimizer.learning_rate)) < 1e-9
+    # Resumed up to 4 epochs, it follows the 4-epoch curve from where it stopped, not a finished decay.
     resumed = LearningRates()
     train(tiny_log, short, resume=True, epochs=4, verbose=0, callbacks=[resumed.callback])
-    assert np.allclose(resumed.seen, expected[2:], rtol=1e-5, atol=1e-9)
+    assert np.allclose(resumed.seen, cosine(4)[2:], rtol=1e-5, atol=1e-9)
     # constant: the learning rate throughout.
     constant = LearningRates()
     train(tiny_log, tmp_path / "constant", epochs=2, batch_size=16, crop=CROP, lr_schedule="constant", verbose=0,

@@ -12,7 +12,12 @@ import sys
 
 from e2e_drive.cli import add_command
 from e2e_drive.cli.output import emit
+from e2e_drive.cli.train import add_config_options
 from e2e_drive.cli.types import batch_size, bounded_float, count, fraction, seed
+from e2e_drive.options import RECIPE, declared
+
+# The benchmark's own protocol: its seeds and the data it is given.
+BENCH_DECIDES = ("seed", "data")
 
 # What one benchmark may be asked to time: bounded so that a typo costs seconds, not hours or all the memory.
 steps = count(10_000, "timed steps")
@@ -137,7 +142,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         "track. Per log and in all, mean and worst: the worst log and seed is the figure that counts.",
         epilog="examples:\n  e2e-drive bench recipe ../shared/data/udacity_sim_a ../shared/data/udacity_sim_b "
         "--seeds 3\n  e2e-drive bench recipe --sim keyboard@10 analog@13 late@15 joystick@20 --json\n"
-        "  e2e-drive bench recipe LOG --epochs 2 --epoch-samples 2000   # a quick run (reported as changed)",
+        "  e2e-drive bench recipe LOG --epochs 2 --epoch-samples 2000   # a quick run (reported as changed)\n"
+        "  e2e-drive bench recipe TUB --speed 1.5 --crop 45,0   # a candidate recipe change, against the defaults",
     )
     recipe.add_argument("logs", nargs="*", metavar="LOG", help="driving log folders, CSV files or tubs")
     recipe.add_argument("--sim", nargs="+", default=[], metavar="DRIVER[@FPS]",
@@ -149,11 +155,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
                         help="seeds 0..N-1 per log (default 1)")
     recipe.add_argument("--held-out", type=fraction, default=0.2,
                         help="last fraction of each recording kept from training and scored (default 0.2)")
-    recipe.add_argument("--epochs", type=count(10_000, "training epochs"), help="change the recipe's epochs")
-    recipe.add_argument("--epoch-samples", type=count(10_000_000, "samples per epoch"),
-                        help="change the recipe's samples per epoch")
-    recipe.add_argument("--speed", type=bounded_float(30.0, "metres per second"),
-                        help="m/s for logs without a speed column (tubs), as train --speed")
+    # Every recipe option of train (and --epochs): a candidate change is benchmarked by the command that makes it.
+    add_config_options(recipe, only=_recipe_option)
     recipe.add_argument("--out", help="keep the recordings and run folders here (default: a temporary folder)")
 
     gpu = _bench(
@@ -168,12 +171,19 @@ def register(commands, common: argparse.ArgumentParser) -> None:
                      help="timed train steps per configuration (default 20)")
 
 
+def _recipe_option(name: str, declaration) -> bool:
+    return name == "epochs" or (declaration.section == RECIPE and name not in BENCH_DECIDES)
+
+
 def run_recipe(args: argparse.Namespace) -> int:
     from e2e_drive.bench.recipe import bench_recipe, format_recipe_report, parse_sim
 
     sims = [parse_sim(text, laps=args.sim_laps) for text in args.sim]
-    overrides = {name: value for name, value in (("epochs", args.epochs), ("epoch_samples", args.epoch_samples),
-                                                 ("speed", args.speed)) if value is not None}
+    from e2e_drive.train_config import TrainConfig
+
+    # add_config_options leaves the flags not given off the namespace: these are the changes to the recipe.
+    overrides = {name: getattr(args, name) for name, (_, declaration) in declared(TrainConfig).items()
+                 if declaration.cli and _recipe_option(name, declaration) and hasattr(args, name)}
     with contextlib.redirect_stdout(sys.stderr):  # Keras writes to stdout
         report = bench_recipe(args.logs, sims=sims, seeds=args.seeds, held_out=args.held_out, out=args.out,
                               progress=not args.quiet, **overrides)

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import logging
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from e2e_drive.cli import add_command
 from e2e_drive.cli.output import emit
@@ -28,13 +28,15 @@ multi-worker (one command per machine; worker 0 is the chief and writes the run)
     e2e-drive train DATA --out runs/mw --strategy multiworker
 """
 
-def add_config_options(parser: argparse.ArgumentParser, config_class: type = TrainConfig) -> None:
-    """One flag per declared option of ``config_class`` (``option(..., cli=True)``), with its help and default.
+def add_config_options(parser: argparse.ArgumentParser, config_class: type = TrainConfig,
+                       only: Callable[[str, Any], bool] | None = None) -> None:
+    """One flag per declared option of ``config_class`` (``option(..., cli=True)``), with its help and default;
+    ``only(name, declaration)`` picks a subset (``e2e-drive bench recipe`` takes the recipe's options).
 
     Flags the user does not give stay off the namespace (``argparse.SUPPRESS``), so that a resumed run can tell a
     changed setting from a default (``train_options``)."""
     for name, (field, declaration) in declared(config_class).items():
-        if not declaration.cli:
+        if not declaration.cli or (only is not None and not only(name, declaration)):
             continue
         check = declaration.check
         kwargs: dict[str, Any] = dict(dest=name, default=argparse.SUPPRESS)
