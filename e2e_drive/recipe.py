@@ -127,6 +127,21 @@ def training_camera(config: TrainConfig, data_log: DrivingLog):
     return resolve_camera(config.camera, profile, (height, width), data_log.describe(0))
 
 
+def camera_crop(camera, height: int) -> tuple[int, int] | None:
+    """The default crop for ``camera`` where it differs from ``data_tools.preprocess.default_crop``, else None.
+
+    The default cuts the sky and, as a share of the height taken from Udacity's frames, the bonnet. A camera
+    without a bonnet in view (``bonnet_rows`` 0: the donkey car's, as donkeycar's ``ROI_CROP_BOTTOM = 0``) sees the
+    nearest lane lines there; on donkey_tub_real keeping them cut the held-out replay's interventions by a fifth
+    (BENCHMARKS.md, the recipe section).
+    """
+    from data_tools.preprocess import default_crop
+
+    if camera is None or int(camera.bonnet_rows) > 0:
+        return None
+    return default_crop(height)[0], 0
+
+
 def viewpoint_metres(config: TrainConfig) -> float:
     """The largest sideways viewpoint shift of the run: ``config.viewpoint_shift``, or when ``None``
     ``VIEWPOINT_FRACTION`` of the car profile's intervention offset."""

@@ -260,18 +260,28 @@ def _split(config: TrainConfig, data_log: DrivingLog) -> tuple[DrivingLog, Drivi
     return train_log, val_log, data_log[is_val]
 
 
-def _check_crop(config: TrainConfig, train_log: DrivingLog) -> None:
-    """Before decoding every frame: a crop that cannot fit fails in a second, not after minutes."""
-    if config.crop is None or not len(train_log):
-        return
+def _resolve_crop(config: TrainConfig, data_log: DrivingLog, camera) -> TrainConfig:
+    """The run's crop, before decoding every frame: a given crop that cannot fit fails in a second, not after
+    minutes; without ``--crop``, a camera that sees no bonnet keeps the bottom rows (``camera_crop``)."""
+    if not len(data_log):
+        return config
     from data_tools.frames import image_size
     from data_tools.preprocess import check_crop
+    from e2e_drive.recipe import camera_crop
 
     try:
-        height = image_size(train_log.images["center"][0])[1]
+        height = image_size(data_log.images["center"][0])[1]
     except (ValueError, OSError):
-        return  # an unreadable first frame: decoding names it with its row
-    check_crop(height, config.crop)
+        return config  # an unreadable first frame: decoding names it with its row
+    if config.crop is not None:
+        check_crop(height, config.crop)
+        return config
+    crop = camera_crop(camera, height)
+    if crop is None:
+        return config
+    log.info("crop %d,%d: the %s camera sees no bonnet, so the bottom rows stay (--crop to choose)", *crop,
+             config.car)
+    return config.replace(crop=crop)
 
 
 def _cache_mode(config: TrainConfig, logs: Sequence[DrivingLog], cameras, memory_budget: int | None) -> str:
@@ -596,10 +606,10 @@ def plan_run(config: TrainConfig, data: Sequence[str] | str | os.PathLike | Driv
         log.info("car profile %s (from the data; --car to choose)", config.car)
     # Resolved now: a calibration of another frame size fails before any epoch.
     camera = training_camera(config, data_log) if len(data_log) else None
+    config = _resolve_crop(config, data_log, camera)
     full_train, full_val, recorded_val = _split(config, data_log)
     if transform is None and config.augment is True:
         transform = recipe_augmentation(config, full_train, camera=camera)
-    _check_crop(config, full_train)
     train_log, val_log = full_train, full_val
     if num_workers > 1:
         # Each worker trains on (and decodes) its own rows; the smallest share sets the steps of all.

@@ -132,7 +132,8 @@ class TrainConfig:
                                  check=Number(minimum=0.0, below=1.0))
     crop: tuple[int, int] | None = option(None, "rows cut from the frame", metavar="TOP,BOTTOM",
                                           check=Parsed(lambda crop: _crop(crop), optional=True),
-                                          default_text="60,25 for 160-row frames")
+                                          default_text="sky and bonnet, 60,25 for 160-row frames; a camera "
+                                          "without a bonnet in view (--car donkey) keeps the bottom rows")
     smooth_steering: float = option(0.0, "Gaussian-smooth the labels over SIGMA frames; 0: off", metavar="SIGMA",
                                     check=Number(minimum=0.0))
     smooth_seconds: float | None = option(

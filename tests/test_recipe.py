@@ -518,16 +518,26 @@ def test_training_ends_with_best_keras_driven_through_the_validation_span(sim_re
 
 
 def test_a_tub_without_speed_is_checked_at_the_given_speed(tmp_path):
+    from data_tools import read_frame
+    from data_tools.preprocess import default_crop
     from deploy import load_predictor
+    from e2e_drive.models import load_model
     from e2e_drive.replay import replay
 
     # A donkeycar tub with real time stamps and no speed column (not ours: no recording.json).
     tub = tmp_path / "tub"
     record(7, tub, laps=0.2, progress=False, format="tub")
     (tub / "recording.json").unlink()
-    skipped = train([str(tub)], tmp_path / "plain", epochs=1, batch_size=16, verbose=0, cache="memory")
+    skipped = train([str(tub)], tmp_path / "plain", epochs=1, batch_size=16, verbose=0, cache="memory",
+                    crop=(50, 20))
     assert "give one with --speed" in skipped.closed_loop["skipped"]
+    assert json.loads((tmp_path / "plain" / "config.json").read_text())["crop"] == [50, 20]  # --crop wins
     result = train([str(tub)], tmp_path / "run", epochs=1, batch_size=16, verbose=0, cache="memory", speed=2.5)
+    # The donkey camera sees no bonnet: without --crop the sky is cut as always and the bottom rows stay.
+    height = read_frame(next((tub / "images").iterdir())).shape[0]
+    kept = [default_crop(height)[0], 0]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["crop"] == kept
+    assert list(load_model(result.best_model_path).get_layer("preprocess").crop) == kept
     check = result.closed_loop
     # The oracle: `e2e-drive replay best.keras TUB --start 0.8 --speed 2.5` (the donkey profile, from the data).
     oracle = replay(tub, load_predictor(result.best_model_path), start=0.8, profile="donkey", speed=2.5).total
