@@ -172,21 +172,27 @@ class IntegerOrAuto(_OrAuto, Integer):
 
 
 class Number(Check):
-    """A finite number within the given bounds (``minimum`` inclusive, ``above`` and ``below`` exclusive)."""
+    """A finite number within the given bounds (``minimum`` and ``maximum`` inclusive, ``above`` and ``below``
+    exclusive)."""
 
     def __init__(self, *, minimum: float | None = None, above: float | None = None, below: float | None = None,
-                 optional: bool = False) -> None:
-        self.minimum, self.above, self.below, self.optional = minimum, above, below, optional
+                 maximum: float | None = None, optional: bool = False) -> None:
+        self.minimum, self.above, self.below, self.maximum, self.optional = minimum, above, below, maximum, optional
 
     def _inside(self, value: float) -> bool:
         return (math.isfinite(value) and (self.minimum is None or value >= self.minimum)
-                and (self.above is None or value > self.above) and (self.below is None or value < self.below))
+                and (self.above is None or value > self.above) and (self.below is None or value < self.below)
+                and (self.maximum is None or value <= self.maximum))
 
-    def validate(self, name: str, value: Any) -> float:
+    def _bounds(self) -> str:
         bounds = [f">= {self.minimum:g}" if self.minimum is not None else "",
                   f"> {self.above:g}" if self.above is not None else "",
-                  f"< {self.below:g}" if self.below is not None else ""]
-        expected = f"expected a finite number {' and '.join(b for b in bounds if b)}".rstrip()
+                  f"< {self.below:g}" if self.below is not None else "",
+                  f"<= {self.maximum:g}" if self.maximum is not None else ""]
+        return " and ".join(b for b in bounds if b)
+
+    def validate(self, name: str, value: Any) -> float:
+        expected = f"expected a finite number {self._bounds()}".rstrip()
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise OptionError(f"{name}: {expected}, got {value!r}")
         if not self._inside(float(value)):
@@ -201,7 +207,9 @@ class Number(Check):
         if not math.isfinite(value):
             raise ValueError(f"expected a finite number, got {text!r}")
         if not self._inside(value):
-            if self.minimum is not None and self.below is not None:
+            if self.maximum is not None:
+                expected = f"a number {self._bounds()}"
+            elif self.minimum is not None and self.below is not None:
                 expected = f"a number in [{self.minimum:g}, {self.below:g})"
             elif self.above is not None:
                 expected = f"a number > {self.above:g}"

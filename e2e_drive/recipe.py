@@ -132,8 +132,8 @@ def camera_crop(camera, height: int) -> tuple[int, int] | None:
 
     The default cuts the sky and, as a share of the height taken from Udacity's frames, the bonnet. A camera
     without a bonnet in view (``bonnet_rows`` 0: the donkey car's, as donkeycar's ``ROI_CROP_BOTTOM = 0``) sees the
-    nearest lane lines there; on donkey_tub_real keeping them cut the held-out replay's interventions by a fifth
-    (BENCHMARKS.md, the recipe section).
+    nearest lane lines there; on donkey_tub_real keeping them cut the held-out replay's interventions from 47 and
+    43 to 38 and 38 on two seeds (BENCHMARKS.md, the recipe section).
     """
     from data_tools.preprocess import default_crop
 

@@ -164,7 +164,7 @@ class TrainConfig:
     speed: float | None = option(
         None, "metres per second, for logs without a speed column (donkeycar tubs): the closed-loop check and "
         "--select-by autonomy replay at it, as e2e-drive replay --speed, and the recipe's steering corrections use "
-        "it; given, it replaces a speed column", metavar="M/S", check=Number(above=0.0, optional=True), since=6,
+        "it; given, it replaces a speed column", metavar="M/S", check=Number(above=0.0, maximum=30.0, optional=True), since=6,
         default_text="the logs' speed column")
     select_by: str = option(
         "last", "which epoch becomes best.keras: the last (no early stopping), the lowest val loss, or the most "

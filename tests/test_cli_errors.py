@@ -156,7 +156,7 @@ def test_unknown_host(model_path, capsys):
     (["train", "d", "--out", "r", "--crop", "60"], "argument --crop: expected TOP,BOTTOM (two integers, e.g. "
                                                    "60,25), got '60'"),
     (["sim", "drive", "m.onnx", "--laps", "inf"], "argument --laps: expected a finite number, got 'inf'"),
-    (["train", "d", "--out", "r", "--speed", "0"], "argument --speed: expected a number > 0, got '0'"),
+    (["train", "d", "--out", "r", "--speed", "0"], "argument --speed: expected a number > 0 and <= 30, got '0'"),
     (["sim", "record", "--out", "r", "--laps", "0"],
      "argument --laps: expected a number in (0, 100] (frames written to disk), got '0'"),
     (["sim", "record", "--out", "r", "--seed", "-1"], "argument --seed: expected an integer in 0..4294967295 (a seed), "

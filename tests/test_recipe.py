@@ -370,8 +370,11 @@ def test_recipe_options_are_validated_with_their_flags():
     assert TrainConfig.from_dict(version_5).lr_schedule == "constant"  # a run from before the schedule
     with pytest.raises(TrainConfigError, match="--lr-schedule"):
         TrainConfig(lr_schedule="step")
-    with pytest.raises(TrainConfigError, match="--speed: expected a finite number > 0, got 0"):
+    with pytest.raises(TrainConfigError, match="--speed: expected a finite number > 0 and <= 30, got 0"):
         TrainConfig(speed=0)
+    with pytest.raises(TrainConfigError, match="--speed: expected a finite number > 0 and <= 30, got 31"):
+        TrainConfig(speed=31)  # a typo, not a car: the closed-loop check would drive off at once
+    assert TrainConfig(speed=30).speed == 30.0
     with pytest.raises(TrainConfigError, match="--camera"):
         TrainConfig(camera="")
     with pytest.raises(TrainConfigError, match="--viewpoint-shift"):

@@ -14,7 +14,7 @@ from e2e_drive.cli import add_command
 from e2e_drive.cli.output import emit
 from e2e_drive.cli.train import add_config_options
 from e2e_drive.cli.types import batch_size, bounded_float, count, fraction, seed
-from e2e_drive.options import RECIPE, declared
+from e2e_drive.options import RECIPE
 
 # The benchmark's own protocol: its seeds and the data it is given.
 BENCH_DECIDES = ("seed", "data")
@@ -156,7 +156,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     recipe.add_argument("--held-out", type=fraction, default=0.2,
                         help="last fraction of each recording kept from training and scored (default 0.2)")
     # Every recipe option of train (and --epochs): a candidate change is benchmarked by the command that makes it.
-    add_config_options(recipe, only=_recipe_option)
+    recipe.set_defaults(recipe_options=add_config_options(recipe, only=_recipe_option))
     recipe.add_argument("--out", help="keep the recordings and run folders here (default: a temporary folder)")
 
     gpu = _bench(
@@ -179,11 +179,8 @@ def run_recipe(args: argparse.Namespace) -> int:
     from e2e_drive.bench.recipe import bench_recipe, format_recipe_report, parse_sim
 
     sims = [parse_sim(text, laps=args.sim_laps) for text in args.sim]
-    from e2e_drive.train_config import TrainConfig
-
     # add_config_options leaves the flags not given off the namespace: these are the changes to the recipe.
-    overrides = {name: getattr(args, name) for name, (_, declaration) in declared(TrainConfig).items()
-                 if declaration.cli and _recipe_option(name, declaration) and hasattr(args, name)}
+    overrides = {name: getattr(args, name) for name in args.recipe_options if hasattr(args, name)}
     with contextlib.redirect_stdout(sys.stderr):  # Keras writes to stdout
         report = bench_recipe(args.logs, sims=sims, seeds=args.seeds, held_out=args.held_out, out=args.out,
                               progress=not args.quiet, **overrides)

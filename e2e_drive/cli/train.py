@@ -29,12 +29,14 @@ multi-worker (one command per machine; worker 0 is the chief and writes the run)
 """
 
 def add_config_options(parser: argparse.ArgumentParser, config_class: type = TrainConfig,
-                       only: Callable[[str, Any], bool] | None = None) -> None:
+                       only: Callable[[str, Any], bool] | None = None) -> list[str]:
     """One flag per declared option of ``config_class`` (``option(..., cli=True)``), with its help and default;
-    ``only(name, declaration)`` picks a subset (``e2e-drive bench recipe`` takes the recipe's options).
+    ``only(name, declaration)`` picks a subset (``e2e-drive bench recipe`` takes the recipe's options). Returns the
+    names of the options added.
 
     Flags the user does not give stay off the namespace (``argparse.SUPPRESS``), so that a resumed run can tell a
     changed setting from a default (``train_options``)."""
+    added = []
     for name, (field, declaration) in declared(config_class).items():
         if not declaration.cli or (only is not None and not only(name, declaration)):
             continue
@@ -53,6 +55,8 @@ def add_config_options(parser: argparse.ArgumentParser, config_class: type = Tra
             default = declaration.default_text
             help_text = f"{declaration.help} (default{': ' + default if default else ' ' + show(field.default)})"
         parser.add_argument(flag_of(name, declaration), help=help_text.replace("%", "%%"), **kwargs)
+        added.append(name)
+    return added
 
 
 def _argparse_type(check):
