@@ -56,6 +56,8 @@ class BoundedPool:
         # The pool's result thread can still be inside pending._set (holding pending, so the value) when get()
         # returns: drop that reference, or a test counting live batches races it.
         pending._value = None
+        # Its local variables hold the value too until it takes the next result: pass it a no-op's result.
+        self._pool.apply_async(int).get(timeout=60)
         return value
 
     def __enter__(self):
