@@ -144,3 +144,21 @@ def test_pilotnet_throttle_head_beside_steering_and_dict_targets_train():
         pilotnet((66, 200, 3), outputs=("throttle",))
     with pytest.raises(ValueError, match="outputs from"):
         pilotnet((66, 200, 3), outputs=("steering", "brake"))
+
+
+def test_steering_function_is_the_eager_model_and_follows_new_weights():
+    """The traced predictor the closed loop drives with gives the eager call's steering for any batch size,
+    also after the weights change (as they do between the epochs that ``--select-by autonomy`` scores)."""
+    from e2e_drive.models import steering_function
+
+    model = pilotnet((60, 120, 3), seed=0)
+    steer = steering_function(model)
+    frames = np.random.default_rng(3).integers(0, 256, (5, 60, 120, 3), dtype=np.uint8)
+    for batch in (frames[:1], frames):
+        expected = np.asarray(model(batch, training=False)).reshape(-1)
+        np.testing.assert_allclose(steer(batch), expected, rtol=1e-5, atol=1e-6)
+    before = steer(frames)
+    bias = model.layers[-1].bias
+    bias.assign(bias.numpy() + 0.25)
+    np.testing.assert_allclose(steer(frames), before + 0.25, rtol=1e-5, atol=1e-5)
+    assert steer(frames).dtype == np.float32 and steer(frames).shape == (5,)

@@ -462,9 +462,14 @@ def test_real_udacity_log_replays(udacity_sim_a):
 def test_bench_replay_reports_against_its_baseline():
     from e2e_drive.bench.replay import bench_replay, format_replay_report
 
-    report = bench_replay(steps=40)
+    report = bench_replay(steps=40, model_calls=5)
     assert report["steps"] >= 30 and report["replay_steps_per_second"] > 0 and report["baseline_steps_per_second"] > 0
-    assert "steps/s" in format_replay_report(report)
+    call = report["model_call"]
+    assert call["calls"] == 5 and call["graph_ms"] > 0 and call["eager_ms"] > 0
+    assert call["eager_vs_graph"] == pytest.approx(call["eager_ms"] / call["graph_ms"], abs=0.01)
+    text = format_replay_report(report)
+    assert "steps/s" in text and f"{call['graph_ms']:.2f} ms as a graph" in text
+    assert bench_replay(steps=10, model_calls=0)["model_call"] is None
 
 
 def test_several_logs_drive_together_and_each_scores_as_if_alone(sim_log, tmp_path):

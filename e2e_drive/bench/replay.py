@@ -11,6 +11,10 @@ the same frames: JPEG decoding plus one full-frame ``cv2.warpPerspective``
 per step (the floor of the per-step work), and the simulator's own render
 step (``Camera.render``). The log's own steering (``recorded``, no frames) is
 timed too: the cost of reconstructing and following the path alone.
+
+What a model adds to each step is timed beside it: one batch-1 call of an untrained PilotNet on the same
+frames through ``steering_function`` (a traced graph, what the closed-loop check, ``evaluate`` and ``bench
+recipe`` drive with) against the eager ``model(frames)`` call, alternately, in the same run.
 """
 
 from __future__ import annotations
@@ -60,8 +64,9 @@ def _write_log(folder: Path, rows: int, unique_frames: int = 50, track_seed: int
     return paths
 
 
-def bench_replay(steps: int = 2000) -> dict[str, Any]:
-    """Time ``steps`` replay steps with a frame-taking zero driver, against decode + warp alone."""
+def bench_replay(steps: int = 2000, model_calls: int = 100) -> dict[str, Any]:
+    """Time ``steps`` replay steps with a frame-taking zero driver, against decode + warp alone, and
+    ``model_calls`` batch-1 PilotNet calls as a graph against eager calls (0: not timed)."""
     if steps < 10:
         raise ValueError(f"Expected steps >= 10. Received: steps={steps}")
     rig = CameraRig()
@@ -89,6 +94,7 @@ def bench_replay(steps: int = 2000) -> dict[str, Any]:
                 cv2.warpPerspective(read_frame(path), shear, (cols, rows),
                                     flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
             floor_seconds = time.perf_counter() - started
+            model_call = _time_model_calls([read_frame(path) for path in paths[:50]], model_calls)
         camera = Camera(make_track(0))
         track = camera.track
         render_frames = min(steps, 500)
@@ -115,7 +121,33 @@ def bench_replay(steps: int = 2000) -> dict[str, Any]:
         "meets_target": bool(steps_per_second >= TARGET_STEPS_PER_SECOND),
         "opencv_threads": 1,
         "frame_size": [rows, cols],
+        "model_call": model_call,
     }
+
+
+def _time_model_calls(frames: list[np.ndarray], calls: int) -> dict[str, Any] | None:
+    """Median ms of a batch-1 PilotNet call through ``steering_function`` and eagerly, alternating on ``frames``."""
+    if calls <= 0:
+        return None
+    from e2e_drive.models import pilotnet, steering_function
+
+    model = pilotnet(frames[0].shape, seed=0)
+    graph = steering_function(model)
+
+    def eager(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(model(batch, training=False)).reshape(len(batch))
+
+    times: dict[str, list[float]] = {"graph": [], "eager": []}
+    for i in range(calls + 3):  # the first three: tracing and warm-up
+        batch = frames[i % len(frames)][None]
+        for name, call in (("graph", graph), ("eager", eager)):
+            started = time.perf_counter()
+            call(batch)
+            if i >= 3:
+                times[name].append(time.perf_counter() - started)
+    graph_ms, eager_ms = (1000.0 * float(np.median(times[name])) for name in ("graph", "eager"))
+    return {"calls": calls, "graph_ms": round(graph_ms, 3), "eager_ms": round(eager_ms, 3),
+            "eager_vs_graph": round(eager_ms / graph_ms, 2)}
 
 
 def format_replay_report(report: dict[str, Any]) -> str:
@@ -130,4 +162,12 @@ def format_replay_report(report: dict[str, Any]) -> str:
         f"recorded steering (no frames): {report['recorded_steps_per_second']:.0f} steps/s; simulator render: "
         f"{report['sim_render_fps']:.0f} frames/s\n"
         f"target {report['target_steps_per_second']:.0f} steps/s: {verdict}"
+        + _format_model_call(report.get("model_call"))
     )
+
+
+def _format_model_call(call: dict[str, Any] | None) -> str:
+    if not call:
+        return ""
+    return (f"\nPilotNet batch-1 call ({call['calls']} calls): {call['graph_ms']:.2f} ms as a graph "
+            f"(steering_function) vs {call['eager_ms']:.2f} ms eager = {call['eager_vs_graph']:.1f}x")
