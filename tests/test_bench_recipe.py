@@ -86,6 +86,7 @@ def test_the_summary_reports_the_worst_log_and_seed(report):
     assert summary["autonomy"] == {"mean": pytest.approx(np.mean(autonomy)), "worst": min(autonomy)}
     assert summary["pearson"]["worst"] == min(r["offline"]["pearson"] for r in runs)
     assert summary["rmse_vs_mean"]["worst"] == max(r["offline"]["rmse_vs_mean"] for r in runs)
+    assert summary["shift_gain"]["worst"] == min(r["replay"]["shift_gain"] for r in runs)
     assert result["all"]["autonomy"] == summary["autonomy"] and result["worst_log"] == "sim:keyboard@10"
     labels = summary["labels"]
     assert labels["fps"] == pytest.approx(10.0, rel=1e-2) and labels["keyboard_like"]
@@ -94,6 +95,7 @@ def test_the_summary_reports_the_worst_log_and_seed(report):
         bend: sum(r["replay"]["interventions_by_bend"][bend] for r in runs) for bend in ("left", "straight", "right")}
     text = format_recipe_report(result)
     assert "epochs=1, crop=[56, 24], epoch_samples=64" in text and "all (worst log and seed)" in text and "diagnosis" in text
+    assert f"{summary['shift_gain']['mean']:.2f}" in text and "shift gain" in text
 
 
 def test_bad_requests_are_named_before_any_training(tmp_path, capsys):

@@ -501,3 +501,33 @@ def test_paths_rebuilt_once_replay_as_the_logs_do(sim_log, tmp_path):
         replay([driving_log, driving_log], "recorded", profile="sim", trajectories=paths)
     with pytest.raises(ValueError, match="one path per log"):
         replay(driving_log[:10], "recorded", profile="sim", trajectories=paths)
+
+
+def test_shift_gain_is_how_strongly_a_driver_steers_back_from_a_moved_viewpoint(sim_log):
+    """``bench recipe``'s shift gain, against the same driver on frames the simulator renders from the true poses
+    moved sideways (no warp): a frame-only road follower steers back in proportion to its gain."""
+    from data_tools.augment import pursuit_correction
+    from e2e_drive.bench.recipe import shift_gain
+    from e2e_drive.closed_loop import log_spec
+    from e2e_drive.recipe import VIEWPOINT_FRACTION
+
+    folder, track, poses = sim_log
+    log = load_log(folder)
+    spec = log_spec(log, "sim", CameraRig())
+    assert shift_gain(lambda frames: np.zeros(len(frames)), log, spec, frames=10) == 0.0
+    weak, strong = (shift_gain(road_follower(track, gain=g), log, spec, frames=40) for g in (0.5, 1.0))
+    assert weak > 0.05 and strong == pytest.approx(2 * weak, rel=0.05)
+    # The oracle: views rendered from poses moved left and right of the recorded ones.
+    profile, lateral = spec.profile, VIEWPOINT_FRACTION * spec.profile.intervention_offset
+    rows = np.unique(np.linspace(0, len(log) - 1, 40).round().astype(int))
+    camera, driver = Camera(track, CameraRig()), road_follower(track, gain=1.0)
+
+    def views(side: float) -> np.ndarray:
+        return np.stack([camera.render(x - side * np.sin(h), y + side * np.cos(h), h) for x, y, h in poses[rows]])
+
+    speed = float(np.median(log.speed)) * profile.speed_scale
+    car = profile.car
+    taught = (pursuit_correction(lateral, 0.0, speed, car.wheelbase, car.max_steer_deg)
+              - pursuit_correction(-lateral, 0.0, speed, car.wheelbase, car.max_steer_deg))
+    rendered = float(np.mean(driver(views(lateral)) - driver(views(-lateral))) / taught)
+    assert strong == pytest.approx(rendered, rel=0.1), (strong, rendered)

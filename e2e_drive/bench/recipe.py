@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 HELD_OUT = 0.2
 SMOOTH_SIGMA = 4.0  # frames, as BENCHMARKS.md's recipe table and ``e2e-drive evaluate``
 UNSEEN_TRACK = 101
+# Held-out frames the shift gain is measured on: enough for its mean, a second of warps and predictions.
+SHIFT_FRAMES = 100
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,8 @@ def _score(model_path: Path, held: Any, predictor=None, sim: SimLog | None = Non
     try:
         if np.isnan(held.timestamp).any() or (speed is None and np.isnan(held.speed).all()):
             raise DataError("no time stamps or no speed to rebuild the driven path from (tubs: --speed)", path="LOG")
-        total = log_spec(held, car_for_log(held), None, speed).replay(prediction).total
+        spec = log_spec(held, car_for_log(held), None, speed)
+        total = spec.replay(prediction).total
     except DataError as error:  # offline figures only, and the reason
         scored_replay = {"skipped": str(error)}
     else:
@@ -166,7 +169,7 @@ def _score(model_path: Path, held: Any, predictor=None, sim: SimLog | None = Non
                          "seconds": total.elapsed_seconds,
                          "interventions_per_minute": total.interventions / minutes if minutes else float("nan"),
                          "points_per_intervention": uncertainty(total.elapsed_seconds)["points_per_intervention"],
-                         **_diagnosis(total)}
+                         "shift_gain": shift_gain(prediction, held, spec), **_diagnosis(total)}
     # The learnt gain: the slope of the model's steering on the smoothed labels (below 1: it steers too little).
     gain = float(np.polyfit(labels, predicted, 1)[0]) if np.std(labels) > 0 else float("nan")
     scored: dict[str, Any] = {
@@ -184,6 +187,37 @@ def _score(model_path: Path, held: Any, predictor=None, sim: SimLog | None = Non
     return scored
 
 
+def shift_gain(prediction, held: Any, spec, frames: int = SHIFT_FRAMES) -> float:
+    """How strongly the model steers back to its path: up to ``frames`` held-out centre frames, evenly spaced,
+    are seen from the default recipe's largest viewpoint shift (``VIEWPOINT_FRACTION`` of the profile's
+    intervention offset) to
+    the left and to the right through the replay's own warp and camera (``spec``); the gain is the mean change
+    of the model's steering between the two views over the change of the pure pursuit labels that training
+    gives such views (``pursuit_correction`` at the speed the replay drives). 1: it corrects as it was taught;
+    below 1: it corrects too little and the closed loop drifts off in bends."""
+    from data_tools.augment import pursuit_correction
+    from data_tools.frames import read_frame
+    from e2e_drive.replay import CameraWarps
+
+    car = spec.profile.car
+    if spec.speed is not None:
+        speed = float(spec.speed)
+    else:
+        speeds = np.asarray(held.speed, np.float64) * spec.profile.speed_scale
+        speed = float(np.median(speeds[np.isfinite(speeds) & (speeds > spec.profile.min_speed)]))
+    from e2e_drive.recipe import VIEWPOINT_FRACTION
+
+    lateral = VIEWPOINT_FRACTION * spec.profile.intervention_offset
+    rows = np.unique(np.linspace(0, len(held) - 1, min(frames, len(held))).round().astype(int))
+    warps = CameraWarps(spec.camera)
+    views = [read_frame(held.images["center"][i], where=held.describe(i)) for i in rows]
+    left = prediction(np.stack([warps(view, lateral, 0.0) for view in views]))
+    right = prediction(np.stack([warps(view, -lateral, 0.0) for view in views]))
+    taught = (pursuit_correction(lateral, 0.0, speed, car.wheelbase, car.max_steer_deg)
+              - pursuit_correction(-lateral, 0.0, speed, car.wheelbase, car.max_steer_deg))
+    return float(np.mean(np.asarray(left, np.float64) - right) / taught)
+
+
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and worst of each figure over ``runs`` (worst: lowest autonomy and Pearson, highest rates)."""
     def column(path: tuple[str, str]) -> np.ndarray:
@@ -195,6 +229,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
                               ("pearson", ("offline", "pearson"), np.nanmin),
                               ("rmse_vs_mean", ("offline", "rmse_vs_mean"), np.nanmax),
                               ("gain", ("offline", "gain"), np.nanmin),
+                              ("shift_gain", ("replay", "shift_gain"), np.nanmin),
                               ("simulator_autonomy", ("simulator", "autonomy"), np.nanmin),
                               ("train_seconds", ("training", "seconds"), np.nanmax),
                               # A short scored span makes autonomy coarse: one intervention costs 6 s of it.
@@ -306,15 +341,16 @@ def format_recipe_report(report: dict[str, Any]) -> str:
     lines.append(f"worst log: {report['worst_log']}")
     lines.append("diagnosis (labels of the whole log; interventions of every seed's held-out replay):")
     lines.append(f"{'log':<34}{'fps':>6}{'zeros':>7}{'values':>8}{'lock':>6}{'change/s':>9}{'gain':>12}"
-                 f"{'interventions left/straight/right':>35}{'under/over':>12}")
+                 f"{'shift gain':>12}{'interventions left/straight/right':>35}{'under/over':>12}")
     for name, summary in report["logs"].items():
         labels = summary["labels"]
         gain = f"{summary['gain']['mean']:.2f}" if "gain" in summary else "-"
+        back = f"{summary['shift_gain']['mean']:.2f}" if "shift_gain" in summary else "-"
         bends, steer = "-", "-"
         if "interventions_by_bend" in summary:
             bends = "/".join(str(summary["interventions_by_bend"][b]) for b in ("left", "straight", "right"))
             steer = f"{summary['understeer']}/{summary['oversteer']}"
         lines.append(f"{name:<34}{labels['fps']:>6.1f}{labels['zero_share']:>7.0%}{labels['distinct_values']:>8}"
-                     f"{labels['full_lock_share']:>6.0%}{labels['change_per_second']:>9.2f}{gain:>12}{bends:>35}"
+                     f"{labels['full_lock_share']:>6.0%}{labels['change_per_second']:>9.2f}{gain:>12}{back:>12}{bends:>35}"
                      f"{steer:>12}")
     return "\n".join(lines)
