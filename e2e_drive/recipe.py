@@ -31,8 +31,8 @@ VIEWPOINT_PROBABILITY = 0.5
 MIN_EPOCH_SAMPLES = 12000
 MAX_EPOCH_REPEAT = 8
 
-__all__ = ["MAX_EPOCH_REPEAT", "MIN_EPOCH_SAMPLES", "epoch_repeat", "learning_rate", "recipe_augmentation",
-           "training_camera", "viewpoint_metres", "with_car"]
+__all__ = ["MAX_EPOCH_REPEAT", "MIN_EPOCH_SAMPLES", "epoch_repeat", "learning_rate", "pursuit_speed",
+           "recipe_augmentation", "training_camera", "viewpoint_metres", "with_car"]
 
 
 def recipe_augmentation(config: TrainConfig, data_log: DrivingLog, camera=None):
@@ -56,9 +56,7 @@ def recipe_augmentation(config: TrainConfig, data_log: DrivingLog, camera=None):
 
     config = with_car(config, data_log)
     profile = get_profile(config.car)
-    speed = np.asarray(data_log.speed, np.float64) * profile.speed_scale
-    moving = speed[np.isfinite(speed) & (speed > profile.min_speed)]
-    speed = config.speed or (float(np.median(moving)) if len(moving) else profile.car.speed)
+    speed = pursuit_speed(profile, data_log.speed, config.speed)
     correct = partial(pursuit_correction, speed=speed, wheelbase=profile.car.wheelbase,
                       max_steer_deg=profile.car.max_steer_deg)
     rig = camera if camera is not None else training_camera(config, data_log)
@@ -77,6 +75,17 @@ def recipe_augmentation(config: TrainConfig, data_log: DrivingLog, camera=None):
         log.info("viewpoint shifts: up to %.2f m and %.2f rad, labelled with the %s car's pure pursuit at %.1f m/s",
                  shift, VIEWPOINT_HEADING, profile.name, speed)
     return chain
+
+
+def pursuit_speed(profile, speeds, speed: float | None = None) -> float:
+    """The speed (m/s) the recipe's pure pursuit labels corrections at: ``speed`` when given, else the median of
+    the log's moving ``speeds`` in the car ``profile``'s units (``speed_scale``; standing rows, at most
+    ``min_speed``, do not count), else, for a log without speed, the profile's nominal speed."""
+    if speed:
+        return float(speed)
+    scaled = np.asarray(speeds, np.float64) * profile.speed_scale
+    moving = scaled[np.isfinite(scaled) & (scaled > profile.min_speed)]
+    return float(np.median(moving)) if len(moving) else float(profile.car.speed)
 
 
 def row_margin(chain) -> int:

@@ -21,7 +21,7 @@ from data_tools.smoothing import (is_keyboard_steering, keyboard_smoothing, smoo
 from e2e_drive.replay import CameraWarps, get_profile
 from e2e_drive.sim import Camera, CarParams, CameraRig, make_track, record
 from e2e_drive.closed_loop import AUTONOMY
-from e2e_drive.recipe import recipe_augmentation
+from e2e_drive.recipe import pursuit_speed, recipe_augmentation
 from e2e_drive.train import best_epoch, train
 from e2e_drive.train_config import TrainConfig, TrainConfigError
 from tests.builders import config_of_version, synthetic_log
@@ -99,6 +99,14 @@ def test_side_correction_is_pure_pursuit_back_to_the_path():
     small = side_camera_correction(0.01, speed, wheelbase, max_deg)
     assert small == pytest.approx(2 * wheelbase * 0.01 / lookahead**2 / math.radians(max_deg), rel=1e-3)
     assert side_camera_correction(d, 30.0, wheelbase, max_deg) < side_camera_correction(d, 5.0, wheelbase, max_deg)
+
+
+def test_pursuit_speed_is_the_median_moving_speed_in_metres_per_second():
+    profile = get_profile("udacity")  # speeds in mph: 1 mph = 0.44704 m/s
+    speeds = [0.0, 0.5, 10.0, 20.0, 30.0, float("nan")]  # standing and missing rows do not count
+    assert pursuit_speed(profile, speeds) == pytest.approx(20.0 * 0.44704)
+    assert pursuit_speed(profile, speeds, 3.0) == 3.0  # the --speed flag wins
+    assert pursuit_speed(profile, [0.0, float("nan")]) == profile.car.speed  # no moving rows: nominal
 
 
 def test_pursuit_correction_aims_back_at_the_path_for_offsets_and_heading_errors():

@@ -190,23 +190,17 @@ def _score(model_path: Path, held: Any, predictor=None, sim: SimLog | None = Non
 def shift_gain(prediction, held: Any, spec, frames: int = SHIFT_FRAMES) -> float:
     """How strongly the model steers back to its path: up to ``frames`` held-out centre frames, evenly spaced,
     are seen from the default recipe's largest viewpoint shift (``VIEWPOINT_FRACTION`` of the profile's
-    intervention offset) to
-    the left and to the right through the replay's own warp and camera (``spec``); the gain is the mean change
-    of the model's steering between the two views over the change of the pure pursuit labels that training
-    gives such views (``pursuit_correction`` at the speed the replay drives). 1: it corrects as it was taught;
-    below 1: it corrects too little and the closed loop drifts off in bends."""
+    intervention offset) to the left and to the right through the replay's own warp and camera (``spec``); the
+    gain is the mean change of the model's steering between the two views over the change of the pure pursuit
+    labels that training gives such views (``pursuit_correction`` at the speed the replay drives). 1: it
+    corrects as it was taught; below 1: it corrects too little and the closed loop drifts off in bends."""
     from data_tools.augment import pursuit_correction
     from data_tools.frames import read_frame
+    from e2e_drive.recipe import VIEWPOINT_FRACTION, pursuit_speed
     from e2e_drive.replay import CameraWarps
 
     car = spec.profile.car
-    if spec.speed is not None:
-        speed = float(spec.speed)
-    else:
-        speeds = np.asarray(held.speed, np.float64) * spec.profile.speed_scale
-        speed = float(np.median(speeds[np.isfinite(speeds) & (speeds > spec.profile.min_speed)]))
-    from e2e_drive.recipe import VIEWPOINT_FRACTION
-
+    speed = pursuit_speed(spec.profile, held.speed, spec.speed)
     lateral = VIEWPOINT_FRACTION * spec.profile.intervention_offset
     rows = np.unique(np.linspace(0, len(held) - 1, min(frames, len(held))).round().astype(int))
     warps = CameraWarps(spec.camera)
