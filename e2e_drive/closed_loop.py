@@ -32,8 +32,14 @@ AUTONOMY_PIECE_SECONDS = 30.0
 SIMULATED_LAPS = 1.0
 # Above this many autonomy points per intervention (a 30 s span) a closed-loop figure is too coarse to tell.
 COARSE_POINTS = 20.0
+# How strictly a replayed span judges: the recorded steering this many seconds late, driven blind (a driver a
+# human reaction's fraction behind the recorded one). Below STRICT_AUTONOMY it fails the span too: the car's
+# geometry (speed, wheelbase, wheel angle, intervention offset) leaves no room for any model's small errors.
+LATE_SECONDS = 0.1
+STRICT_AUTONOMY = 50.0
 
-__all__ = ["AUTONOMY", "ClosedLoopSpec", "autonomy_callback", "closed_loop_check", "log_spec", "validation_spec"]
+__all__ = ["AUTONOMY", "ClosedLoopSpec", "autonomy_callback", "closed_loop_check", "log_spec", "strictness",
+           "validation_spec"]
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,9 @@ class ClosedLoopSpec:
               progress: bool = False) -> dict[str, Any]:
         """``model`` (a Keras model or a predictor on uint8 frames) driven closed loop, as a dict: ``by``,
         ``autonomy``, ``interventions``, ``elapsed_seconds``, ``mean_abs_offset``, ``max_abs_offset`` and
-        ``points_per_intervention`` (what one intervention more or less changes ``autonomy`` by on this span).
+        ``points_per_intervention`` (what one intervention more or less changes ``autonomy`` by on this span)
+        and, for replay, how strictly the span judges (``strictness``: ``late_autonomy``, ``late_interventions``,
+        ``strict``).
         ``piece_seconds``: replay pieces of this length together (faster, each piece starts on the recorded
         pose); default whole segments. ``plot``: also draw where it strayed (a plot that cannot be written
         costs a warning, never the figures)."""
@@ -109,6 +117,8 @@ class ClosedLoopSpec:
                 def draw():
                     plot_paths(results, plot)
         result.update(uncertainty(result["elapsed_seconds"]))
+        if not self.simulated:
+            result.update(strictness(self))
         if draw is not None:
             _plotted(result, plot, draw)
         return result
@@ -121,6 +131,30 @@ def uncertainty(elapsed_seconds: float) -> dict[str, Any]:
 
     points = 100.0 * INTERVENTION_SECONDS / elapsed_seconds if elapsed_seconds > 0 else float("inf")
     return {"points_per_intervention": float(points), "too_short": bool(points > COARSE_POINTS)}
+
+
+def strictness(spec: ClosedLoopSpec, seconds: float = LATE_SECONDS) -> dict[str, Any]:
+    """How strictly ``spec``'s replay judges a model: ``late_autonomy`` and ``late_interventions`` of the recorded
+    steering ``seconds`` late driven blind through the same paths (``Trajectory.late``; no frames), and
+    ``strict`` when that autonomy is below ``STRICT_AUTONOMY``: a span (or a guessed ``--speed`` or car profile)
+    on which even the driver a tenth of a second behind fails cannot tell a model that drives from one that
+    does not."""
+    from e2e_drive.replay import replay
+
+    late = replay(list(spec.parts), "recorded", profile=spec.profile, speed=spec.speed,
+                  trajectories=[path.late(seconds) for path in spec.paths]).total
+    return {"late_seconds": float(seconds), "late_autonomy": float(late.autonomy),
+            "late_interventions": int(late.interventions), "strict": bool(late.autonomy < STRICT_AUTONOMY)}
+
+
+def strict_warning(result: dict[str, Any]) -> str:
+    """One line saying that ``result``'s span judges more strictly than a model can be judged (empty if not)."""
+    if not result.get("strict"):
+        return ""
+    return (f"a strict span: the recorded steering {result['late_seconds']:g} s late scores "
+            f"{result['late_autonomy']:.1f}% ({result['late_interventions']} interventions) here, so autonomy cannot "
+            "tell models apart (check --speed and --car: a faster or tighter-steering car than the real one fails "
+            "everything)")
 
 
 def _predictor(model) -> Callable[[np.ndarray], np.ndarray]:
@@ -246,6 +280,8 @@ def closed_loop_check(spec: ClosedLoopSpec, model_path: str | os.PathLike, plot:
     except (DataError, ValueError) as error:
         log.warning("no closed-loop check of the validation span: %s", error)
         return {"skipped": str(error)}
+    if result.get("strict"):
+        log.warning("%s", strict_warning(result))
     if result["too_short"]:
         log.info("the closed-loop check drove %.0f s: one intervention costs %.0f points of autonomy there, too "
                     "short to tell (a larger --val-fraction or more data drives longer)", result["elapsed_seconds"],

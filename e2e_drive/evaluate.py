@@ -89,7 +89,7 @@ def replay_summary(model, log: DrivingLog, camera=None, required: bool = False, 
     segments, ``e2e_drive.closed_loop``; ``speed`` in m/s for logs without a speed column), with what one
     intervention costs there, or why it could not be replayed; ``plot``: also draw where it strayed."""
     from data_tools import DataError
-    from e2e_drive.closed_loop import log_spec, uncertainty
+    from e2e_drive.closed_loop import log_spec, strictness, uncertainty
     from e2e_drive.models import steering_function
     from e2e_drive.replay import car_for_log, plot_replay
 
@@ -97,12 +97,13 @@ def replay_summary(model, log: DrivingLog, camera=None, required: bool = False, 
         return {"skipped": "the log has no time stamps or no speed to rebuild the driven path from (tubs: --speed)"}
     try:
         car = car_for_log(log)  # the car profile the data calls for (the simulator's own recordings: its car)
-        report = log_spec(log, car, camera, speed).replay(steering_function(model))
+        spec = log_spec(log, car, camera, speed)
+        report = spec.replay(steering_function(model))
     except DataError as error:
         if required:
             raise
         return {"skipped": str(error)}
-    summary = {"car": car, **report.summary(), **uncertainty(report.total.elapsed_seconds)}
+    summary = {"car": car, **report.summary(), **uncertainty(report.total.elapsed_seconds), **strictness(spec)}
     if plot:
         plot_replay(report, plot, title="closed-loop replay")
         summary["plot"] = os.fspath(plot)
@@ -255,4 +256,8 @@ def format_report(report: dict[str, Any]) -> str:
         if replayed.get("too_short"):
             lines.append(f"  a short span: one intervention costs {replayed['points_per_intervention']:.0f} points "
                          "of autonomy here (replay minutes of driving for a firmer figure)")
+        if replayed.get("strict"):
+            from e2e_drive.closed_loop import strict_warning
+
+            lines.append(f"  {strict_warning(replayed)}")
     return "\n".join(lines)

@@ -37,7 +37,7 @@ def report(tmp_path_factory):
 def test_each_run_is_scored_on_rows_it_never_trained_on(report):
     from data_tools import read_log
     from deploy import load_predictor
-    from e2e_drive.replay import replay
+    from e2e_drive.replay import get_profile, reconstruct, replay
     from e2e_drive.sim import drive
 
     out, result = report
@@ -67,6 +67,9 @@ def test_each_run_is_scored_on_rows_it_never_trained_on(report):
         assert sum(run["replay"]["interventions_by_bend"].values()) == replayed.interventions
         assert sum(run["replay"]["steps_by_bend"].values()) == len(replayed.steering)
         assert run["offline"]["gain"] == pytest.approx(np.polyfit(smoothed, predicted, 1)[0], rel=1e-3)
+        late = replay(held, "recorded", profile="sim",
+                      trajectories=[reconstruct(held, get_profile("sim")).late(0.1)]).total
+        assert run["replay"]["late_autonomy"] == pytest.approx(late.autonomy)
         (unseen,) = drive(predictor, [101], laps=1.0, fps=10.0, progress=False)
         assert run["simulator"]["autonomy"] == pytest.approx(unseen.autonomy, abs=1e-6)
     assert not np.allclose(steering[0], steering[1])  # two seeds, two models
@@ -87,6 +90,7 @@ def test_the_summary_reports_the_worst_log_and_seed(report):
     assert summary["pearson"]["worst"] == min(r["offline"]["pearson"] for r in runs)
     assert summary["rmse_vs_mean"]["worst"] == max(r["offline"]["rmse_vs_mean"] for r in runs)
     assert summary["shift_gain"]["worst"] == min(r["replay"]["shift_gain"] for r in runs)
+    assert summary["late_autonomy"]["worst"] == min(r["replay"]["late_autonomy"] for r in runs)
     assert result["all"]["autonomy"] == summary["autonomy"] and result["worst_log"] == "sim:keyboard@10"
     labels = summary["labels"]
     assert labels["fps"] == pytest.approx(10.0, rel=1e-2) and labels["keyboard_like"]
@@ -96,6 +100,7 @@ def test_the_summary_reports_the_worst_log_and_seed(report):
     text = format_recipe_report(result)
     assert "epochs=1, crop=[56, 24], epoch_samples=64" in text and "all (worst log and seed)" in text and "diagnosis" in text
     assert f"{summary['shift_gain']['mean']:.2f}" in text and "shift gain" in text
+    assert f"{summary['late_autonomy']['worst']:.1f}" in text and "0.1 s late" in text
 
 
 def test_bad_requests_are_named_before_any_training(tmp_path, capsys):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from data_tools import DataError, DrivingLog, load_log, write_frame
-from e2e_drive.closed_loop import ClosedLoopSpec, log_spec, validation_spec
-from e2e_drive.replay import get_profile, replay
+from e2e_drive.closed_loop import ClosedLoopSpec, log_spec, strict_warning, strictness, validation_spec
+from e2e_drive.replay import get_profile, reconstruct, replay
 from e2e_drive.sim import CameraRig, drive, make_track, record
 from e2e_drive.train_config import TrainConfig
 
@@ -41,6 +41,43 @@ def test_a_log_spec_scores_what_replay_scores(recording):
     assert spec.score(steer_left)["autonomy"] == scored["autonomy"]
     pieces = replay(driving_log, steer_left, camera=CameraRig(), profile="sim", piece_seconds=2.0).total
     assert spec.score(steer_left, piece_seconds=2.0)["interventions"] == pieces.interventions
+
+
+def test_a_late_path_holds_the_recorded_steering_seconds_late_within_each_segment(tmp_path):
+    write_frame(tmp_path / "f.png", np.zeros((16, 32, 3), np.uint8))
+    # 10 fps, then a 5 s pause that splits the log into two segments.
+    times = [0.0, 0.1, 0.2, 0.3, 5.3, 5.4, 5.5]
+    steering = [0.0, 0.2, 0.4, 0.6, -0.5, -0.3, -0.1]
+    driving_log = DrivingLog.from_columns(center=[str(tmp_path / "f.png")] * 7, steering=steering, source="LOG",
+                                          row=list(range(7)), speed=[10.0] * 7, timestamp=times)
+    path = reconstruct(driving_log, get_profile("sim"))
+    assert path.segments == 2
+    np.testing.assert_allclose(path.late(0.0).steering, steering)
+    np.testing.assert_allclose(path.late(0.1).steering, [0.0, 0.0, 0.2, 0.4, -0.5, -0.5, -0.3], atol=1e-6)
+    np.testing.assert_allclose(path.late(0.05).steering, [0.0, 0.1, 0.3, 0.5, -0.5, -0.4, -0.2], atol=1e-6)
+    late = path.late(0.1)  # only the commands change, never the recorded path
+    assert np.array_equal(late.x, path.x) and np.array_equal(late.heading, path.heading)
+
+
+def test_strictness_drives_the_recorded_steering_late_and_blind(recording):
+    spec = log_spec(load_log(recording), "sim", CameraRig())
+    (path,) = spec.paths
+    assert strictness(spec, 0.0) == {"late_seconds": 0.0, "late_autonomy": 100.0, "late_interventions": 0,
+                                     "strict": False}  # the recorded driver itself
+    for seconds, frames in ((0.1, 1), (0.3, 3)):  # the recording is 10 fps: whole frames late
+        shifted = np.concatenate([np.full(frames, path.steering[0]), path.steering[:-frames]])
+        oracle = replay(spec.parts[0], "recorded", profile="sim", trajectories=[
+            type(path)(**{**path.__dict__, "steering": shifted})]).total
+        result = strictness(spec, seconds)
+        assert result["late_interventions"] == oracle.interventions
+        assert result["late_autonomy"] == pytest.approx(oracle.autonomy)
+        assert result["strict"] == (oracle.autonomy < 50.0)
+    # 0.1 s late the expert still drives this span (a span that can judge), 0.3 s late it does not.
+    assert not strictness(spec)["strict"] and strictness(spec, 0.3)["strict"]
+    assert spec.score(steer_left)["late_autonomy"] == 100.0  # every replayed score says how strict its span is
+    warning = strict_warning(strictness(spec, 0.3))
+    assert warning.startswith("a strict span: the recorded steering 0.3 s late scores") and "--speed" in warning
+    assert strict_warning(strictness(spec)) == ""
 
 
 def test_the_simulator_drives_its_own_recordings_tracks(recording):

@@ -121,7 +121,9 @@ def test_evaluate_replays_a_tub_at_the_given_speed(tmp_path):
     from deploy import load_predictor
     from e2e_drive.evaluate import evaluate
     from e2e_drive.models import pilotnet
-    from e2e_drive.replay import replay
+    from data_tools import read_log
+    from e2e_drive.evaluate import format_report
+    from e2e_drive.replay import get_profile, reconstruct, replay
     from e2e_drive.sim import record
 
     tub = tmp_path / "tub"
@@ -135,6 +137,17 @@ def test_evaluate_replays_a_tub_at_the_given_speed(tmp_path):
     assert report["car"] == "donkey" and report["frames"] == expected.frames > 0
     assert report["interventions"] == expected.interventions
     assert report["mean_abs_offset"] == pytest.approx(expected.mean_abs_offset, abs=1e-3)
+    # How strictly that span judges: the tub's own steering 0.1 s late, driven blind with the same car and speed.
+    late = replay(tub, "recorded", profile="donkey", speed=2.0,
+                  trajectories=[reconstruct(read_log(tub), get_profile("donkey"), speed=2.0).late(0.1)]).total
+    assert report["late_interventions"] == late.interventions
+    assert report["late_autonomy"] == pytest.approx(late.autonomy)
+    assert report["strict"] == (late.autonomy < 50.0) == False  # noqa: E712 (the sim's expert, 0.1 s late, drives)
+    # A speed the car never drove at (three times as fast) makes the span fail even that driver: said, not hidden.
+    strict = evaluate(model_path, [str(tub)], speed=6.0)
+    assert strict["replay"]["strict"] and strict["replay"]["late_interventions"] > 0
+    assert "a strict span: the recorded steering 0.1 s late scores" in format_report(strict)
+    assert "a strict span" not in format_report(evaluate(model_path, [str(tub)], speed=2.0))
 
 
 def test_evaluate_says_why_a_log_cannot_be_replayed(tmp_path, synthetic_log):

@@ -476,7 +476,7 @@ def test_training_ends_with_best_keras_driven_through_the_validation_span(sim_re
     from data_tools import load_log
     from deploy import load_predictor
     from e2e_drive.cli import main
-    from e2e_drive.replay import replay
+    from e2e_drive.replay import reconstruct, replay
 
     from data_tools.smoothing import is_keyboard_steering
 
@@ -521,6 +521,12 @@ def test_training_ends_with_best_keras_driven_through_the_validation_span(sim_re
     # A span of seconds: the CLI says how coarse the figure is (six seconds per intervention over the span).
     elapsed = json.loads((tmp_path / "cli" / "closed_loop.json").read_text())["elapsed_seconds"]
     assert f"a short span: one intervention costs {600 / elapsed:.0f} points of autonomy here" in out
+    # And how strictly the span judges: the recorded steering 0.1 s late, blind, on the replayed rows.
+    held = load_log(folder)[math.floor(0.8 * len(load_log(folder))):]
+    late = replay(held, "recorded", profile="sim", trajectories=[reconstruct(held, get_profile("sim")).late(0.1)])
+    assert check["late_autonomy"] == pytest.approx(late.total.autonomy) and check["strict"] == (
+        late.total.autonomy < 50.0)
+    assert ("a strict span" in out) == json.loads((tmp_path / "cli" / "closed_loop.json").read_text())["strict"]
     cli_split = json.loads((tmp_path / "cli" / "time_split.json").read_text())
     assert f"wall time {cli_split['total_seconds']:.1f} s: " in out and "closed loop " in out
     # Without a validation span there is nothing to drive.

@@ -144,7 +144,7 @@ def _diagnosis(result: Any) -> dict[str, Any]:
 def _score(model_path: Path, held: Any, predictor=None, sim: SimLog | None = None,
            speed: float | None = None) -> dict[str, Any]:
     from data_tools import DataError
-    from e2e_drive.closed_loop import log_spec, uncertainty
+    from e2e_drive.closed_loop import log_spec, strictness, uncertainty
     from e2e_drive.evaluate import metrics, predict, smoothed_labels
     from e2e_drive.models import load_model, steering_function
     from e2e_drive.replay import car_for_log
@@ -169,7 +169,8 @@ def _score(model_path: Path, held: Any, predictor=None, sim: SimLog | None = Non
                          "seconds": total.elapsed_seconds,
                          "interventions_per_minute": total.interventions / minutes if minutes else float("nan"),
                          "points_per_intervention": uncertainty(total.elapsed_seconds)["points_per_intervention"],
-                         "shift_gain": shift_gain(prediction, held, spec), **_diagnosis(total)}
+                         "shift_gain": shift_gain(prediction, held, spec),
+                         "late_autonomy": strictness(spec)["late_autonomy"], **_diagnosis(total)}
     # The learnt gain: the slope of the model's steering on the smoothed labels (below 1: it steers too little).
     gain = float(np.polyfit(labels, predicted, 1)[0]) if np.std(labels) > 0 else float("nan")
     scored: dict[str, Any] = {
@@ -224,6 +225,8 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
                               ("rmse_vs_mean", ("offline", "rmse_vs_mean"), np.nanmax),
                               ("gain", ("offline", "gain"), np.nanmin),
                               ("shift_gain", ("replay", "shift_gain"), np.nanmin),
+                              # How strictly the span judges: the recorded steering 0.1 s late, driven blind.
+                              ("late_autonomy", ("replay", "late_autonomy"), np.nanmin),
                               ("simulator_autonomy", ("simulator", "autonomy"), np.nanmin),
                               ("train_seconds", ("training", "seconds"), np.nanmax),
                               # A short scored span makes autonomy coarse: one intervention costs 6 s of it.
@@ -335,16 +338,17 @@ def format_recipe_report(report: dict[str, Any]) -> str:
     lines.append(f"worst log: {report['worst_log']}")
     lines.append("diagnosis (labels of the whole log; interventions of every seed's held-out replay):")
     lines.append(f"{'log':<34}{'fps':>6}{'zeros':>7}{'values':>8}{'lock':>6}{'change/s':>9}{'gain':>12}"
-                 f"{'shift gain':>12}{'interventions left/straight/right':>35}{'under/over':>12}")
+                 f"{'shift gain':>12}{'0.1 s late':>12}{'interventions left/straight/right':>35}{'under/over':>12}")
     for name, summary in report["logs"].items():
         labels = summary["labels"]
         gain = f"{summary['gain']['mean']:.2f}" if "gain" in summary else "-"
         back = f"{summary['shift_gain']['mean']:.2f}" if "shift_gain" in summary else "-"
+        late = f"{summary['late_autonomy']['worst']:.1f}" if "late_autonomy" in summary else "-"
         bends, steer = "-", "-"
         if "interventions_by_bend" in summary:
             bends = "/".join(str(summary["interventions_by_bend"][b]) for b in ("left", "straight", "right"))
             steer = f"{summary['understeer']}/{summary['oversteer']}"
         lines.append(f"{name:<34}{labels['fps']:>6.1f}{labels['zero_share']:>7.0%}{labels['distinct_values']:>8}"
-                     f"{labels['full_lock_share']:>6.0%}{labels['change_per_second']:>9.2f}{gain:>12}{back:>12}{bends:>35}"
-                     f"{steer:>12}")
+                     f"{labels['full_lock_share']:>6.0%}{labels['change_per_second']:>9.2f}{gain:>12}{back:>12}"
+                     f"{late:>12}{bends:>35}{steer:>12}")
     return "\n".join(lines)

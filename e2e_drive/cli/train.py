@@ -162,6 +162,10 @@ def _closed_loop_summary(result) -> str:
     if check["too_short"]:  # say how coarse the figure is before anyone trusts it
         text += (f"\n  a short span: one intervention costs {check['points_per_intervention']:.0f} points of autonomy "
                  "here (minutes of validation driving give a firmer figure: --val-fraction)")
+    if check.get("strict"):
+        from e2e_drive.closed_loop import strict_warning
+
+        text += f"\n  {strict_warning(check)}"
     return text
 
 

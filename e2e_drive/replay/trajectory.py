@@ -15,7 +15,7 @@ rows, at 1e-4 to 0.01 mph).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -60,6 +60,17 @@ class Trajectory:
     @property
     def segments(self) -> int:
         return int(self.segment.max()) + 1 if len(self.segment) else 0
+
+    def late(self, seconds: float) -> "Trajectory":
+        """The same path whose ``steering`` is the recorded command ``seconds`` late (by the path's own clock,
+        within each segment, interpolated between commands; a segment's first ``seconds`` hold its first one):
+        replayed as the ``"recorded"`` driver, a driver a little behind the recorded one (``closed_loop.strictness``)."""
+        late = np.asarray(self.steering, np.float64).copy()
+        for segment in np.unique(self.segment):
+            rows = np.flatnonzero(self.segment == segment)
+            clock = np.concatenate([[0.0], np.cumsum(self.dt[rows[:-1]])])
+            late[rows] = np.interp(clock - seconds, clock, late[rows])  # any frame rate: between two commands
+        return replace(self, steering=late)
 
     def state(self, index: np.ndarray) -> CarState:
         """The recorded car at rows ``index``, as a ``CarState`` of ``len(index)`` cars."""
